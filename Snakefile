@@ -1,0 +1,26 @@
+# gammasweep: SGD across the feature-learning strength gamma, from raw data to every figure.
+#   snakemake --cores 2                                   # the default config: everything, in miniature
+#   snakemake --configfile config/paper.yaml --profile profiles/slurm   # the paper, on a SLURM cluster
+#   snakemake results/figures/<figure>.pdf                # one figure and only what it needs
+from snakemake.utils import min_version
+
+min_version("9.19")
+
+
+# --configfile replaces the default config instead of being merged into it.
+if not config:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        PLAN.figure_files(),

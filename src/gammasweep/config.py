@@ -1,0 +1,157 @@
+"""Config loading, validation and the expansion of experiments into cells and file paths.
+
+A config (``config/config.yaml``, schema ``config/schema.yaml``) declares datasets, experiments
+(a model x dataset x loss with a gamma grid and an eta grid) and figures. A *cell* is one
+(experiment, gamma, eta) point; it trains ``seeds`` ensemble members and writes one HDF5 file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from gammasweep.data import SOURCES, Source
+from gammasweep.models import MODELS
+
+RUNS, CUBES, FIGURES, DATA, LOGS = "results/runs", "results/cubes", "results/figures", "results/data", "results/logs"
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the offending key."""
+
+
+def value_key(value: float) -> str:
+    """The canonical text of a grid value in paths and wildcards, e.g. 0.0316 -> '3.162e-02'."""
+    return f"{value:.3e}"
+
+
+def grid_values(spec: dict | list, key: str) -> list[float]:
+    """Expand a grid spec: {min, max, per_decade} -> 10^(i / per_decade) from min to max; a list as given."""
+    if isinstance(spec, list):
+        values = sorted(float(v) for v in spec)
+    else:
+        k = spec["per_decade"]
+        lo, hi = math.log10(spec["min"]) * k, math.log10(spec["max"]) * k
+        if abs(lo - round(lo)) > 1e-6 or abs(hi - round(hi)) > 1e-6:
+            raise ConfigError(f"config key '{key}': min and max must be powers of 10^(1/{k}), got {spec}")
+        if hi < lo:
+            raise ConfigError(f"config key '{key}': max {spec['max']} is below min {spec['min']}")
+        values = [10.0 ** (i / k) for i in range(round(lo), round(hi) + 1)]
+    keys = [value_key(v) for v in values]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"config key '{key}': values closer than 4 significant digits: {values}")
+    return values
+
+
+def load_schema(path: str | Path) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def validate(config: dict, schema: dict) -> None:
+    """Check ``config`` against the schema and the cross-references; raise ConfigError naming the key."""
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"config key '{'.'.join(map(str, e.absolute_path)) or '<top>'}': {e.message}" for e in errors[:10]]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    for name, exp in config["experiments"].items():
+        where = f"experiments.{name}"
+        if exp["dataset"] not in config["datasets"]:
+            raise ConfigError(f"config key '{where}.dataset': unknown dataset {exp['dataset']!r}; "
+                              f"declared: {sorted(config['datasets'])}")
+        if exp["model"]["name"] not in MODELS:
+            raise ConfigError(f"config key '{where}.model.name': unknown model; known: {sorted(MODELS)}")
+        pool = config["datasets"][exp["dataset"]]["sampling"]["images"]
+        if exp["steps"] * exp["batch_size"] > pool:
+            raise ConfigError(f"config key '{where}': steps x batch_size = {exp['steps'] * exp['batch_size']} "
+                              f"exceeds the {pool} images of dataset {exp['dataset']!r} (online: no sample reused)")
+        grid_values(exp["gamma"], f"{where}.gamma")
+        grid_values(exp["eta"], f"{where}.eta")
+    for name, ds in config["datasets"].items():
+        channels = SOURCES[ds["source"]].shape[-1]
+        for stat in ("mean", "std"):
+            if len(ds["normalization"][stat]) != channels:
+                raise ConfigError(f"config key 'datasets.{name}.normalization.{stat}': needs {channels} "
+                                  f"value(s), one per channel of {ds['source']}")
+    for name, fig in config["figures"].items():
+        for exp in fig["experiments"]:
+            if exp not in config["experiments"]:
+                raise ConfigError(f"config key 'figures.{name}.experiments': unknown experiment {exp!r}; "
+                                  f"declared: {sorted(config['experiments'])}")
+
+
+class Plan:
+    """A validated config, expanded: the cells of every experiment and the files of every step."""
+
+    def __init__(self, config: dict, schema: dict) -> None:
+        validate(config, schema)
+        self.config = config
+        self.grids = {name: ({value_key(v): v for v in grid_values(exp["gamma"], "")},
+                             {value_key(v): v for v in grid_values(exp["eta"], "")})
+                      for name, exp in config["experiments"].items()}
+
+    @classmethod
+    def from_files(cls, config_path: str | Path, schema_path: str | Path) -> Plan:
+        with open(config_path) as f:
+            return cls(yaml.safe_load(f), load_schema(schema_path))
+
+    # -- cells ---------------------------------------------------------------------------------
+    def cells(self, experiment: str) -> list[tuple[str, str]]:
+        """(gamma_key, eta_key) of every cell of an experiment."""
+        gammas, etas = self.grids[experiment]
+        return [(g, e) for g in gammas for e in etas]
+
+    def cell_files(self, experiment: str) -> list[str]:
+        return [cell_path(experiment, g, e) for g, e in self.cells(experiment)]
+
+    def cell_params(self, experiment: str, gamma_key: str, eta_key: str) -> dict[str, Any]:
+        """Everything that determines a cell's result, resolved and JSON-serializable."""
+        exp = self.config["experiments"][experiment]
+        gammas, etas = self.grids[experiment]
+        if gamma_key not in gammas or eta_key not in etas:
+            raise ConfigError(f"no cell gamma={gamma_key}, eta={eta_key} in experiment {experiment!r}")
+        training = {**self.config["training"], **exp.get("training", {})}
+        dataset = self.config["datasets"][exp["dataset"]]
+        source = SOURCES[dataset["source"]]
+        gamma = gammas[gamma_key]
+        return {
+            "experiment": experiment, "dataset": exp["dataset"], "model": exp["model"], "loss": exp["loss"],
+            "batch_size": exp["batch_size"], "steps": exp["steps"], "seeds": list(range(exp["seeds"])),
+            "data_seed": exp.get("data_seed", 0), "gamma": gamma, "eta": etas[eta_key],
+            "dtype": "float64" if gamma < training["float64_below_gamma"] else "float32",
+            "input_shape": list(source.shape), "num_classes": source.num_classes,
+            "normalization": dataset["normalization"], **training,
+        }
+
+    # -- datasets and figures --------------------------------------------------------------------
+    def dataset(self, name: str) -> dict:
+        return self.config["datasets"][name]
+
+    def source(self, dataset: str) -> Source:
+        """The real dataset a dataset is generated from: its image shape and classes."""
+        return SOURCES[self.dataset(dataset)["source"]]
+
+    def experiment_dataset(self, experiment: str) -> str:
+        return self.config["experiments"][experiment]["dataset"]
+
+    def figure_cubes(self, figure: str) -> list[str]:
+        return [cube_path(e) for e in self.config["figures"][figure]["experiments"]]
+
+    def figure_files(self) -> list[str]:
+        return [f"{FIGURES}/{name}.{ext}" for name in self.config["figures"] for ext in ("pdf", "png", "csv")]
+
+    def to_json(self) -> str:
+        return json.dumps(self.config, sort_keys=True)
+
+
+def cell_path(experiment: str, gamma_key: str, eta_key: str) -> str:
+    return f"{RUNS}/{experiment}/gamma_{gamma_key}/eta_{eta_key}.h5"
+
+
+def cube_path(experiment: str) -> str:
+    return f"{CUBES}/{experiment}.nc"

@@ -1,0 +1,80 @@
+"""Aggregate the cell files of an experiment into one xarray Dataset (a 'cube') stored as NetCDF4.
+
+Dimensions: gamma, eta, seed, step (train-loss records) and eval_step (test evaluations).
+Values after a member's divergence are NaN; ``diverged`` and ``diverged_step`` say when.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from gammasweep.cells import read_cell
+from gammasweep.io import atomic_path
+
+_ATTRS = {
+    "train_loss": ("training loss, mean over the steps since the previous record", "1"),
+    "train_loss_at_step": ("training loss of the batch at this step", "1"),
+    "test_loss": ("test loss", "1"),
+    "test_accuracy": ("test accuracy", "1"),
+    "diverged": ("loss became non-finite or exceeded the divergence cap", "1"),
+    "diverged_step": ("first diverged step, -1 if none", "steps"),
+    "wall_time": ("wall-clock time of the cell's training job", "s"),
+}
+
+
+def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None = None) -> xr.Dataset:
+    """Read every cell file of one experiment into a Dataset over (gamma, eta, seed, step/eval_step)."""
+    cells = [read_cell(p) + (p,) for p in cell_files]
+    if not cells:
+        raise ValueError("no cell files to aggregate")
+    gammas = sorted({c[1]["gamma"] for c in cells})
+    etas = sorted({c[1]["eta"] for c in cells})
+    first, params0, prov0, _ = cells[0]
+    seeds, steps, evals = np.asarray(params0["seeds"]), first.step, first.eval_step
+    shape = (len(gammas), len(etas), len(seeds))
+    data = {name: np.full(shape + (len(steps),), np.nan) for name in ("train_loss", "train_loss_at_step")}
+    data |= {name: np.full(shape + (len(evals),), np.nan) for name in ("test_loss", "test_accuracy")}
+    diverged, diverged_step = np.zeros(shape, bool), np.full(shape, -1, np.int64)
+    wall_time = np.full(shape[:2], np.nan)
+    for curves, params, prov, path in cells:
+        if not (np.array_equal(curves.step, steps) and np.array_equal(curves.eval_step, evals)
+                and params["seeds"] == params0["seeds"]):
+            raise ValueError(f"cell file {path} has other steps or seeds than {cells[0][3]}: rebuild it")
+        i, j = gammas.index(params["gamma"]), etas.index(params["eta"])
+        for name in data:
+            data[name][i, j] = getattr(curves, name)
+        diverged[i, j], diverged_step[i, j] = curves.diverged, curves.diverged_step
+        wall_time[i, j] = prov.get("wall_time_s", np.nan)
+    dims3, coords = ("gamma", "eta", "seed"), {"gamma": gammas, "eta": etas, "seed": seeds, "step": steps, "eval_step": evals}
+    variables = {name: ((*dims3, "step"), values) for name, values in data.items() if name.startswith("train")}
+    variables |= {name: ((*dims3, "eval_step"), values) for name, values in data.items() if name.startswith("test")}
+    variables |= {"diverged": (dims3, diverged), "diverged_step": (dims3, diverged_step),
+                  "wall_time": (("gamma", "eta"), wall_time)}
+    cube = xr.Dataset(variables, coords=coords)
+    for name, (long_name, units) in _ATTRS.items():
+        cube[name].attrs.update(long_name=long_name, units=units)
+    cube["gamma"].attrs.update(long_name="feature-learning strength gamma", units="1")
+    cube["eta"].attrs.update(long_name="learning rate eta (SGD lr = width x eta)", units="1")
+    cube["step"].attrs.update(long_name="SGD step", units="steps")
+    cube["eval_step"].attrs.update(long_name="SGD updates before the test evaluation", units="steps")
+    shared = {k: v for k, v in params0.items() if k not in ("gamma", "eta", "dtype")}
+    cube.attrs.update(Conventions="CF-1.8", experiment=params0["experiment"], cell_params=json.dumps(shared, sort_keys=True),
+                      provenance=json.dumps(prov0, sort_keys=True), experiment_config=json.dumps(experiment_config or {}, sort_keys=True))
+    return cube
+
+
+def write_cube(cube: xr.Dataset, path: str | Path) -> None:
+    """Atomically write a cube as NetCDF4 through h5netcdf."""
+    with atomic_path(path) as tmp:
+        cube.to_netcdf(tmp, engine="h5netcdf")
+
+
+def open_cube(path: str | Path) -> xr.Dataset:
+    """Load a cube fully into memory (the file is closed on return)."""
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        return ds.load()

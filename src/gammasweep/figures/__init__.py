@@ -1,0 +1,53 @@
+"""Figures: one plotting function per figure kind, each reading only cubes.
+
+A plotting function takes ``(cubes, options)`` -- the loaded cubes of the figure's experiments and
+the figure's ``options`` from the config -- and returns ``(figure, table)``: a matplotlib Figure and
+a pandas DataFrame of the numbers it shows (written as CSV beside the PDF and PNG).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from gammasweep.cube import open_cube  # noqa: E402
+from gammasweep.figures import style  # noqa: E402
+from gammasweep.figures.eta_star_scaling import eta_star_scaling  # noqa: E402
+from gammasweep.figures.loss_curves import loss_curves  # noqa: E402
+from gammasweep.figures.phase_portrait import phase_portrait  # noqa: E402
+from gammasweep.io import atomic_path  # noqa: E402
+from gammasweep.provenance import versions  # noqa: E402
+
+PlotFunction = Callable[[list[xr.Dataset], dict], tuple[plt.Figure, pd.DataFrame]]
+PLOTS: dict[str, PlotFunction] = {
+    "phase_portrait": phase_portrait,
+    "loss_curves": loss_curves,
+    "eta_star_scaling": eta_star_scaling,
+}
+
+
+def render(plot: str, cube_paths: Sequence[str | Path], options: dict, outputs: dict[str, str | Path],
+           title: str | None = None) -> None:
+    """Draw figure kind ``plot`` from the cubes and atomically write outputs['pdf'], ['png'], ['csv']."""
+    cubes = [open_cube(p) for p in cube_paths]
+    with style.theme():
+        fig, table = PLOTS[plot](cubes, options)
+        if title:
+            fig.suptitle(title)
+        about = json.dumps({"plot": plot, "options": options, "cubes": [str(p) for p in cube_paths],
+                            "versions": versions()}, sort_keys=True)
+        for fmt, meta in (("pdf", {"Subject": about, "Creator": "gammasweep"}), ("png", {"Description": about})):
+            with atomic_path(outputs[fmt]) as tmp:
+                fig.savefig(tmp, format=fmt, metadata=meta, bbox_inches="tight", dpi=150)
+        plt.close(fig)
+    with atomic_path(outputs["csv"]) as tmp:
+        table.to_csv(tmp, index=False)

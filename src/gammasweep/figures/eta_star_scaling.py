@@ -1,0 +1,41 @@
+"""eta* and eta_max against gamma with power laws fitted in the lazy and rich regimes."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from gammasweep.analysis import eta_max, eta_star, fit_power_law
+from gammasweep.figures.style import depth_of, label_log_axes
+
+
+def eta_star_scaling(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:
+    """options: lazy_max (default 0.1), rich_min (default 10), metric for eta* (default test_loss).
+
+    One panel per cube (e.g. one per depth L). The table lists every fit with its expected slope.
+    """
+    lazy_max, rich_min = options.get("lazy_max", 0.1), options.get("rich_min", 10.0)
+    fig, axes = plt.subplots(1, len(cubes), figsize=(3.8 * len(cubes), 3.2), squeeze=False)
+    rows = []
+    for ax, cube in zip(axes[0], cubes):
+        gammas, depth = cube["gamma"].values, depth_of(cube)
+        for name, values, marker in (("eta_max", eta_max(cube).values, "o"),
+                                     ("eta_star", eta_star(cube, options.get("metric", "test_loss")).values, "*")):
+            line = ax.plot(gammas, values, marker, label=name.replace("_", " "))[0]
+            for regime, lo, hi, expected in (("lazy", 0.0, lazy_max, 2.0),
+                                             ("rich", rich_min, np.inf, 2.0 / depth if depth else np.nan)):
+                fit, span = fit_power_law(gammas, values, lo, hi), gammas[(gammas >= lo) & (gammas <= hi)]
+                rows.append({"experiment": cube.attrs["experiment"], "depth": depth, "quantity": name,
+                             "regime": regime, "slope": fit.slope, "expected_slope": expected,
+                             "gamma_min": span.min() if span.size else np.nan,
+                             "gamma_max": span.max() if span.size else np.nan, "points": fit.points})
+                if np.isfinite(fit.slope):
+                    ax.plot(span, fit(span), "-", color=line.get_color(), lw=0.8, alpha=0.8)
+                    ax.annotate(f"{fit.slope:.2f}", (span[len(span) // 2], fit(span[len(span) // 2])),
+                                fontsize=7, color=line.get_color(), xytext=(4, -10), textcoords="offset points")
+        label_log_axes(ax, r"$\gamma$", r"$\eta$")
+        ax.set_title(f"{cube.attrs['experiment']} (L = {depth}): fitted slopes, theory 2 and 2/L")
+        ax.legend()
+    return fig, pd.DataFrame(rows)

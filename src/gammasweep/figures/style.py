@@ -1,0 +1,53 @@
+"""The one house style: seaborn's colour-blind palette, no LaTeX, log axes labelled with units."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+import xarray as xr
+
+SEQUENTIAL = "viridis"  # perceptually uniform and colour-blind safe
+RC = {"text.usetex": False, "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9,
+      "legend.fontsize": 7, "figure.dpi": 150, "pdf.fonttype": 42}
+
+
+@contextlib.contextmanager
+def theme() -> Iterator[None]:
+    """Apply the house style inside the block only."""
+    with plt.rc_context(), sns.axes_style("ticks"):
+        sns.set_palette("colorblind")
+        plt.rcParams.update(RC)
+        yield
+
+
+def log_edges(centers: np.ndarray) -> np.ndarray:
+    """Cell edges for pcolormesh on a log axis: geometric midpoints, extended half a step outside."""
+    logs = np.log10(np.asarray(centers, np.float64))
+    step = np.diff(logs)
+    mids = logs[:-1] + step / 2
+    first, last = logs[0] - (step[0] if len(step) else 0.5) / 2, logs[-1] + (step[-1] if len(step) else 0.5) / 2
+    return 10.0 ** np.concatenate([[first], mids, [last]])
+
+
+def gamma_colors(gammas: np.ndarray) -> list:
+    """One colour per gamma on the sequential palette, ordered by log gamma."""
+    return sns.color_palette(SEQUENTIAL, n_colors=len(gammas))
+
+
+def depth_of(cube: xr.Dataset) -> int | None:
+    """The model depth L recorded in a cube's cell parameters (None for depth-free models)."""
+    import json
+
+    return json.loads(cube.attrs["cell_params"])["model"].get("depth")
+
+
+def label_log_axes(ax: plt.Axes, x: str, y: str) -> None:
+    """Log-log axes labelled ``x`` and ``y``."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)

@@ -1,0 +1,24 @@
+"""Losses on the centered, gamma-scaled output f of shape (B, C) and integer labels (B,)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def mse(f: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over batch x classes of (f - onehot(labels))^2, as in the authors' code."""
+    target = F.one_hot(labels, f.shape[-1]).to(f.dtype)
+    return ((f - target) ** 2).mean()
+
+
+def cross_entropy(f: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy of logits f, mean over the batch."""
+    return F.cross_entropy(f, labels)
+
+
+LOSSES: dict[str, Loss] = {"mse": mse, "cross_entropy": cross_entropy}

@@ -1,0 +1,43 @@
+"""Shared fixtures: the repository root and a small real pool (scikit-learn's digits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gammasweep.data import fetch_sklearn_digits, read_images, write_images
+from gammasweep.train import Setup
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def digits_files(tmp_path_factory) -> tuple[Path, Path]:
+    """(pool, test) HDF5 files of real 8x8 digits: 1400 training images, 397 test images."""
+    root = tmp_path_factory.mktemp("digits")
+    (train, test) = fetch_sklearn_digits(397, seed=0)
+    write_images(root / "pool.h5", *train)
+    write_images(root / "test.h5", *test)
+    return root / "pool.h5", root / "test.h5"
+
+
+@pytest.fixture(scope="session")
+def test_set(digits_files) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = read_images(digits_files[1])
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def make_setup(steps: int = 20, dtype: torch.dtype = torch.float32, loss: str = "mse", width: int = 32,
+               depth: int = 3, **overrides) -> Setup:
+    """A small MLP run on 8x8 digits."""
+    fields = dict(model={"name": "mlp", "width": width, "depth": depth}, input_shape=(8, 8, 1), num_classes=10,
+                  loss=loss, steps=steps, mean=(0.3,), std=(0.4,), dtype=dtype, device=torch.device("cpu"),
+                  divergence_cap=1e4, record_points=10, test_batch_size=128)
+    return Setup(**{**fields, **overrides})

@@ -1,0 +1,93 @@
+"""Config validation (schema + cross-checks) and the expansion of experiments into cells."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from gammasweep.config import ConfigError, Plan, cell_path, grid_values, load_schema, value_key
+
+
+@pytest.fixture(scope="module")
+def schema(repo):
+    return load_schema(repo / "config" / "schema.yaml")
+
+
+@pytest.fixture(scope="module")
+def default_config(repo):
+    return yaml.safe_load((repo / "config" / "config.yaml").read_text())
+
+
+def test_paper_grids_are_the_authors(repo, schema):
+    plan = Plan.from_files(repo / "config" / "paper.yaml", repo / "config" / "schema.yaml")
+    gammas, etas = plan.grids["mlp3_mnist1m_mse"]
+    assert len(gammas) == 21 and len(etas) == 49
+    assert min(gammas.values()) == pytest.approx(1e-5) and max(gammas.values()) == pytest.approx(1e5)
+    assert min(etas.values()) == pytest.approx(1e-12) and max(etas.values()) == pytest.approx(1e12)
+    assert "3.162e-01" in gammas and "1.000e+12" in etas
+    assert len(plan.cells("mlp3_mnist1m_mse")) == 21 * 49
+
+
+def test_grid_forms():
+    assert grid_values({"min": 0.01, "max": 100, "per_decade": 1}, "g") == pytest.approx([0.01, 0.1, 1, 10, 100])
+    assert grid_values([3.0, 1.0], "g") == [1.0, 3.0]
+    with pytest.raises(ConfigError, match="'x.eta': min and max must be powers"):
+        grid_values({"min": 0.02, "max": 100, "per_decade": 1}, "x.eta")
+    with pytest.raises(ConfigError, match="closer than 4 significant digits"):
+        grid_values([1.0, 1.00001], "g")
+    assert value_key(10**-2.5) == "3.162e-03"
+
+
+def test_cell_params_resolve_dtype_and_overrides(default_config, schema):
+    config = copy.deepcopy(default_config)
+    config["experiments"]["mlp_mse"]["training"] = {"divergence_cap": 7.0}
+    plan = Plan(config, schema)
+    small = plan.cell_params("mlp_mse", "1.000e-03", "1.000e-07")
+    large = plan.cell_params("mlp_mse", "1.000e+02", "1.000e-07")
+    assert small["dtype"] == "float64" and large["dtype"] == "float32"
+    assert small["divergence_cap"] == 7.0 and small["record_points"] == config["training"]["record_points"]
+    assert small["seeds"] == [0, 1] and small["input_shape"] == [8, 8, 1]
+    assert cell_path("mlp_mse", "1.000e-03", "1.000e-07") in plan.cell_files("mlp_mse")
+    with pytest.raises(ConfigError, match="no cell"):
+        plan.cell_params("mlp_mse", "2.000e-03", "1.000e-07")
+
+
+def _mutate(config: dict, dotted: str, value) -> dict:
+    config = copy.deepcopy(config)
+    *path, last = dotted.split(".")
+    node = config
+    for key in path:
+        node = node[key]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return config
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("experiments.mlp_mse.model.width", -4, r"'experiments.mlp_mse.model.width': -4 is less than the minimum of 1"),
+    ("experiments.mlp_mse.loss", "hinge", r"'experiments.mlp_mse.loss': 'hinge' is not one of \['mse', 'cross_entropy'\]"),
+    ("experiments.mlp_mse.steps", KeyError, r"'experiments.mlp_mse': 'steps' is a required property"),
+    ("experiments.mlp_mse.model.name", "transformer", r"'experiments.mlp_mse.model.name': 'transformer' is not one of"),
+    ("experiments.mlp_mse.model.depht", 3, r"'experiments.mlp_mse.model'.*'depht' was unexpected"),
+    ("experiments.mlp_mse.gamma", [], r"'experiments.mlp_mse.gamma'"),
+    ("experiments.mlp_mse.eta", {"min": 1, "max": 10}, r"'experiments.mlp_mse.eta'"),
+    ("training.device", "tpu", r"'training.device': 'tpu' does not match"),
+    ("figures.eta_star_mlp_mse.plot", "violin", r"'figures.eta_star_mlp_mse.plot': 'violin' is not one of"),
+    ("datasets.digits.normalization.std", [0.0], r"'datasets.digits.normalization.std.0': 0.0 is less than or equal"),
+    ("experiments.mlp_mse.dataset", "cifar", r"'experiments.mlp_mse.dataset': unknown dataset 'cifar'"),
+    ("figures.eta_star_mlp_mse.experiments", ["nope"], r"'figures.eta_star_mlp_mse.experiments': unknown experiment 'nope'"),
+    ("experiments.mlp_mse.batch_size", 10_000, r"'experiments.mlp_mse': steps x batch_size = 2000000 exceeds the 6400 images"),
+    ("datasets.digits.normalization.mean", [0.1, 0.2, 0.3], r"'datasets.digits.normalization.mean': needs 1 value"),
+])
+def test_bad_configs_fail_naming_the_key(default_config, schema, key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        Plan(_mutate(default_config, key, value), schema)
+
+
+def test_default_config_is_valid(default_config, schema):
+    plan = Plan(default_config, schema)
+    assert len(plan.cell_files("mlp_mse")) == 7 * 12

@@ -1,0 +1,111 @@
+"""Aggregation into NetCDF cubes, the analysis read off them, and every figure kind rendering."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from matplotlib.image import imread
+
+from gammasweep.analysis import eta_max, eta_star, final_metric, fit_power_law
+from gammasweep.cube import build_cube, open_cube, write_cube
+from gammasweep.figures import PLOTS, render
+from gammasweep.jobs import train_cell
+
+GAMMAS, ETAS = [0.1, 10.0], [1e-3, 1e-1, 1e4]
+
+
+@pytest.fixture(scope="module")
+def cell_files(tmp_path_factory, digits_files):
+    root = tmp_path_factory.mktemp("cells")
+    pool, test = digits_files
+    files = []
+    for gamma in GAMMAS:
+        for eta in ETAS:
+            params = {"experiment": "tiny", "dataset": "digits", "model": {"name": "mlp", "width": 32, "depth": 3},
+                      "loss": "mse", "batch_size": 16, "steps": 40, "seeds": [0, 1], "data_seed": 0,
+                      "gamma": gamma, "eta": eta, "dtype": "float32", "input_shape": [8, 8, 1], "num_classes": 10,
+                      "normalization": {"mean": [0.3], "std": [0.4]}, "device": "cpu", "float64_below_gamma": 1e-2,
+                      "divergence_cap": 1e4, "record_points": 12, "test_batch_size": 200, "test_examples": 397}
+            files.append(root / f"g{gamma}_e{eta}.h5")
+            train_cell(params, str(pool), str(test), str(files[-1]))
+    return files
+
+
+@pytest.fixture(scope="module")
+def cube_file(cell_files, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cube") / "tiny.nc"
+    write_cube(build_cube(cell_files, {"note": "test"}), path)
+    return path
+
+
+def test_cube_layout_units_and_divergence(cube_file):
+    cube = open_cube(cube_file)
+    assert dict(cube.sizes) == {"gamma": 2, "eta": 3, "seed": 2, "step": len(cube["step"]), "eval_step": 7}
+    assert cube["train_loss"].dims == ("gamma", "eta", "seed", "step")
+    assert cube["test_loss"].dims == ("gamma", "eta", "seed", "eval_step")
+    assert cube["gamma"].values.tolist() == GAMMAS and cube["eta"].values.tolist() == ETAS
+    assert cube["eval_step"].values.tolist() == [0, 1, 2, 5, 10, 20, 40]
+    assert cube["wall_time"].attrs["units"] == "s" and np.all(cube["wall_time"].values > 0)
+    assert json.loads(cube.attrs["experiment_config"]) == {"note": "test"}
+    assert json.loads(cube.attrs["cell_params"])["model"]["depth"] == 3
+    # eta = 1e4 diverges at every gamma; the small etas do not.
+    assert cube["diverged"].sel(eta=1e4).all() and not cube["diverged"].sel(eta=[1e-3, 1e-1]).any()
+    last = cube["test_loss"].isel(eval_step=-1)
+    assert last.sel(eta=1e4).isnull().all() and last.sel(eta=1e-1).notnull().all()
+
+
+def test_build_cube_rejects_mismatched_cells(cell_files, tmp_path, digits_files):
+    other = tmp_path / "other.h5"
+    params = json.loads(__import__("h5py").File(cell_files[0]).attrs["params"]) | {"steps": 30, "gamma": 5.0}
+    train_cell(params, str(digits_files[0]), str(digits_files[1]), str(other))
+    with pytest.raises(ValueError, match="other steps or seeds"):
+        build_cube([cell_files[0], other])
+
+
+def _synthetic_cube() -> xr.Dataset:
+    """gamma x eta grid with a known divergence edge and a known best eta per gamma."""
+    gammas, etas = np.array([0.01, 1.0, 100.0]), np.array([1e-3, 1e-2, 1e-1, 1.0])
+    diverged = np.zeros((3, 4, 1), bool)
+    diverged[0, 2:], diverged[1, 3:] = True, True  # edges: 1e-2, 1e-1, 1.0 (nothing diverges)
+    loss = np.array([[0.5, 0.4, np.nan, np.nan], [0.5, 0.2, 0.3, np.nan], [0.9, 0.8, 0.7, 0.1]])[..., None, None]
+    return xr.Dataset({"test_loss": (("gamma", "eta", "seed", "eval_step"), loss),
+                       "diverged": (("gamma", "eta", "seed"), diverged)},
+                      coords={"gamma": gammas, "eta": etas, "seed": [0], "eval_step": [10]})
+
+
+def test_eta_max_and_eta_star_known_answers():
+    cube = _synthetic_cube()
+    assert eta_max(cube).values.tolist() == [1e-2, 1e-1, 1.0]
+    assert eta_star(cube, "test_loss").values.tolist() == [1e-2, 1e-2, 1.0]
+    assert np.isnan(final_metric(cube).sel(gamma=0.01, eta=1e-1))
+
+
+def test_power_law_fit_recovers_exponent():
+    gammas = np.logspace(-3, 3, 13)
+    fit = fit_power_law(gammas, 3.0 * gammas**2, 0, 1.0)
+    assert fit.slope == pytest.approx(2.0) and 10**fit.intercept == pytest.approx(3.0) and fit.points == 7
+    assert np.isnan(fit_power_law(gammas, gammas, 1e5, 1e6).slope)
+
+
+@pytest.mark.parametrize("plot", sorted(PLOTS))
+def test_every_figure_kind_renders_from_a_cube(plot, cube_file, tmp_path):
+    outputs = {fmt: tmp_path / f"fig.{fmt}" for fmt in ("pdf", "png", "csv")}
+    render(plot, [cube_file], {}, outputs, title=f"test {plot}")
+    assert outputs["pdf"].read_bytes()[:5] == b"%PDF-"
+    image = imread(outputs["png"])
+    assert image.shape[0] > 200 and image.shape[1] > 200 and image[..., :3].std() > 0.05  # not blank
+    table = pd.read_csv(outputs["csv"])
+    assert len(table) > 0
+    assert not list(tmp_path.glob(".*.tmp"))  # nothing half-written left behind
+
+
+def test_eta_star_table_holds_fits_with_expected_slopes(cube_file, tmp_path):
+    outputs = {fmt: tmp_path / f"s.{fmt}" for fmt in ("pdf", "png", "csv")}
+    render("eta_star_scaling", [cube_file, cube_file], {"lazy_max": 0.1, "rich_min": 10}, outputs)
+    table = pd.read_csv(outputs["csv"])
+    assert set(table["quantity"]) == {"eta_max", "eta_star"} and set(table["regime"]) == {"lazy", "rich"}
+    assert table.loc[table["regime"] == "rich", "expected_slope"].iloc[0] == pytest.approx(2 / 3)

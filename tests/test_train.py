@@ -1,0 +1,96 @@
+"""The online trainer: divergence as a result, determinism, ensembles, recording, float64."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from conftest import make_setup
+
+from gammasweep.data import OnlineStream
+from gammasweep.jobs import train_cell
+from gammasweep.train import Members, eval_steps, record_steps, train
+
+QUIET = {"log": lambda m: None}
+
+
+def test_eval_and_record_steps():
+    assert eval_steps(200).tolist() == [0, 1, 2, 5, 10, 20, 50, 100, 200]
+    assert eval_steps(7).tolist() == [0, 1, 2, 5, 7]
+    rec = record_steps(1000, 50)
+    assert rec[0] == 0 and rec[-1] == 999 and np.all(np.diff(rec) > 0) and 30 <= len(rec) <= 50
+
+
+def test_stream_is_one_pass_in_seeded_order(digits_files):
+    pool = digits_files[0]
+    a, b = OnlineStream(pool, 10, 100, data_seed=1), OnlineStream(pool, 10, 100, data_seed=1)
+    other = OnlineStream(pool, 10, 100, data_seed=2)
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, other.images)
+    # No image reused within the pass (the pool's images are distinct digits).
+    flat = a.images.reshape(len(a.images), -1).numpy()
+    assert len(np.unique(flat, axis=0)) == len(np.unique(OnlineStream(pool, 1, 1000, 1).images.reshape(1000, -1).numpy(), axis=0))
+    with pytest.raises(ValueError, match="needs steps x batch"):
+        OnlineStream(pool, 100, 100, data_seed=0)
+
+
+def test_divergence_is_recorded_per_member_and_survivors_are_unaffected(digits_files, test_set):
+    pool = digits_files[0]
+    setup = make_setup(steps=30)
+    stream = OnlineStream(pool, 16, 30, data_seed=0)
+    both = train(setup, Members([0, 0], [1.0, 1.0], [0.05, 1e6]), stream, *test_set, **QUIET)
+    alone = train(setup, Members([0], [1.0], [0.05]), stream, *test_set, **QUIET)
+    assert both.diverged.tolist() == [False, True]
+    assert both.diverged_step.tolist() == [-1, 1]  # step 0 has f = 0: the first update blows up
+    # Recorded values are real up to the divergence, NaN after it.
+    assert both.train_loss[1, 0] == pytest.approx(0.1) and np.all(np.isnan(both.train_loss[1, 1:]))
+    assert both.test_loss[1, 1] > 1e4 and np.all(np.isnan(both.test_loss[1, 2:]))
+    np.testing.assert_allclose(both.test_loss[0], alone.test_loss[0], rtol=1e-5)
+    np.testing.assert_allclose(both.train_loss[0], alone.train_loss[0], rtol=1e-5)
+
+
+def test_divergence_cap_counts_as_divergence(digits_files, test_set):
+    setup = make_setup(steps=10, divergence_cap=0.05)  # below the initial MSE of 0.1
+    curves = train(setup, Members([0], [1.0], [1e-6]), OnlineStream(digits_files[0], 16, 10, 0), *test_set, **QUIET)
+    assert curves.diverged.tolist() == [True] and curves.diverged_step.tolist() == [0]
+
+
+def test_members_with_different_seeds_differ_and_all_learn(digits_files, test_set):
+    setup = make_setup(steps=60)
+    curves = train(setup, Members([0, 1, 2], [1.0] * 3, [0.5] * 3), OnlineStream(digits_files[0], 16, 60, 0),
+                   *test_set, **QUIET)
+    final = curves.test_loss[:, -1]
+    assert len(set(final.round(8))) == 3
+    assert np.all(final < curves.test_loss[:, 0])  # every member learns
+    assert np.all(curves.test_accuracy[:, -1] > 0.3)
+
+
+def _params(tmp_path, **overrides) -> dict:
+    params = {"experiment": "t", "dataset": "digits", "model": {"name": "mlp", "width": 32, "depth": 3},
+              "loss": "cross_entropy", "batch_size": 16, "steps": 25, "seeds": [0, 1], "data_seed": 0,
+              "gamma": 1e-3, "eta": 1e-5, "dtype": "float64", "input_shape": [8, 8, 1], "num_classes": 10,
+              "normalization": {"mean": [0.3], "std": [0.4]}, "device": "cpu", "float64_below_gamma": 1e-2,
+              "divergence_cap": 1e4, "record_points": 10, "test_batch_size": 100, "test_examples": 300}
+    return params | overrides
+
+
+def test_identical_seeds_give_identical_cell_files(tmp_path, digits_files):
+    pool, test = digits_files
+    for name in ("a.h5", "b.h5"):
+        train_cell(_params(tmp_path), str(pool), str(test), str(tmp_path / name))
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        assert set(a) == set(b) and "test_loss" in a
+        for key in a:
+            np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=key)
+        assert a.attrs["params"] == b.attrs["params"]
+        assert a["test_loss"].dtype == np.float64 and a["test_loss"].shape == (2, len(eval_steps(25)))
+
+
+def test_float64_cells_keep_precision_at_tiny_gamma(digits_files, test_set):
+    """At gamma = 1e-5 the centered difference needs float64: float32 loses the signal."""
+    stream = OnlineStream(digits_files[0], 16, 20, 0)
+    runs = {dt: train(make_setup(steps=20, dtype=dt), Members([0], [1e-5], [1e-11]), stream, *test_set, **QUIET)
+            for dt in (torch.float32, torch.float64)}
+    f64 = runs[torch.float64]
+    assert not f64.diverged[0] and f64.test_loss[0, -1] < f64.test_loss[0, 0]
+    assert abs(runs[torch.float32].test_loss[0, -1] - f64.test_loss[0, -1]) > 1e-4 * f64.test_loss[0, -1]

@@ -1,0 +1,16 @@
+# One NetCDF cube per experiment, dimensions (gamma, eta, seed, step / eval_step).
+
+
+rule aggregate:
+    input:
+        lambda w: PLAN.cell_files(w.experiment),
+    output:
+        "results/cubes/{experiment}.nc",
+    params:
+        experiment=lambda w: PLAN.config["experiments"][w.experiment],
+    log:
+        "results/logs/aggregate/{experiment}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/aggregate.py"

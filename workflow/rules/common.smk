@@ -1,0 +1,21 @@
+# The expanded plan of the config: every rule reads cells, paths and parameters from PLAN.
+from pathlib import Path
+
+from gammasweep.config import Plan, load_schema
+
+PLAN = Plan(config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml"))
+ENV = "../../envs/gammasweep.yaml"
+
+
+wildcard_constraints:
+    experiment=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    source=r"[a-z0-9_]+",
+    gamma=r"\d\.\d{3}e[+-]\d{2}",
+    eta=r"\d\.\d{3}e[+-]\d{2}",
+    shard=r"\d+",
+
+
+def source_file(dataset, split):
+    """The real train or test images of a dataset's source."""
+    return f"results/data/sources/{PLAN.dataset(dataset)['source']}/{split}.h5"

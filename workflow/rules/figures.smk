@@ -1,0 +1,25 @@
+# Every figure of the config is its own terminal rule, figure_<name>, reading only cubes.
+# Figures are cheap: they run on the submitting host, never as cluster jobs.
+
+for _name, _figure in config["figures"].items():
+
+    rule:
+        name:
+            f"figure_{_name}"
+        localrule: True
+        input:
+            PLAN.figure_cubes(_name),
+        output:
+            pdf=f"results/figures/{_name}.pdf",
+            png=f"results/figures/{_name}.png",
+            csv=f"results/figures/{_name}.csv",
+        params:
+            plot=_figure["plot"],
+            options=_figure.get("options", {}),
+            title=_figure.get("title"),
+        log:
+            f"results/logs/figures/{_name}.log",
+        conda:
+            ENV
+        script:
+            "../scripts/plot_figure.py"

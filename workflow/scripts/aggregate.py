@@ -1,0 +1,5 @@
+from gammasweep.glue import job_log
+from gammasweep.jobs import aggregate
+
+with job_log(snakemake):
+    aggregate(list(snakemake.input), dict(snakemake.params.experiment), snakemake.output[0])

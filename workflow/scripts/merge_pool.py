@@ -1,0 +1,5 @@
+from gammasweep.glue import job_log
+from gammasweep.jobs import merge_pool
+
+with job_log(snakemake):
+    merge_pool(list(snakemake.input), snakemake.output[0])

@@ -1,0 +1,6 @@
+from gammasweep.glue import job_log
+from gammasweep.jobs import sample_shard
+
+with job_log(snakemake):
+    sample_shard(snakemake.input[0], dict(snakemake.params.sampling), int(snakemake.wildcards.shard),
+                 snakemake.output[0], snakemake.params.device)
