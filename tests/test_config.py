@@ -80,8 +80,9 @@ def _mutate(config: dict, dotted: str, value) -> dict:
     ("datasets.digits.normalization.std", [0.0], r"'datasets.digits.normalization.std.0': 0.0 is less than or equal"),
     ("experiments.mlp_mse.dataset", "cifar", r"'experiments.mlp_mse.dataset': unknown dataset 'cifar'"),
     ("figures.eta_star_mlp_mse.experiments", ["nope"], r"'figures.eta_star_mlp_mse.experiments': unknown experiment 'nope'"),
-    ("experiments.mlp_mse.batch_size", 10_000, r"'experiments.mlp_mse': steps x batch_size = 2000000 exceeds the 6400 images"),
+    ("experiments.mlp_mse.batch_size", 10_000, r"'experiments.mlp_mse': steps x batch_size = 2000000 exceeds the 3200 images"),
     ("datasets.digits.normalization.mean", [0.1, 0.2, 0.3], r"'datasets.digits.normalization.mean': needs 1 value"),
+    ("datasets.digits.generator.dim_mults", [1, 2, 2, 2, 2], r"'datasets.digits.generator': .*image_size=8 must be a positive multiple"),
 ])
 def test_bad_configs_fail_naming_the_key(default_config, schema, key, value, message):
     with pytest.raises(ConfigError, match=message):

@@ -15,7 +15,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from gammasweep.data import SOURCES, Source
+from gammasweep.data import SOURCES
+from gammasweep.diffusion import GeneratorConfig
 from gammasweep.models import MODELS
 
 RUNS, CUBES, FIGURES, DATA, LOGS = "results/runs", "results/cubes", "results/figures", "results/data", "results/logs"
@@ -73,6 +74,10 @@ def validate(config: dict, schema: dict) -> None:
         grid_values(exp["gamma"], f"{where}.gamma")
         grid_values(exp["eta"], f"{where}.eta")
     for name, ds in config["datasets"].items():
+        try:
+            generator_config(ds)
+        except ValueError as err:
+            raise ConfigError(f"config key 'datasets.{name}.generator': {err}") from None
         channels = SOURCES[ds["source"]].shape[-1]
         for stat in ("mean", "std"):
             if len(ds["normalization"][stat]) != channels:
@@ -83,6 +88,13 @@ def validate(config: dict, schema: dict) -> None:
             if exp not in config["experiments"]:
                 raise ConfigError(f"config key 'figures.{name}.experiments': unknown experiment {exp!r}; "
                                   f"declared: {sorted(config['experiments'])}")
+
+
+def generator_config(dataset: dict) -> GeneratorConfig:
+    """The diffusion generator's settings of a generated dataset, checked against its image shape."""
+    height, _, channels = SOURCES[dataset["source"]].shape
+    settings = {**dataset["generator"], "dim_mults": tuple(dataset["generator"]["dim_mults"])}
+    return GeneratorConfig(image_size=height, channels=channels, **settings)
 
 
 class Plan:
@@ -131,10 +143,6 @@ class Plan:
     # -- datasets and figures --------------------------------------------------------------------
     def dataset(self, name: str) -> dict:
         return self.config["datasets"][name]
-
-    def source(self, dataset: str) -> Source:
-        """The real dataset a dataset is generated from: its image shape and classes."""
-        return SOURCES[self.dataset(dataset)["source"]]
 
     def experiment_dataset(self, experiment: str) -> str:
         return self.config["experiments"][experiment]["dataset"]

@@ -43,14 +43,13 @@ def shard_seed(seed: int, shard: int) -> int:
     return int(np.random.SeedSequence([seed, shard]).generate_state(1)[0])
 
 
-def train_generator(train_images: str, generator: dict, shape: Sequence[int], checkpoint: str, device: str) -> None:
-    """Train the class-conditional diffusion model on a real dataset (resumes from its checkpoint)."""
-    from gammasweep.diffusion import GeneratorConfig
+def train_generator(train_images: str, dataset: dict, checkpoint: str, device: str) -> None:
+    """Train a generated dataset's diffusion model on its real source (resumes from its checkpoint)."""
+    from gammasweep.config import generator_config
     from gammasweep.diffusion import train_generator as train_ddpm
 
     images, labels = read_images(train_images)
-    config = GeneratorConfig(image_size=shape[0], channels=shape[2], **{**generator, "dim_mults": tuple(generator["dim_mults"])})
-    train_ddpm(images, labels, config, checkpoint, device=str(resolve_device(device)))
+    train_ddpm(images, labels, generator_config(dataset), checkpoint, device=str(resolve_device(device)))
 
 
 def sample_shard(checkpoint: str, sampling: dict, shard: int, out: str, device: str) -> None:

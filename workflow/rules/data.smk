@@ -21,8 +21,7 @@ rule train_generator:
     output:
         "results/data/{dataset}/generator.pt",
     params:
-        generator=lambda w: PLAN.dataset(w.dataset)["generator"],
-        shape=lambda w: PLAN.source(w.dataset).shape,
+        dataset=lambda w: PLAN.dataset(w.dataset),
         device=config["training"]["device"],
     log:
         "results/logs/data/{dataset}/train_generator.log",

@@ -2,5 +2,4 @@ from gammasweep.glue import job_log
 from gammasweep.jobs import train_generator
 
 with job_log(snakemake):
-    train_generator(snakemake.input[0], dict(snakemake.params.generator), snakemake.params.shape,
-                    snakemake.output[0], snakemake.params.device)
+    train_generator(snakemake.input[0], dict(snakemake.params.dataset), snakemake.output[0], snakemake.params.device)
