@@ -33,10 +33,11 @@ def phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, 
     depth, ok = depth_of(cube), np.isfinite(edge.values)
     if ok.any():
         lo, hi = np.nonzero(ok)[0][[0, -1]]
-        ax.plot(gammas, reference_line(gammas, gammas[lo], edge.values[lo], 2.0), "--", color="C3", lw=1,
+        lazy, rich = gammas[gammas <= 1.0], gammas[gammas >= 1.0]  # each guide line over its own regime
+        ax.plot(lazy, reference_line(lazy, gammas[lo], edge.values[lo], 2.0), "--", color="C3", lw=1,
                 label=r"$\propto\gamma^2$ (lazy)")
         if depth:
-            ax.plot(gammas, reference_line(gammas, gammas[hi], edge.values[hi], 2.0 / depth), ":", color="C1",
+            ax.plot(rich, reference_line(rich, gammas[hi], edge.values[hi], 2.0 / depth), ":", color="C1",
                     lw=1.4, label=rf"$\propto\gamma^{{2/{depth}}}$ (rich)")
     ax.set_xlim(log_edges(gammas)[[0, -1]])
     ax.set_ylim(log_edges(etas)[[0, -1]])
