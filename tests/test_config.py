@@ -49,7 +49,8 @@ def test_cell_params_resolve_dtype_and_overrides(default_config, schema):
     assert small["dtype"] == "float64" and large["dtype"] == "float32"
     assert small["divergence_cap"] == 7.0 and small["record_points"] == config["training"]["record_points"]
     assert small["seeds"] == [0, 1] and small["input_shape"] == [8, 8, 1]
-    assert cell_path("mlp_mse", "1.000e-03", "1.000e-07") in plan.cell_files("mlp_mse")
+    assert cell_path("mlp_mse", "1.000e-03", "1.000e-07") == plan.cell_files("mlp_mse")[0]
+    assert plan.cell_identities("mlp_mse")[0] == {"experiment": "mlp_mse", "gamma": 1e-3, "eta": pytest.approx(1e-7)}
     with pytest.raises(ConfigError, match="no cell"):
         plan.cell_params("mlp_mse", "2.000e-03", "1.000e-07")
 

@@ -11,6 +11,7 @@ import xarray as xr
 from matplotlib.image import imread
 
 from gammasweep.analysis import eta_max, eta_star, final_metric, fit_power_law
+from gammasweep.cells import BadCellFile
 from gammasweep.cube import build_cube, open_cube, write_cube
 from gammasweep.figures import PLOTS, render
 from gammasweep.jobs import train_cell
@@ -64,6 +65,18 @@ def test_build_cube_rejects_mismatched_cells(cell_files, tmp_path, digits_files)
     train_cell(params, str(digits_files[0]), str(digits_files[1]), str(other))
     with pytest.raises(ValueError, match="other steps or seeds"):
         build_cube([cell_files[0], other])
+
+
+def test_truncated_or_misplaced_cell_files_are_named_with_the_rebuild_command(cell_files, tmp_path):
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(cell_files[0].read_bytes()[:2000])
+    with pytest.raises(BadCellFile, match=rf"cell file {truncated} cannot be read.*rm '{truncated}' && snakemake"):
+        build_cube([cell_files[1], truncated])
+    # cell_files[1] is the cell gamma = 0.1, eta = 1e-1 (GAMMAS x ETAS order).
+    with pytest.raises(BadCellFile, match=r"holds other parameters than its path names.*'eta': \(0.1, 0.001\)"):
+        build_cube([cell_files[1]], expected=[{"experiment": "tiny", "gamma": 0.1, "eta": 1e-3}])
+    cube = build_cube([cell_files[1]], expected=[{"experiment": "tiny", "gamma": 0.1, "eta": 0.1}])
+    assert cube.sizes["gamma"] == 1
 
 
 def _synthetic_cube() -> xr.Dataset:

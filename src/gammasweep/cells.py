@@ -25,11 +25,30 @@ def write_cell(path: str | Path, curves: Curves, params: dict, provenance: dict)
         f.attrs["provenance"] = json.dumps(provenance, sort_keys=True)
 
 
-def read_cell(path: str | Path) -> tuple[Curves, dict, dict]:
-    """Read (curves, params, provenance) of a cell file; a missing field is a ValueError naming the file."""
-    with h5py.File(path, "r") as f:
-        missing = [n for n in (*CURVE_FIELDS, "seed") if n not in f] + [a for a in ("params", "provenance") if a not in f.attrs]
-        if missing:
-            raise ValueError(f"cell file {path} lacks {missing}: delete it and rerun the workflow to rebuild it")
-        curves = Curves(**{name: f[name][()] for name in CURVE_FIELDS})
-        return curves, json.loads(f.attrs["params"]), json.loads(f.attrs["provenance"])
+class BadCellFile(ValueError):
+    """A cell file that cannot be used: unreadable, incomplete, or not the cell its path names."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"cell file {path} {problem}; rebuild it with: rm '{path}' && snakemake '{path}'")
+
+
+def read_cell(path: str | Path, expected: dict | None = None) -> tuple[Curves, dict, dict]:
+    """Read (curves, params, provenance) of a cell file.
+
+    ``expected``: parameters the file must hold (e.g. the experiment, gamma and eta its path
+    names). An unreadable, truncated or mismatched file raises BadCellFile naming the file.
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [n for n in (*CURVE_FIELDS, "seed") if n not in f]
+            missing += [a for a in ("params", "provenance") if a not in f.attrs]
+            if missing:
+                raise BadCellFile(path, f"lacks {missing}")
+            curves = Curves(**{name: f[name][()] for name in CURVE_FIELDS})
+            params, provenance = json.loads(f.attrs["params"]), json.loads(f.attrs["provenance"])
+    except OSError as err:
+        raise BadCellFile(path, f"cannot be read ({err})") from None
+    wrong = {k: (params.get(k), v) for k, v in (expected or {}).items() if params.get(k) != v}
+    if wrong:
+        raise BadCellFile(path, f"holds other parameters than its path names (found, expected): {wrong}")
+    return curves, params, provenance

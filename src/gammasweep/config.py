@@ -121,6 +121,11 @@ class Plan:
     def cell_files(self, experiment: str) -> list[str]:
         return [cell_path(experiment, g, e) for g, e in self.cells(experiment)]
 
+    def cell_identities(self, experiment: str) -> list[dict[str, Any]]:
+        """Per cell file (in ``cell_files`` order), the experiment, gamma and eta it must hold."""
+        gammas, etas = self.grids[experiment]
+        return [{"experiment": experiment, "gamma": gammas[g], "eta": etas[e]} for g, e in self.cells(experiment)]
+
     def cell_params(self, experiment: str, gamma_key: str, eta_key: str) -> dict[str, Any]:
         """Everything that determines a cell's result, resolved and JSON-serializable."""
         exp = self.config["experiments"][experiment]

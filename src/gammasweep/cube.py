@@ -27,9 +27,14 @@ _ATTRS = {
 }
 
 
-def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None = None) -> xr.Dataset:
-    """Read every cell file of one experiment into a Dataset over (gamma, eta, seed, step/eval_step)."""
-    cells = [read_cell(p) + (p,) for p in cell_files]
+def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None = None,
+               expected: Sequence[dict] | None = None) -> xr.Dataset:
+    """Read every cell file of one experiment into a Dataset over (gamma, eta, seed, step/eval_step).
+
+    ``expected``: per file, the parameters it must hold (see ``cells.read_cell``).
+    """
+    expected = expected or [None] * len(cell_files)
+    cells = [read_cell(p, e) + (p,) for p, e in zip(cell_files, expected)]
     if not cells:
         raise ValueError("no cell files to aggregate")
     gammas = sorted({c[1]["gamma"] for c in cells})

@@ -102,9 +102,9 @@ def train_cell(params: dict, pool: str, test: str, out: str) -> None:
           f"final test loss {curves.test_loss[:, -1].tolist()}; {time.time() - start:.1f} s")
 
 
-def aggregate(cell_files: Sequence[str], experiment_config: dict, out: str) -> None:
-    """Build and write the NetCDF cube of one experiment."""
-    cube = build_cube(cell_files, experiment_config)
+def aggregate(cell_files: Sequence[str], expected: Sequence[dict], experiment_config: dict, out: str) -> None:
+    """Validate every cell file against the parameters its path names, then write the experiment's cube."""
+    cube = build_cube(cell_files, experiment_config, expected)
     write_cube(cube, out)
     print(f"cube {out}: {dict(cube.sizes)}; {int(cube['diverged'].any('seed').sum())} diverged cells")
 

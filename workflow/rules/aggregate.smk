@@ -7,6 +7,7 @@ rule aggregate:
     output:
         "results/cubes/{experiment}.nc",
     params:
+        expected=lambda w: PLAN.cell_identities(w.experiment),
         experiment=lambda w: PLAN.config["experiments"][w.experiment],
     log:
         "results/logs/aggregate/{experiment}.log",
