@@ -107,6 +107,7 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
     y_test = test_labels.to(dev)
 
     def evaluate(alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test loss and accuracy (E,) of the current ``params`` (read at call time); NaN for dead members."""
         total_loss, correct = torch.zeros(n, dtype=dt, device=dev), torch.zeros(n, dtype=dt, device=dev)
         for i in range(0, len(y_test), setup.test_batch_size):
             x, y = x_test[i:i + setup.test_batch_size], y_test[i:i + setup.test_batch_size]
