@@ -58,6 +58,16 @@ def test_one_figure_target_needs_only_its_experiment(micro_run, tmp_path):
     assert (micro_run / "results" / "figures" / "curves_mlp_mse.pdf").exists()
 
 
+def test_editing_the_sampling_settings_does_not_retrain_the_generator(micro_run):
+    config = micro_config()
+    config["datasets"]["micro"]["sampling"]["seed"] = 7
+    (micro_run / "resampled.yaml").write_text(yaml.safe_dump(config))
+    plan = snakemake(micro_run, "--configfile", "resampled.yaml", "-n", "--quiet", "rules")
+    assert plan.returncode == 0, plan.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, re.MULTILINE))
+    assert "train_generator" not in counts and int(counts["sample_shard"]) == 2
+
+
 def test_paper_config_dry_runs_the_full_dag(tmp_path):
     root = scratch_workflow(tmp_path, {})
     result = snakemake(root, "--configfile", "config/paper.yaml", "-n", "--quiet", "rules")

@@ -75,7 +75,7 @@ def validate(config: dict, schema: dict) -> None:
         grid_values(exp["eta"], f"{where}.eta")
     for name, ds in config["datasets"].items():
         try:
-            generator_config(ds)
+            generator_config(ds["source"], ds["generator"])
         except ValueError as err:
             raise ConfigError(f"config key 'datasets.{name}.generator': {err}") from None
         channels = SOURCES[ds["source"]].shape[-1]
@@ -90,10 +90,10 @@ def validate(config: dict, schema: dict) -> None:
                                   f"declared: {sorted(config['experiments'])}")
 
 
-def generator_config(dataset: dict) -> GeneratorConfig:
-    """The diffusion generator's settings of a generated dataset, checked against its image shape."""
-    height, _, channels = SOURCES[dataset["source"]].shape
-    settings = {**dataset["generator"], "dim_mults": tuple(dataset["generator"]["dim_mults"])}
+def generator_config(source: str, generator: dict) -> GeneratorConfig:
+    """A generated dataset's diffusion-model settings, checked against its source's image shape."""
+    height, _, channels = SOURCES[source].shape
+    settings = {**generator, "dim_mults": tuple(generator["dim_mults"])}
     return GeneratorConfig(image_size=height, channels=channels, **settings)
 
 

@@ -43,13 +43,13 @@ def shard_seed(seed: int, shard: int) -> int:
     return int(np.random.SeedSequence([seed, shard]).generate_state(1)[0])
 
 
-def train_generator(train_images: str, dataset: dict, checkpoint: str, device: str) -> None:
+def train_generator(train_images: str, source: str, generator: dict, checkpoint: str, device: str) -> None:
     """Train a generated dataset's diffusion model on its real source (resumes from its checkpoint)."""
     from gammasweep.config import generator_config
     from gammasweep.diffusion import train_generator as train_ddpm
 
     images, labels = read_images(train_images)
-    train_ddpm(images, labels, generator_config(dataset), checkpoint, device=str(resolve_device(device)))
+    train_ddpm(images, labels, generator_config(source, generator), checkpoint, device=str(resolve_device(device)))
 
 
 def sample_shard(checkpoint: str, sampling: dict, shard: int, out: str, device: str) -> None:

@@ -21,7 +21,9 @@ rule train_generator:
     output:
         "results/data/{dataset}/generator.pt",
     params:
-        dataset=lambda w: PLAN.dataset(w.dataset),
+        # Only what the generator depends on: editing the sampling settings must not retrain it.
+        source=lambda w: PLAN.dataset(w.dataset)["source"],
+        generator=lambda w: PLAN.dataset(w.dataset)["generator"],
         device=config["training"]["device"],
     log:
         "results/logs/data/{dataset}/train_generator.log",

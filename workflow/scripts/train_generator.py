@@ -2,4 +2,5 @@ from gammasweep.glue import job_log
 from gammasweep.jobs import train_generator
 
 with job_log(snakemake):
-    train_generator(snakemake.input[0], dict(snakemake.params.dataset), snakemake.output[0], snakemake.params.device)
+    train_generator(snakemake.input[0], snakemake.params.source, dict(snakemake.params.generator),
+                    snakemake.output[0], snakemake.params.device)
