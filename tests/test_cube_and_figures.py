@@ -14,7 +14,7 @@ from gammasweep.analysis import eta_max, eta_star, final_metric, fit_power_law
 from gammasweep.cells import BadCellFile
 from gammasweep.cube import build_cube, open_cube, write_cube
 from gammasweep.figures import PLOTS, render
-from gammasweep.jobs import train_cell
+from gammasweep.jobs import train_pack
 
 GAMMAS, ETAS = [0.1, 10.0], [1e-3, 1e-1, 1e4]
 
@@ -23,16 +23,16 @@ GAMMAS, ETAS = [0.1, 10.0], [1e-3, 1e-1, 1e4]
 def cell_files(tmp_path_factory, digits_files):
     root = tmp_path_factory.mktemp("cells")
     pool, test = digits_files
-    files = []
+    files, cells = [], []
     for gamma in GAMMAS:
         for eta in ETAS:
-            params = {"experiment": "tiny", "dataset": "digits", "model": {"name": "mlp", "width": 32, "depth": 3},
+            cells.append({"experiment": "tiny", "dataset": "digits", "model": {"name": "mlp", "width": 32, "depth": 3},
                       "loss": "mse", "batch_size": 16, "steps": 40, "seeds": [0, 1], "data_seed": 0,
                       "gamma": gamma, "eta": eta, "dtype": "float32", "input_shape": [8, 8, 1], "num_classes": 10,
                       "normalization": {"mean": [0.3], "std": [0.4]}, "device": "cpu", "float64_below_gamma": 1e-2,
-                      "divergence_cap": 1e4, "record_points": 12, "test_batch_size": 200, "test_examples": 397}
+                      "divergence_cap": 1e4, "record_points": 12, "test_batch_size": 200, "test_examples": 397})
             files.append(root / f"g{gamma}_e{eta}.h5")
-            train_cell(params, str(pool), str(test), str(files[-1]))
+    train_pack(cells, str(pool), str(test), [str(f) for f in files], "tiny")
     return files
 
 
@@ -62,7 +62,7 @@ def test_cube_layout_units_and_divergence(cube_file):
 def test_build_cube_rejects_mismatched_cells(cell_files, tmp_path, digits_files):
     other = tmp_path / "other.h5"
     params = json.loads(__import__("h5py").File(cell_files[0]).attrs["params"]) | {"steps": 30, "gamma": 5.0}
-    train_cell(params, str(digits_files[0]), str(digits_files[1]), str(other))
+    train_pack([params], str(digits_files[0]), str(digits_files[1]), [str(other)])
     with pytest.raises(ValueError, match="other steps or seeds"):
         build_cube([cell_files[0], other])
 

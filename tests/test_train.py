@@ -9,7 +9,9 @@ import torch
 from conftest import make_setup
 
 from gammasweep.data import OnlineStream
-from gammasweep.jobs import train_cell
+from gammasweep.jobs import train_pack
+from gammasweep.models import build_model
+from gammasweep import train as train_module
 from gammasweep.train import Members, eval_steps, record_steps, train
 
 QUIET = {"log": lambda m: None}
@@ -77,7 +79,7 @@ def _params(tmp_path, **overrides) -> dict:
 def test_identical_seeds_give_identical_cell_files(tmp_path, digits_files):
     pool, test = digits_files
     for name in ("a.h5", "b.h5"):
-        train_cell(_params(tmp_path), str(pool), str(test), str(tmp_path / name))
+        train_pack([_params(tmp_path)], str(pool), str(test), [str(tmp_path / name)])
     with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
         assert set(a) == set(b) and "test_loss" in a
         for key in a:
@@ -94,3 +96,60 @@ def test_float64_cells_keep_precision_at_tiny_gamma(digits_files, test_set):
     f64 = runs[torch.float64]
     assert not f64.diverged[0] and f64.test_loss[0, -1] < f64.test_loss[0, 0]
     assert abs(runs[torch.float32].test_loss[0, -1] - f64.test_loss[0, -1]) > 1e-4 * f64.test_loss[0, -1]
+
+
+PACK = Members(seeds=[0, 1, 0, 1, 0, 2], gammas=[1.0, 1.0, 0.1, 10.0, 3.0, 0.3], etas=[0.05, 0.5, 0.02, 2.0, 0.2, 0.1])
+
+
+def _alone(setup, stream, test_set, k: int, members: Members = PACK):
+    one = Members([members.seeds[k]], [members.gammas[k]], [members.etas[k]])
+    return train(setup, one, stream, *test_set, **QUIET)
+
+
+@pytest.mark.parametrize("model", [{"name": "mlp", "width": 32, "depth": 3}, {"name": "cnn", "width": 4}],
+                         ids=lambda m: m["name"])
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5)], ids=["float64", "float32"])
+def test_a_pack_trains_each_cell_exactly_as_alone(digits_files, test_set, model, dtype, rtol):
+    """A mix of gamma, eta and seeds trained as one pack equals each cell trained on its own."""
+    setup = make_setup(steps=30, dtype=dtype, model=model)
+    stream = OnlineStream(digits_files[0], 16, 30, 0)
+    pack = train(setup, PACK, stream, *test_set, **QUIET)
+    assert not pack.diverged.any() and np.all(pack.test_loss[:, -1] < pack.test_loss[:, 0])
+    for k in range(len(PACK.seeds)):
+        alone = _alone(setup, stream, test_set, k)
+        for field in ("train_loss", "train_loss_at_step", "test_loss", "test_accuracy"):
+            np.testing.assert_allclose(getattr(pack, field)[k], getattr(alone, field)[0], rtol=rtol, err_msg=field)
+
+
+@pytest.mark.parametrize("chunk_bytes", [train_module.CPU_CHUNK_BYTES, 1], ids=["one-chunk", "chunks-of-one"])
+def test_cells_diverging_at_step_one_leave_the_survivors_of_their_pack_untouched(digits_files, test_set,
+                                                                              monkeypatch, chunk_bytes):
+    """Four of six cells blow up at step 1 (NaN/inf weights); the pack compacts them away, and the
+    two survivors' curves equal their single-cell runs to float64 precision, whether the pack is
+    one forward/backward pass per step or one per member (how large packs run on a CPU)."""
+    monkeypatch.setattr(train_module, "CPU_CHUNK_BYTES", chunk_bytes)
+    members = Members(seeds=[0, 1, 0, 1, 0, 1], gammas=[1.0, 1.0, 1.0, 0.1, 1.0, 1e-2],
+                      etas=[1e6, 0.05, 1e30, 0.005, 1e12, 1e8])
+    setup = make_setup(steps=40, dtype=torch.float64)
+    stream = OnlineStream(digits_files[0], 16, 40, 0)
+    pack = train(setup, members, stream, *test_set, log=lambda m: None, check_every=4)
+    assert pack.diverged.tolist() == [True, False, True, False, True, True]
+    assert pack.diverged_step.tolist() == [1, -1, 1, -1, 1, 1]
+    for k in (0, 2, 4, 5):
+        assert np.all(np.isnan(pack.test_loss[k, 2:])) and np.all(np.isnan(pack.train_loss[k, 1:]))
+    for k in (1, 3):
+        alone = _alone(setup, stream, test_set, k, members)
+        np.testing.assert_allclose(pack.test_loss[k], alone.test_loss[0], rtol=1e-12)
+        np.testing.assert_allclose(pack.train_loss[k], alone.train_loss[0], rtol=1e-12)
+
+
+def test_chunk_size_fits_the_cpu_budget(monkeypatch):
+    model = build_model({"name": "mlp", "width": 32, "depth": 3}, (8, 8, 1), 10, seeds=range(6))
+    weights = {k: v.detach() for k, v in model.named_parameters()}
+    x = torch.randn(16, 8, 8, 1)
+    one = sum(v[0].numel() * 4 for v in weights.values())  # float32 bytes of one member's weights
+    saved = 16 * (64 + 32 + 32 + 32 + 32) * 4  # at least: the input and the pre/post-ReLU activations
+    monkeypatch.setattr(train_module, "CPU_CHUNK_BYTES", 1)
+    assert train_module.chunk_size(model, weights, x) == 1
+    monkeypatch.setattr(train_module, "CPU_CHUNK_BYTES", 10 * (2 * one + saved))
+    assert 5 <= train_module.chunk_size(model, weights, x) <= 10

@@ -10,7 +10,9 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from workflow_helpers import REPO, micro_config, scratch_workflow, snakemake
+from workflow_helpers import REPO, micro_config, rule_counts, scratch_workflow, snakemake
+
+from gammasweep.config import Plan
 
 from gammasweep.cube import open_cube
 
@@ -49,12 +51,12 @@ def test_one_figure_target_needs_only_its_experiment(micro_run, tmp_path):
     fresh = scratch_workflow(tmp_path, micro_config())
     plan = snakemake(fresh, "--configfile", "micro.yaml", "-n", "results/figures/phase_mlp_mse.pdf")
     assert plan.returncode == 0, plan.stderr
-    assert re.search(r"train_cell\s+4\b", plan.stdout) and "mlp_cross_entropy" not in plan.stdout
+    assert rule_counts(plan.stdout)["train_pack"] == 2 and "mlp_cross_entropy" not in plan.stdout
     # In the finished run, a deleted figure is rebuilt alone: no training, no aggregation.
     (micro_run / "results" / "figures" / "curves_mlp_mse.pdf").unlink()
     again = snakemake(micro_run, "--configfile", "micro.yaml", "--cores", "1", "results/figures/curves_mlp_mse.pdf")
     assert again.returncode == 0, again.stderr
-    assert "figure_curves_mlp_mse" in again.stderr and "train_cell" not in again.stderr
+    assert "figure_curves_mlp_mse" in again.stderr and "_pack0" not in again.stderr
     assert (micro_run / "results" / "figures" / "curves_mlp_mse.pdf").exists()
 
 
@@ -64,17 +66,20 @@ def test_editing_the_sampling_settings_does_not_retrain_the_generator(micro_run)
     (micro_run / "resampled.yaml").write_text(yaml.safe_dump(config))
     plan = snakemake(micro_run, "--configfile", "resampled.yaml", "-n", "--quiet", "rules")
     assert plan.returncode == 0, plan.stderr
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, re.MULTILINE))
-    assert "train_generator" not in counts and int(counts["sample_shard"]) == 2
+    counts = rule_counts(plan.stdout)
+    assert "train_generator" not in counts and counts["sample_shard"] == 2
 
 
 def test_paper_config_dry_runs_the_full_dag(tmp_path):
     root = scratch_workflow(tmp_path, {})
     result = snakemake(root, "--configfile", "config/paper.yaml", "-n", "--quiet", "rules")
     assert result.returncode == 0, result.stderr[-3000:]
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE))
-    assert int(counts["train_cell"]) == 4 * 21 * 49 and int(counts["sample_shard"]) == 10
-    assert int(counts["aggregate"]) == 4
+    counts = rule_counts(result.stdout)
+    # 4 experiments x 21 gamma x 49 eta cells; per experiment 6 gamma < 1e-2 in float64 (294 cells,
+    # 5 packs of <= 64) and 15 in float32 (735 cells, 12 packs): 4 x 17 = 68 GPU jobs.
+    plan = Plan.from_files(REPO / "config" / "paper.yaml", REPO / "config" / "schema.yaml")
+    assert sum(len(p.cells) for e in plan.config["experiments"] for p in plan.packs(e)) == 4 * 21 * 49
+    assert counts["train_pack"] == 68 and counts["sample_shard"] == 10 and counts["aggregate"] == 4
 
 
 def test_lint_is_clean():
@@ -96,6 +101,8 @@ def test_default_config_plans_the_quickstart(tmp_path):
     root = scratch_workflow(tmp_path, {})
     result = snakemake(root, "-n", "--quiet", "rules")
     assert result.returncode == 0, result.stderr
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE))
+    counts = rule_counts(result.stdout)
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    assert int(counts["train_cell"]) == 7 * 12 and len(default["figures"]) == 3
+    plan = Plan(default, yaml.safe_load((REPO / "config" / "schema.yaml").read_text()))
+    assert [len(p.cells) for p in plan.packs("mlp_mse")] == [12, 24, 24, 24]  # 7 x 12 cells, float64 first
+    assert counts["train_pack"] == 4 and len(default["figures"]) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,10 +25,10 @@ MICRO_DATASET = {
 
 
 def micro_config(losses: tuple[str, ...] = ("mse", "cross_entropy")) -> dict:
-    """Two experiments (one per loss) of 2 gamma x 2 eta cells, each with its three figures."""
+    """Two experiments (one per loss) of 2 gamma x 2 eta cells in 2 packs, each with its three figures."""
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     experiment = {"dataset": "micro", "model": {"name": "mlp", "width": 16, "depth": 3}, "batch_size": 8,
-                  "steps": 20, "seeds": 2, "data_seed": 0,
+                  "steps": 20, "seeds": 2, "data_seed": 0, "pack_size": 2,
                   "gamma": [0.1, 10.0], "eta": [1e-2, 1e6]}
     config = {"training": default["training"], "datasets": {"micro": copy.deepcopy(MICRO_DATASET)},
               "experiments": {}, "figures": {}}
@@ -48,6 +49,17 @@ def scratch_workflow(root: Path, config: dict) -> Path:
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
     (root / "micro.yaml").write_text(yaml.safe_dump(config))
     return root
+
+
+def rule_counts(dry_run_stdout: str) -> dict[str, int]:
+    """Jobs per rule from the (first) job-stats table of ``snakemake -n --quiet rules``; the generated
+    training rules (train_<experiment>_pack<NNNN>, one job each) summed under 'train_pack'."""
+    counts: dict[str, int] = {}
+    table = dry_run_stdout.split("\ntotal", 1)[0]
+    for rule, jobs in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE):
+        key = "train_pack" if re.fullmatch(r"train_\w+_pack\d{4}", rule) else rule
+        counts[key] = counts.get(key, 0) + int(jobs)
+    return counts
 
 
 def snakemake(root: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:

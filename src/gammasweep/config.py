@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ import yaml
 
 from gammasweep.data import SOURCES
 from gammasweep.diffusion import GeneratorConfig
-from gammasweep.models import MODELS
+from gammasweep.models import MODELS, PACK_SIZES
+from gammasweep.parameterization import dtype_for_gamma
 
 RUNS, CUBES, FIGURES, DATA, LOGS = "results/runs", "results/cubes", "results/figures", "results/data", "results/logs"
 
@@ -140,10 +142,21 @@ class Plan:
             "experiment": experiment, "dataset": exp["dataset"], "model": exp["model"], "loss": exp["loss"],
             "batch_size": exp["batch_size"], "steps": exp["steps"], "seeds": list(range(exp["seeds"])),
             "data_seed": exp.get("data_seed", 0), "gamma": gamma, "eta": etas[eta_key],
-            "dtype": "float64" if gamma < training["float64_below_gamma"] else "float32",
+            "dtype": str(dtype_for_gamma(gamma, training["float64_below_gamma"])).removeprefix("torch."),
             "input_shape": list(source.shape), "num_classes": source.num_classes,
             "normalization": dataset["normalization"], **training,
         }
+
+    def packs(self, experiment: str) -> list[Pack]:
+        """The training jobs of an experiment: its cells in grid order, split where the dtype changes
+        and into chunks of ``pack_size`` (default: the model's, ``gammasweep.models.PACK_SIZES``)."""
+        exp = self.config["experiments"][experiment]
+        size = exp.get("pack_size", PACK_SIZES[exp["model"]["name"]])
+        by_dtype: dict[str, list[tuple[str, str]]] = {}
+        for cell in self.cells(experiment):
+            by_dtype.setdefault(self.cell_params(experiment, *cell)["dtype"], []).append(cell)
+        chunks = [cells[i:i + size] for cells in by_dtype.values() for i in range(0, len(cells), size)]
+        return [Pack(experiment, index, tuple(cells)) for index, cells in enumerate(chunks)]
 
     # -- datasets and figures --------------------------------------------------------------------
     def dataset(self, name: str) -> dict:
@@ -160,6 +173,28 @@ class Plan:
 
     def to_json(self) -> str:
         return json.dumps(self.config, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Cells of one experiment and one dtype trained together in one job (``gammasweep.train``)."""
+
+    experiment: str
+    index: int
+    cells: tuple[tuple[str, str], ...]  # (gamma_key, eta_key) of each cell
+
+    @property
+    def rule(self) -> str:
+        """The Snakemake rule that trains this pack."""
+        return f"train_{self.experiment.replace('-', '_')}_pack{self.index:04d}"
+
+    @property
+    def cell_files(self) -> list[str]:
+        return [cell_path(self.experiment, g, e) for g, e in self.cells]
+
+    @property
+    def log(self) -> str:
+        return f"{LOGS}/train/{self.experiment}/pack{self.index:04d}.log"
 
 
 def cell_path(experiment: str, gamma_key: str, eta_key: str) -> str:

@@ -23,7 +23,7 @@ _ATTRS = {
     "test_accuracy": ("test accuracy", "1"),
     "diverged": ("loss became non-finite or exceeded the divergence cap", "1"),
     "diverged_step": ("first diverged step, -1 if none", "steps"),
-    "wall_time": ("wall-clock time of the cell's training job", "s"),
+    "wall_time": ("wall-clock time of the job that trained the cell (its whole pack)", "s"),
 }
 
 

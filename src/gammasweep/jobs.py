@@ -76,30 +76,42 @@ def merge_pool(shards: Sequence[str], out: str) -> None:
     print(f"pool {out}: {len(labels)} images, class counts {np.bincount(labels).tolist()}")
 
 
-def train_cell(params: dict, pool: str, test: str, out: str) -> None:
-    """Train one (experiment, gamma, eta) cell: all its seeds at once; write its HDF5 file."""
+def train_pack(cells: Sequence[dict], pool: str, test: str, outs: Sequence[str], pack: str = "") -> None:
+    """Train a pack of cells (every seed of each) as one batched model; write one HDF5 file per cell.
+
+    The cells must differ in gamma and eta only (one experiment, one dtype): they share the data
+    stream, the seeds' initial networks and every other setting.
+    """
     start = time.time()
-    device = resolve_device(params["device"])
-    dtype = torch.float64 if params["dtype"] == "float64" else torch.float32
-    print(f"cell {params['experiment']} gamma={params['gamma']:.4g} eta={params['eta']:.4g}: "
-          f"{len(params['seeds'])} seeds, {params['steps']} steps, {params['dtype']} on {device_name(device)}", flush=True)
-    stream = OnlineStream(pool, params["batch_size"], params["steps"], params["data_seed"])
-    test_images, test_labels = read_images(test, limit=params["test_examples"])
-    norm = params["normalization"]
-    setup = Setup(model=params["model"], input_shape=tuple(params["input_shape"]), num_classes=params["num_classes"],
-                  loss=params["loss"], steps=params["steps"], mean=tuple(norm["mean"]), std=tuple(norm["std"]),
-                  dtype=dtype, device=device, divergence_cap=params["divergence_cap"],
-                  record_points=params["record_points"], test_batch_size=params["test_batch_size"])
-    n = len(params["seeds"])
-    members = Members(seeds=params["seeds"], gammas=[params["gamma"]] * n, etas=[params["eta"]] * n)
+    first = cells[0]
+    shared = {k: v for k, v in first.items() if k not in ("gamma", "eta")}
+    for cell in cells:
+        if {k: v for k, v in cell.items() if k not in ("gamma", "eta")} != shared:
+            raise ValueError(f"pack {pack}: cells differ in more than gamma and eta: {first} vs {cell}")
+    device = resolve_device(first["device"])
+    dtype = torch.float64 if first["dtype"] == "float64" else torch.float32
+    seeds = first["seeds"]
+    print(f"pack {pack}: {len(cells)} cells of {first['experiment']} (gamma {min(c['gamma'] for c in cells):.3g}"
+          f"..{max(c['gamma'] for c in cells):.3g}) x {len(seeds)} seeds, {first['steps']} steps, "
+          f"{first['dtype']} on {device_name(device)}", flush=True)
+    stream = OnlineStream(pool, first["batch_size"], first["steps"], first["data_seed"])
+    test_images, test_labels = read_images(test, limit=first["test_examples"])
+    norm = first["normalization"]
+    setup = Setup(model=first["model"], input_shape=tuple(first["input_shape"]), num_classes=first["num_classes"],
+                  loss=first["loss"], steps=first["steps"], mean=tuple(norm["mean"]), std=tuple(norm["std"]),
+                  dtype=dtype, device=device, divergence_cap=first["divergence_cap"],
+                  record_points=first["record_points"], test_batch_size=first["test_batch_size"])
+    members = Members(seeds=[s for _ in cells for s in seeds], gammas=[c["gamma"] for c in cells for _ in seeds],
+                      etas=[c["eta"] for c in cells for _ in seeds])
     curves = train(setup, members, stream, torch.from_numpy(test_images), torch.from_numpy(test_labels),
                    log=lambda msg: print(msg, flush=True))
     provenance = {"versions": versions(), "git": git_revision(), "device": device_name(device),
                   "host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                  "wall_time_s": time.time() - start}
-    write_cell(out, curves, params, provenance)
-    print(f"diverged: {curves.diverged.tolist()} at {curves.diverged_step.tolist()}; "
-          f"final test loss {curves.test_loss[:, -1].tolist()}; {time.time() - start:.1f} s")
+                  "pack": {"rule": pack, "cells": len(cells)}, "wall_time_s": time.time() - start}
+    for i, (cell, out) in enumerate(zip(cells, outs, strict=True)):
+        write_cell(out, curves.members(slice(i * len(seeds), (i + 1) * len(seeds))), cell, provenance)
+    print(f"{int(curves.diverged.sum())} of {len(curves.diverged)} members diverged; wrote {len(outs)} cell files "
+          f"in {time.time() - start:.1f} s")
 
 
 def aggregate(cell_files: Sequence[str], expected: Sequence[dict], experiment_config: dict, out: str) -> None:

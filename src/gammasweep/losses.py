@@ -1,4 +1,5 @@
-"""Losses on the centered, gamma-scaled output f of shape (B, C) and integer labels (B,)."""
+"""Losses per member: centered, gamma-scaled outputs f of shape (..., B, C) and integer labels (B,)
+give one loss per leading index, shape (...)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def mse(f: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean over batch x classes of (f - onehot(labels))^2, as in the authors' code."""
     target = F.one_hot(labels, f.shape[-1]).to(f.dtype)
-    return ((f - target) ** 2).mean()
+    return ((f - target) ** 2).mean((-2, -1))
 
 
 def cross_entropy(f: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Softmax cross-entropy of logits f, mean over the batch."""
-    return F.cross_entropy(f, labels)
+    log_p = f.log_softmax(-1).gather(-1, labels.expand(f.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+    return -log_p.mean(-1)
 
 
 LOSSES: dict[str, Loss] = {"mse": mse, "cross_entropy": cross_entropy}

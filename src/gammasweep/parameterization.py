@@ -1,45 +1,89 @@
 """The paper's parameterization, in one place (spec: ``shared/spec/paper.md``).
 
-- Hidden layers: weights N(0, 1), biases 0, forward pass divides by sqrt(fan_in).
+- Hidden layers: weights N(0, 1), biases 0, forward pass divides by sqrt(fan_in) (convolutions,
+  as in the authors' code, by sqrt(input channels)).
 - Readout (muP): weights N(0, 1), no bias, forward pass divides by fan_in.
 - The network output g(x; theta) is divided by gamma, the feature-learning strength.
 - Centered model: f(x) = (g(x; theta) - g(x; theta_0)) / gamma with theta_0 a frozen copy of the
   initial weights, so f == 0 exactly at initialization.
 - Plain SGD with learning rate ``width * eta``: eta is the swept quantity and the axis of the figures.
 - float64 for small gamma (the authors switch below gamma = 1e-2; configurable here).
+
+Every layer holds K *members* (independent networks) stacked along a leading dimension, so a
+pack of K cells trains as one model (one GEMM per layer for all members); one network is K = 1.
+Member k's weights are drawn from its own generator, so they do not depend on K or on the other
+members. Activations are (B, F) when shared by all members (the input), (K, B, F) per member;
+convolutional activations keep members in the channel dimension, (B, K * C, H, W).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
+def _normal(shape: tuple[int, ...], generators: Sequence[torch.Generator]) -> nn.Parameter:
+    """(K, *shape) standard-normal weights, member k drawn from ``generators[k]``."""
+    return nn.Parameter(torch.stack([torch.randn(*shape, generator=g) for g in generators]))
+
+
 class MuLinear(nn.Module):
-    """Hidden linear layer: y = x W^T / sqrt(fan_in) + b, W ~ N(0, 1), b = 0."""
+    """Hidden linear layer: y_k = x_k W_k^T / sqrt(fan_in) + b_k, W_k ~ N(0, 1), b_k = 0.
 
-    def __init__(self, fan_in: int, fan_out: int, generator: torch.Generator | None = None) -> None:
+    Weight (K, fan_out, fan_in), bias (K, fan_out). Input (B, fan_in) shared by the members or
+    (K, B, fan_in); output (K, B, fan_out).
+    """
+
+    def __init__(self, fan_in: int, fan_out: int, generators: Sequence[torch.Generator], bias: bool = True,
+                 scale: float | None = None) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(fan_out, fan_in, generator=generator))
-        self.bias = nn.Parameter(torch.zeros(fan_out))
-        self.scale = 1.0 / math.sqrt(fan_in)
+        self.weight = _normal((fan_out, fan_in), generators)
+        self.bias = nn.Parameter(torch.zeros(len(generators), fan_out)) if bias else None
+        self.scale = 1.0 / math.sqrt(fan_in) if scale is None else scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(x, self.weight * self.scale, self.bias)
+        members, fan_out, fan_in = self.weight.shape
+        bias = torch.zeros((), dtype=x.dtype, device=x.device) if self.bias is None else self.bias
+        if x.dim() == 2:  # shared input: one GEMM for every member, scale and bias fused into it
+            y = torch.addmm(bias.reshape(-1), x, self.weight.reshape(members * fan_out, fan_in).T, alpha=self.scale)
+            return y.view(len(x), members, fan_out).transpose(0, 1)
+        return torch.baddbmm(bias.unsqueeze(-2) if bias.dim() else bias, x, self.weight.transpose(1, 2), alpha=self.scale)
 
 
-class MuReadout(nn.Module):
-    """muP readout: y = x W^T / fan_in, W ~ N(0, 1), no bias."""
+class MuReadout(MuLinear):
+    """muP readout: y_k = x_k W_k^T / fan_in, W_k ~ N(0, 1), no bias."""
 
-    def __init__(self, fan_in: int, fan_out: int, generator: torch.Generator | None = None) -> None:
+    def __init__(self, fan_in: int, fan_out: int, generators: Sequence[torch.Generator]) -> None:
+        super().__init__(fan_in, fan_out, generators, bias=False, scale=1.0 / fan_in)
+
+
+class MuConv2d(nn.Module):
+    """Hidden 3x3 convolution ('same' padding): y = conv(x, W) / sqrt(c_in) + b, W ~ N(0, 1), b = 0.
+
+    Weight (K, c_out, c_in, 3, 3). Input (B, c_in, H, W) shared by the members or (B, K * c_in, H, W);
+    output (B, K * c_out, H, W).
+    """
+
+    def __init__(self, c_in: int, c_out: int, generators: Sequence[torch.Generator]) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(fan_out, fan_in, generator=generator))
-        self.scale = 1.0 / fan_in
+        self.weight = _normal((c_out, c_in, 3, 3), generators)
+        self.bias = nn.Parameter(torch.zeros(len(generators), c_out))
+        self.scale = 1.0 / math.sqrt(c_in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(x, self.weight * self.scale)
+        members, c_out, c_in = self.weight.shape[:3]
+        groups = 1 if x.shape[1] == c_in else members  # shared input, or each member its own channels
+        weight = self.weight.reshape(members * c_out, c_in, 3, 3) * self.scale  # weights are small next to activations
+        return F.conv2d(x, weight, self.bias.reshape(-1), padding=1, groups=groups)
+
+
+def members_first(h: torch.Tensor, members: int) -> torch.Tensor:
+    """Convolutional activations (B, K * C, H, W) -> flat per-member features (K, B, C * H * W)."""
+    return h.reshape(len(h), members, -1).transpose(0, 1)
 
 
 def centered_output(g: torch.Tensor, g_init: torch.Tensor, gamma: torch.Tensor | float) -> torch.Tensor:

@@ -1,29 +1,28 @@
-"""The online trainer: E ensemble members of one model trained together with plain SGD.
+"""The online trainer: E members of one model trained together with plain SGD.
 
-Members are stacked along a leading dimension and trained with ``torch.func.vmap``; each member
-has its own seed, gamma and eta, so an ensemble of seeds (one cell) and, later, a pack of cells
-are the same computation. Divergence is a result: a member whose loss turns non-finite or exceeds
-the cap is frozen and recorded as diverged at that step; the others go on.
+Members are stacked along a leading dimension (the layers of ``gammasweep.parameterization`` are
+built for it) and each has its own seed, gamma and eta, so the seeds of one cell and a pack of
+many cells are the same computation: one shared data batch per step, one GEMM per layer for all
+members, the frozen initial network evaluated once per distinct seed. Divergence is a result: a
+member whose loss turns non-finite or exceeds the cap is recorded as diverged at that step and
+dropped; the others go on, untouched by its numbers.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+from torch import nn
+from torch.func import functional_call
 
 from gammasweep.data import OnlineStream, normalize
 from gammasweep.losses import LOSSES
 from gammasweep.models import build_model
 from gammasweep.parameterization import centered_output, learning_rate
-
-
-def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Reshape per-member values (E,) to broadcast against a stacked tensor (E, ...)."""
-    return values.view(-1, *([1] * (like.dim() - 1)))
 
 
 def eval_steps(total_steps: int) -> np.ndarray:
@@ -64,6 +63,11 @@ class Curves:
     diverged: np.ndarray  # (E,) bool
     diverged_step: np.ndarray  # (E,) first step whose loss was non-finite or above the cap; -1 if none
 
+    def members(self, rows: slice) -> Curves:
+        """The curves of members ``rows`` only (e.g. one cell's seeds out of a pack)."""
+        shared = {"step": self.step, "eval_step": self.eval_step}
+        return Curves(**shared, **{k: v[rows] for k, v in vars(self).items() if k not in shared})
+
 
 @dataclass(frozen=True)
 class Setup:
@@ -83,39 +87,93 @@ class Setup:
     test_batch_size: int
 
 
+CPU_CHUNK_BYTES = 32 * 2**20  # on a CPU, members per chunk are capped so a chunk's working set stays in cache
+
+
+def chunk_size(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> int:
+    """Members trained per forward/backward pass: all of them on a GPU; on a CPU as many as fit
+    ``CPU_CHUNK_BYTES`` with their weights, gradients and the activations saved for the backward
+    pass of batch ``x`` (measured on one member), as a large pack falls out of cache there."""
+    if x.device.type != "cpu":
+        return len(next(iter(params.values())))
+    saved = 0
+
+    def count(t: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    one = {k: v[:1].detach().requires_grad_() for k, v in params.items()}
+    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+        functional_call(model, one, (x,))
+    weights = sum(v.numel() * v.element_size() for v in one.values())
+    return max(1, CPU_CHUNK_BYTES // (saved + 2 * weights))
+
+
 def train(setup: Setup, members: Members, stream: OnlineStream, test_images: torch.Tensor,
-          test_labels: torch.Tensor, log: Callable[[str], None] = print) -> Curves:
-    """Train every member online for ``setup.steps`` SGD steps and record its curves."""
+          test_labels: torch.Tensor, log: Callable[[str], None] = print, check_every: int = 16) -> Curves:
+    """Train every member online for ``setup.steps`` SGD steps and record its curves.
+
+    The members' stacked weights are held in chunks (``chunk_size``), each a forward/backward
+    pass per step. Every ``check_every`` steps (the only host synchronization besides progress
+    output) diverged members are dropped, so they cost nothing afterwards.
+    """
     dev, dt, n = setup.device, setup.dtype, len(members.seeds)
-    nets = [build_model(setup.model, setup.input_shape, setup.num_classes, s).to(dev, dt) for s in members.seeds]
-    params = {k: v.detach() for k, v in stack_module_state(nets)[0].items()}
-    base = nets[0].to("meta")  # the architecture only; the weights live in ``params``
-    params0 = {k: v.clone() for k, v in params.items()}  # frozen theta_0 of the centered model
+    seeds = sorted(set(members.seeds))
+    model = build_model(setup.model, setup.input_shape, setup.num_classes, seeds).to(dev, dt)
+    init = {k: v.detach() for k, v in model.named_parameters()}  # frozen theta_0, one per distinct seed
+    seed_row = torch.tensor([seeds.index(s) for s in members.seeds], device=dev)  # (E,) member -> its seed
     gamma = torch.tensor(members.gammas, dtype=dt, device=dev)
-    lr = torch.tensor([learning_rate(base.width, eta) for eta in members.etas], dtype=dt, device=dev)
+    lr = torch.tensor([learning_rate(model.width, eta) for eta in members.etas], dtype=dt, device=dev)
+    member = torch.arange(n, device=dev)  # which member each row is (rows shrink on compaction)
     loss_fn = LOSSES[setup.loss]
+    x_test, y_test = normalize(test_images.to(dev), setup.mean, setup.std, dt), test_labels.to(dev)
+    per_chunk = chunk_size(model, init, normalize(stream.batch(0)[0].to(dev), setup.mean, setup.std, dt))
 
-    def g(p: dict, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(base, p, (x,))
+    def split(stacked: dict[str, torch.Tensor]) -> list[tuple[slice, dict[str, torch.Tensor]]]:
+        """Rows of the stacked weights in chunks of ``per_chunk``: (rows, trainable weights)."""
+        rows = [slice(i, i + per_chunk) for i in range(0, len(member), per_chunk)]
+        return [(r, {k: v[r].detach().clone().requires_grad_() for k, v in stacked.items()}) for r in rows]
 
-    def member_loss(p: dict, g0: torch.Tensor, x: torch.Tensor, y: torch.Tensor, gam: torch.Tensor) -> torch.Tensor:
-        return loss_fn(centered_output(g(p, x), g0, gam), y)
+    chunks = split({k: v[seed_row] for k, v in init.items()})
 
-    outputs = vmap(g, in_dims=(0, None))  # (E, B, C) for one shared batch
-    step_grads = vmap(grad_and_value(member_loss), in_dims=(0, 0, None, None, 0))
-    x_test = normalize(test_images.to(dev), setup.mean, setup.std, dt)
-    y_test = test_labels.to(dev)
+    def centered(rows: slice, weights: dict, x: torch.Tensor, g0: torch.Tensor) -> torch.Tensor:
+        """Centered outputs (rows, B, C); ``g0`` (S, B, C) is theta_0's output, once per distinct seed."""
+        return centered_output(functional_call(model, weights, (x,)), g0[seed_row[rows]], gamma[rows].view(-1, 1, 1))
 
-    def evaluate(alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Test loss and accuracy (E,) of the current ``params`` (read at call time); NaN for dead members."""
-        total_loss, correct = torch.zeros(n, dtype=dt, device=dev), torch.zeros(n, dtype=dt, device=dev)
-        for i in range(0, len(y_test), setup.test_batch_size):
-            x, y = x_test[i:i + setup.test_batch_size], y_test[i:i + setup.test_batch_size]
-            f = centered_output(outputs(params, x), outputs(params0, x), gamma.view(-1, 1, 1))
-            total_loss += vmap(loss_fn, in_dims=(0, None))(f, y) * len(y)
-            correct += (f.argmax(-1) == y).sum(-1)
-        nan = torch.tensor(float("nan"), dtype=dt, device=dev)
-        return torch.where(alive, total_loss / len(y_test), nan), torch.where(alive, correct / len(y_test), nan)
+    with torch.no_grad():  # test batches (x, y, theta_0's output): the frozen network's part is computed once
+        test_batches = [(x, y, functional_call(model, init, (x,))) for x, y in
+                        zip(x_test.split(setup.test_batch_size), y_test.split(setup.test_batch_size))]
+
+    def evaluate(column: int) -> None:
+        """Test loss and accuracy of the current weights into ``column``; NaN for diverged members."""
+        total_loss, correct = torch.zeros(len(member), dtype=dt, device=dev), torch.zeros(len(member), dtype=dt, device=dev)
+        with torch.no_grad():
+            for x, y, g0 in test_batches:
+                for rows, weights in chunks:
+                    out = centered(rows, weights, x, g0)
+                    total_loss[rows] += loss_fn(out, y) * len(y)
+                    correct[rows] += (out.argmax(-1) == y).sum(-1)
+        test_loss[member, column] = torch.where(alive, total_loss / len(y_test), torch.nan)
+        test_acc[member, column] = torch.where(alive, correct / len(y_test), torch.nan)
+
+    def fine(loss: torch.Tensor) -> torch.Tensor:
+        return torch.isfinite(loss) & (loss <= setup.divergence_cap)
+
+    def sgd_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One SGD step on batch (x, y) of every row whose loss is fine; returns the losses (rows,) before it."""
+        with torch.no_grad():
+            g0 = functional_call(model, init, (x,))
+        loss = torch.empty(len(member), dtype=dt, device=dev)
+        for rows, weights in chunks:
+            chunk_loss = loss_fn(centered(rows, weights, x, g0), y)
+            grads = torch.autograd.grad(chunk_loss.sum(), list(weights.values()))
+            with torch.no_grad():  # a diverged row's weights are garbage from here on and never read
+                step = -(lr[rows] * (alive[rows] & fine(chunk_loss)))
+                for p, grad in zip(weights.values(), grads):
+                    p.addcmul_(grad, step.view(-1, *([1] * (p.dim() - 1))))
+            loss[rows] = chunk_loss.detach()
+        return loss
 
     rec, evals = record_steps(setup.steps, setup.record_points), eval_steps(setup.steps)
     rec_index, eval_index = {int(s): i for i, s in enumerate(rec)}, {int(s): i for i, s in enumerate(evals)}
@@ -124,28 +182,33 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
     alive = torch.ones(n, dtype=torch.bool, device=dev)
     diverged_step = torch.full((n,), -1, dtype=torch.int64, device=dev)
     block_sum, block_len = torch.zeros(n, dtype=dt, device=dev), 0
-    report_every = max(setup.steps // 10, 1)
+    report_every, start = max(setup.steps // 10, 1), time.perf_counter()
     for t in range(setup.steps):
         if t in eval_index:
-            test_loss[:, eval_index[t]], test_acc[:, eval_index[t]] = evaluate(alive)
+            evaluate(eval_index[t])
         images, labels = stream.batch(t)
-        x, y = normalize(images.to(dev), setup.mean, setup.std, dt), labels.to(dev)
-        grads, loss = step_grads(params, outputs(params0, x), x, y, gamma)
-        ok = torch.isfinite(loss) & (loss <= setup.divergence_cap)
-        diverged_step = torch.where(alive & ~ok, t, diverged_step)
+        loss = sgd_step(normalize(images.to(dev), setup.mean, setup.std, dt), labels.to(dev))
+        ok = fine(loss)
+        diverged_step[member] = torch.where(alive & ~ok, t, diverged_step[member])
         alive = alive & ok
-        params = {k: torch.where(_per_member(alive, p), p - _per_member(lr, p) * grads[k], p) for k, p in params.items()}
         loss = torch.where(alive, loss, torch.nan)
         block_sum, block_len = block_sum + loss, block_len + 1
         if t in rec_index:
-            train_mean[:, rec_index[t]], train_at[:, rec_index[t]] = block_sum / block_len, loss
+            train_mean[member, rec_index[t]], train_at[member, rec_index[t]] = block_sum / block_len, loss
             block_sum, block_len = torch.zeros_like(block_sum), 0
         if (t + 1) % report_every == 0:
-            log(f"step {t + 1}/{setup.steps}: train loss {loss.tolist()}, alive {int(alive.sum())}/{n}")
-            if not alive.any():
+            log(f"step {t + 1}/{setup.steps}: alive {int(alive.sum())}/{n}, train loss min "
+                f"{loss.nan_to_num(torch.inf).min().item():.4g}; {(t + 1) * n / (time.perf_counter() - start):.0f} member-steps/s")
+        if (t + 1) % check_every == 0 and not alive.all():  # compact: drop the diverged rows
+            keep = alive.nonzero().squeeze(1)
+            if len(keep) == 0:
                 log(f"all {n} members diverged; stopping at step {t + 1}")
                 break
-    test_loss[:, -1], test_acc[:, -1] = evaluate(alive)
+            stacked = {k: torch.cat([weights[k].detach() for _, weights in chunks])[keep] for k in init}
+            seed_row, gamma, lr, member, alive, block_sum = (a[keep] for a in (seed_row, gamma, lr, member, alive, block_sum))
+            chunks = split(stacked)
+    else:
+        evaluate(len(evals) - 1)
     as_np = lambda a: a.detach().to("cpu", torch.float64).numpy()  # noqa: E731
     return Curves(step=rec, train_loss=as_np(train_mean), train_loss_at_step=as_np(train_at), eval_step=evals,
                   test_loss=as_np(test_loss), test_accuracy=as_np(test_acc),

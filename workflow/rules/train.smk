@@ -1,18 +1,29 @@
-# One job per (experiment, gamma, eta) cell; the cell trains all its seeds at once.
+# One job per pack: K cells of one experiment and one dtype trained together as one batched model
+# (gammasweep.train); each cell keeps its own output file. `pack_size: 1` gives one job per cell.
+# Rules are generated, one per pack, so that each job declares exactly the cell files it writes.
 
 
-rule train_cell:
-    input:
-        pool=lambda w: f"results/data/{PLAN.experiment_dataset(w.experiment)}/pool.h5",
-        test=lambda w: source_file(PLAN.experiment_dataset(w.experiment), "test"),
-    output:
-        "results/runs/{experiment}/gamma_{gamma}/eta_{eta}.h5",
-    params:
-        cell=lambda w: PLAN.cell_params(w.experiment, w.gamma, w.eta),
-    log:
-        "results/logs/train/{experiment}/gamma_{gamma}/eta_{eta}.log",
-    threads: 1
-    conda:
-        ENV
-    script:
-        "../scripts/train_cell.py"
+for experiment in PLAN.config["experiments"]:
+    for pack in PLAN.packs(experiment):
+
+        rule:
+            name:
+                pack.rule
+            input:
+                pool=f"results/data/{PLAN.experiment_dataset(experiment)}/pool.h5",
+                test=source_file(PLAN.experiment_dataset(experiment), "test"),
+            output:
+                pack.cell_files,
+            params:
+                cells=[PLAN.cell_params(experiment, *cell) for cell in pack.cells],
+            log:
+                pack.log,
+            threads: 1
+            resources:
+                gpu=1,
+                mem_mb=8000,
+                runtime=lambda wildcards, attempt: 120 * attempt,
+            conda:
+                ENV
+            script:
+                "../scripts/train_pack.py"

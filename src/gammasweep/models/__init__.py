@@ -1,42 +1,47 @@
 """Model registry: a model is one module that registers a builder under its name.
 
-A builder takes ``(input_shape, num_classes, generator, **hyperparameters)`` and returns an
-``nn.Module`` with an integer attribute ``width`` (the N of the learning rate ``N * eta``) whose
-forward maps a batch of images (B, H, W, C) to raw outputs g(x; theta) of shape (B, num_classes).
+A builder takes ``(input_shape, num_classes, generators, **hyperparameters)`` and returns an
+``nn.Module`` of K = len(generators) stacked members (see ``gammasweep.parameterization``) with an
+integer attribute ``width`` (the N of the learning rate ``N * eta``) whose forward maps a batch of
+images (B, H, W, C), shared by the members, to raw outputs g(x; theta) of shape (K, B, num_classes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 ModelBuilder = Callable[..., nn.Module]
 MODELS: dict[str, ModelBuilder] = {}
+PACK_SIZES: dict[str, int] = {}  # cells per training job when an experiment sets no `pack_size`
 
 
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator: make a model builder available to configs under ``name``."""
+def register_model(name: str, pack_size: int) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator: make a model builder available to configs under ``name``, with its default pack
+    size (cells trained together in one GPU job; each model module states its memory estimate)."""
 
     def add(builder: ModelBuilder) -> ModelBuilder:
         MODELS[name] = builder
+        PACK_SIZES[name] = pack_size
         return builder
 
     return add
 
 
-def build_model(spec: dict, input_shape: tuple[int, int, int], num_classes: int, seed: int) -> nn.Module:
-    """Build the model named ``spec['name']`` with the other keys of ``spec`` as hyperparameters.
+def build_model(spec: dict, input_shape: tuple[int, int, int], num_classes: int, seeds: Sequence[int]) -> nn.Module:
+    """Build K = len(seeds) members of the model named ``spec['name']`` (the other keys of ``spec``
+    are its hyperparameters).
 
-    Initialization draws from a generator seeded with ``seed`` only, so a seed gives the same
-    initial network whatever gamma, eta or dtype the cell uses.
+    Member k draws its initialization from a generator seeded with ``seeds[k]`` only, so a seed
+    gives the same initial network whatever gamma, eta, dtype or pack the cell trains in.
     """
     hyper = {k: v for k, v in spec.items() if k != "name"}
     if spec["name"] not in MODELS:
         raise KeyError(f"unknown model {spec['name']!r}; known: {sorted(MODELS)}")
-    generator = torch.Generator().manual_seed(seed)
-    return MODELS[spec["name"]](input_shape, num_classes, generator, **hyper)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    return MODELS[spec["name"]](input_shape, num_classes, generators, **hyper)
 
 
-from gammasweep.models import mlp  # noqa: E402,F401  (registers the built-in models)
+from gammasweep.models import cnn, mlp  # noqa: E402,F401  (registers the built-in models)
