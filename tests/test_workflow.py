@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import time
 
 import h5py
 import numpy as np
@@ -70,6 +73,20 @@ def test_editing_the_sampling_settings_does_not_retrain_the_generator(micro_run)
     assert "train_generator" not in counts and counts["sample_shard"] == 2
 
 
+def test_a_changed_cell_parameter_reruns_exactly_the_affected_packs(micro_run):
+    config = micro_config()
+    config["experiments"]["mlp_cross_entropy"]["training"] = {"divergence_cap": 500.0}
+    (micro_run / "changed.yaml").write_text(yaml.safe_dump(config))
+    plan = snakemake(micro_run, "--configfile", "changed.yaml", "-n", "--quiet", "rules")
+    assert plan.returncode == 0, plan.stderr
+    counts = rule_counts(plan.stdout)
+    packs = re.findall(r"^train_(\w+)_pack\d{4}\s+1$", plan.stdout.split("\ntotal", 1)[0], re.MULTILINE)
+    assert packs == ["mlp_cross_entropy"] * 2 and counts["aggregate"] == 1
+    assert sorted(k for k in counts if k.startswith("figure_")) == [
+        "figure_curves_mlp_cross_entropy", "figure_phase_mlp_cross_entropy", "figure_scaling_mlp_cross_entropy"]
+    assert not {"train_generator", "sample_shard", "merge_pool"} & counts.keys()
+
+
 def test_paper_config_dry_runs_the_full_dag(tmp_path):
     root = scratch_workflow(tmp_path, {})
     result = snakemake(root, "--configfile", "config/paper.yaml", "-n", "--quiet", "rules")
@@ -106,3 +123,39 @@ def test_default_config_plans_the_quickstart(tmp_path):
     plan = Plan(default, yaml.safe_load((REPO / "config" / "schema.yaml").read_text()))
     assert [len(p.cells) for p in plan.packs("mlp_mse")] == [12, 24, 24, 24]  # 7 x 12 cells, float64 first
     assert counts["train_pack"] == 4 and len(default["figures"]) == 3
+
+
+def test_a_second_workflow_on_the_same_directory_is_refused_by_the_lock(tmp_path):
+    root = scratch_workflow(tmp_path, micro_config(losses=("mse",)))
+    first = subprocess.Popen([sys.executable, "-m", "snakemake", "--configfile", "micro.yaml", "--cores", "1"],
+                             cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((root / ".snakemake" / "locks").glob("*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert first.poll() is None, "the first workflow ended before the second could start"
+        second = snakemake(root, "--configfile", "micro.yaml", "--cores", "1")
+        assert second.returncode != 0 and "cannot be locked" in second.stderr, second.stderr[-2000:]
+    finally:
+        first.terminate()
+        first.wait(timeout=60)
+
+
+def test_a_truncated_cell_file_is_reported_with_its_rebuild_command_and_rebuilt_identically(micro_run):
+    """Runs last in this module: it damages and repairs the shared micro run."""
+    cell = sorted((micro_run / "results" / "runs" / "mlp_mse").rglob("*.h5"))[0]
+    with h5py.File(cell) as f:
+        before = {k: f[k][()] for k in f}
+    cell.write_bytes(cell.read_bytes()[:200])  # a copy cut short, e.g. by a full disk
+    again = snakemake(micro_run, "--configfile", "micro.yaml", "--cores", "2")
+    assert again.returncode != 0
+    relative = cell.relative_to(micro_run)
+    command = f"rm '{relative}' && snakemake '{relative}'"
+    assert command in again.stderr, again.stderr[-3000:]
+    cell.unlink()  # the command the message gives (with this workflow's config file)
+    rebuilt = snakemake(micro_run, "--configfile", "micro.yaml", "--cores", "2", str(relative))
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert snakemake(micro_run, "--configfile", "micro.yaml", "--cores", "2").returncode == 0
+    with h5py.File(cell) as f:
+        for key, value in before.items():
+            np.testing.assert_array_equal(f[key][()], value, err_msg=key)

@@ -22,6 +22,7 @@ from gammasweep.models import MODELS, PACK_SIZES
 from gammasweep.parameterization import dtype_for_gamma
 
 RUNS, CUBES, FIGURES, DATA, LOGS = "results/runs", "results/cubes", "results/figures", "results/data", "results/logs"
+CHECKPOINTS = "results/checkpoints"
 
 
 class ConfigError(ValueError):
@@ -195,6 +196,11 @@ class Pack:
     @property
     def log(self) -> str:
         return f"{LOGS}/train/{self.experiment}/pack{self.index:04d}.log"
+
+    @property
+    def checkpoint(self) -> str:
+        """Where the job saves its resumable state (outside the outputs: Snakemake leaves it alone)."""
+        return f"{CHECKPOINTS}/{self.experiment}/pack{self.index:04d}.pt"
 
 
 def cell_path(experiment: str, gamma_key: str, eta_key: str) -> str:

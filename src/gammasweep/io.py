@@ -24,5 +24,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
+    except OSError as err:  # a full disk, a quota, a vanished directory: say which result was lost
+        raise OSError(err.errno, f"could not write {final} ({err}); nothing was written under that name") from err
     finally:
         tmp.unlink(missing_ok=True)

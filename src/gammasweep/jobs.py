@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from gammasweep.cells import write_cell
+from gammasweep.checkpoints import Checkpoint, Interrupted, stop_on_signals
 from gammasweep.cube import build_cube, write_cube
 from gammasweep.data import OnlineStream, fetch_sklearn_digits, read_images, write_images
 from gammasweep.provenance import device_name, git_revision, resolve_device, versions
@@ -76,11 +77,14 @@ def merge_pool(shards: Sequence[str], out: str) -> None:
     print(f"pool {out}: {len(labels)} images, class counts {np.bincount(labels).tolist()}")
 
 
-def train_pack(cells: Sequence[dict], pool: str, test: str, outs: Sequence[str], pack: str = "") -> None:
+def train_pack(cells: Sequence[dict], pool: str, test: str, outs: Sequence[str], pack: str = "",
+               checkpoint: str | None = None, checkpoint_seconds: float = 600.0) -> None:
     """Train a pack of cells (every seed of each) as one batched model; write one HDF5 file per cell.
 
     The cells must differ in gamma and eta only (one experiment, one dtype): they share the data
-    stream, the seeds' initial networks and every other setting.
+    stream, the seeds' initial networks and every other setting. With a ``checkpoint`` path the
+    job resumes from it, saves it every ``checkpoint_seconds`` and on SIGTERM/SIGUSR1 (then exits
+    non-zero), and deletes it once the cell files are written.
     """
     start = time.time()
     first = cells[0]
@@ -103,13 +107,22 @@ def train_pack(cells: Sequence[dict], pool: str, test: str, outs: Sequence[str],
                   record_points=first["record_points"], test_batch_size=first["test_batch_size"])
     members = Members(seeds=[s for _ in cells for s in seeds], gammas=[c["gamma"] for c in cells for _ in seeds],
                       etas=[c["eta"] for c in cells for _ in seeds])
-    curves = train(setup, members, stream, torch.from_numpy(test_images), torch.from_numpy(test_labels),
-                   log=lambda msg: print(msg, flush=True))
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    saves = Checkpoint(checkpoint, checkpoint_seconds, log) if checkpoint else None
+    if saves:
+        stop_on_signals()
+    try:
+        curves = train(setup, members, stream, torch.from_numpy(test_images), torch.from_numpy(test_labels),
+                       log=log, checkpoint=saves)
+    except Interrupted as stop:
+        raise SystemExit(f"pack {pack}: {stop}") from None
     provenance = {"versions": versions(), "git": git_revision(), "device": device_name(device),
                   "host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
                   "pack": {"rule": pack, "cells": len(cells)}, "wall_time_s": time.time() - start}
     for i, (cell, out) in enumerate(zip(cells, outs, strict=True)):
         write_cell(out, curves.members(slice(i * len(seeds), (i + 1) * len(seeds))), cell, provenance)
+    if saves:
+        saves.remove()
     print(f"{int(curves.diverged.sum())} of {len(curves.diverged)} members diverged; wrote {len(outs)} cell files "
           f"in {time.time() - start:.1f} s")
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from gammasweep.checkpoints import STOP, Checkpoint, Interrupted, fingerprint
 from gammasweep.data import OnlineStream, normalize
 from gammasweep.losses import LOSSES
 from gammasweep.models import build_model
@@ -111,12 +112,14 @@ def chunk_size(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tenso
 
 
 def train(setup: Setup, members: Members, stream: OnlineStream, test_images: torch.Tensor,
-          test_labels: torch.Tensor, log: Callable[[str], None] = print, check_every: int = 16) -> Curves:
+          test_labels: torch.Tensor, log: Callable[[str], None] = print, check_every: int = 16,
+          checkpoint: Checkpoint | None = None) -> Curves:
     """Train every member online for ``setup.steps`` SGD steps and record its curves.
 
     The members' stacked weights are held in chunks (``chunk_size``), each a forward/backward
     pass per step. Every ``check_every`` steps (the only host synchronization besides progress
-    output) diverged members are dropped, so they cost nothing afterwards.
+    output) diverged members are dropped, so they cost nothing afterwards. With a ``checkpoint``
+    the run resumes from it, saves it periodically and on a stop request (then raises Interrupted).
     """
     dev, dt, n = setup.device, setup.dtype, len(members.seeds)
     seeds = sorted(set(members.seeds))
@@ -136,6 +139,10 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
         return [(r, {k: v[r].detach().clone().requires_grad_() for k, v in stacked.items()}) for r in rows]
 
     chunks = split({k: v[seed_row] for k, v in init.items()})
+
+    def stacked() -> dict[str, torch.Tensor]:
+        """The current weights of every row, the chunks joined again."""
+        return {k: torch.cat([weights[k].detach() for _, weights in chunks]) for k in init}
 
     def centered(rows: slice, weights: dict, x: torch.Tensor, g0: torch.Tensor) -> torch.Tensor:
         """Centered outputs (rows, B, C); ``g0`` (S, B, C) is theta_0's output, once per distinct seed."""
@@ -182,8 +189,21 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
     alive = torch.ones(n, dtype=torch.bool, device=dev)
     diverged_step = torch.full((n,), -1, dtype=torch.int64, device=dev)
     block_sum, block_len = torch.zeros(n, dtype=dt, device=dev), 0
-    report_every, start = max(setup.steps // 10, 1), time.perf_counter()
-    for t in range(setup.steps):
+    report_every, start, first = max(setup.steps // 10, 1), time.perf_counter(), 0
+    run_key = fingerprint(setup, members, check_every, per_chunk)  # all that shapes the numbers
+    mutable = ("seed_row", "gamma", "lr", "member", "alive", "diverged_step", "block_sum",
+               "train_mean", "train_at", "test_loss", "test_acc")
+    if checkpoint and (saved := checkpoint.load(run_key)):
+        first, block_len = saved["step"], saved["block_len"]
+        (seed_row, gamma, lr, member, alive, diverged_step, block_sum,
+         train_mean, train_at, test_loss, test_acc) = (saved[k].to(dev) for k in mutable)
+        chunks = split({k: v.to(dev) for k, v in saved["weights"].items()})
+    for t in range(first, setup.steps):
+        if checkpoint and t > first and checkpoint.due():
+            values = (seed_row, gamma, lr, member, alive, diverged_step, block_sum, train_mean, train_at, test_loss, test_acc)
+            checkpoint.save({"step": t, "block_len": block_len, "weights": stacked(), **dict(zip(mutable, values))}, run_key)
+            if STOP.is_set():
+                raise Interrupted(f"stopped before step {t} of {setup.steps}; rerun to resume from {checkpoint.path}")
         if t in eval_index:
             evaluate(eval_index[t])
         images, labels = stream.batch(t)
@@ -198,15 +218,15 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
             block_sum, block_len = torch.zeros_like(block_sum), 0
         if (t + 1) % report_every == 0:
             log(f"step {t + 1}/{setup.steps}: alive {int(alive.sum())}/{n}, train loss min "
-                f"{loss.nan_to_num(torch.inf).min().item():.4g}; {(t + 1) * n / (time.perf_counter() - start):.0f} member-steps/s")
+                f"{loss.nan_to_num(torch.inf).min().item():.4g}; {(t + 1 - first) * n / (time.perf_counter() - start):.0f} member-steps/s")
         if (t + 1) % check_every == 0 and not alive.all():  # compact: drop the diverged rows
             keep = alive.nonzero().squeeze(1)
             if len(keep) == 0:
                 log(f"all {n} members diverged; stopping at step {t + 1}")
                 break
-            stacked = {k: torch.cat([weights[k].detach() for _, weights in chunks])[keep] for k in init}
+            kept = {k: v[keep] for k, v in stacked().items()}
             seed_row, gamma, lr, member, alive, block_sum = (a[keep] for a in (seed_row, gamma, lr, member, alive, block_sum))
-            chunks = split(stacked)
+            chunks = split(kept)
     else:
         evaluate(len(evals) - 1)
     as_np = lambda a: a.detach().to("cpu", torch.float64).numpy()  # noqa: E731

@@ -1,6 +1,8 @@
 # One job per pack: K cells of one experiment and one dtype trained together as one batched model
 # (gammasweep.train); each cell keeps its own output file. `pack_size: 1` gives one job per cell.
 # Rules are generated, one per pack, so that each job declares exactly the cell files it writes.
+# A pack checkpoints to results/checkpoints/ every 10 minutes and on SIGTERM/SIGUSR1, exits
+# non-zero, and its retry (runtime grows with the attempt) resumes from there.
 
 
 for experiment in PLAN.config["experiments"]:
@@ -16,6 +18,7 @@ for experiment in PLAN.config["experiments"]:
                 pack.cell_files,
             params:
                 cells=[PLAN.cell_params(experiment, *cell) for cell in pack.cells],
+                checkpoint=pack.checkpoint,
             log:
                 pack.log,
             threads: 1
