@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from workflow_helpers import REPO, micro_config, rule_counts, scratch_workflow, snakemake
+from workflow_helpers import REPO, micro_config, rule_counts, scratch_workflow, snakemake, snakemake_env
 
 from gammasweep.config import Plan
 
@@ -128,7 +128,7 @@ def test_default_config_plans_the_quickstart(tmp_path):
 def test_a_second_workflow_on_the_same_directory_is_refused_by_the_lock(tmp_path):
     root = scratch_workflow(tmp_path, micro_config(losses=("mse",)))
     first = subprocess.Popen([sys.executable, "-m", "snakemake", "--configfile", "micro.yaml", "--cores", "1"],
-                             cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             cwd=root, env=snakemake_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not list((root / ".snakemake" / "locks").glob("*")) and time.monotonic() < deadline:

@@ -64,7 +64,12 @@ def rule_counts(dry_run_stdout: str) -> dict[str, int]:
 
 def snakemake(root: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run snakemake (this interpreter's) in ``root``; return the finished process (text output)."""
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=root, env=snakemake_env(), text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def snakemake_env() -> dict[str, str]:
+    """This environment without SLURM job variables, with this interpreter's scripts first on PATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=root, env=env, text=True,
-                          capture_output=True, timeout=timeout)
+    return env
