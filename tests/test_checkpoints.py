@@ -74,9 +74,9 @@ def test_a_bad_or_foreign_checkpoint_is_reported_and_never_used(run, tmp_path, c
     _assert_same(curves, run(log=lambda m: None))
 
 
-def _cells(tmp_path, name: str) -> tuple[list[dict], list[str]]:
+def _cells(tmp_path, name: str, steps: int = 1200) -> tuple[list[dict], list[str]]:
     base = {"experiment": "t", "dataset": "digits", "model": {"name": "mlp", "width": 64, "depth": 3},
-            "loss": "mse", "batch_size": 1, "steps": 1200, "seeds": [0, 1], "data_seed": 0, "dtype": "float64",
+            "loss": "mse", "batch_size": 1, "steps": steps, "seeds": [0, 1], "data_seed": 0, "dtype": "float64",
             "input_shape": [8, 8, 1], "num_classes": 10, "normalization": {"mean": [0.3], "std": [0.4]},
             "device": "cpu", "float64_below_gamma": 1e-2, "divergence_cap": 1e4, "record_points": 20,
             "test_batch_size": 400, "test_examples": 400}
@@ -84,15 +84,22 @@ def _cells(tmp_path, name: str) -> tuple[list[dict], list[str]]:
     return cells, [str(tmp_path / name / f"cell{i}.h5") for i in range(len(cells))]
 
 
-def _job(tmp_path, digits_files, name: str, **checkpointing) -> tuple[subprocess.Popen, list[str]]:
-    """Start a pack job in its own process, as a workflow rule would."""
-    cells, outs = _cells(tmp_path, name)
+def _job_command(tmp_path, digits_files, name: str, steps: int = 1200, preamble: str = "",
+                 **checkpointing) -> tuple[list[str], list[str]]:
+    """(command, cell files) of a pack job in its own process, as a workflow rule runs it;
+    ``preamble``: Python run first in that process."""
+    cells, outs = _cells(tmp_path, name, steps)
     args = tmp_path / f"{name}.json"
     args.write_text(json.dumps({"cells": cells, "pool": str(digits_files[0]), "test": str(digits_files[1]),
                                 "outs": outs, "pack": name, **checkpointing}))
-    code = "import json, sys; from gammasweep.jobs import train_pack; train_pack(**json.load(open(sys.argv[1])))"
-    return subprocess.Popen([sys.executable, "-c", code, str(args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True), outs
+    code = preamble + "import json, sys; from gammasweep.jobs import train_pack; train_pack(**json.load(open(sys.argv[1])))"
+    return [sys.executable, "-c", code, str(args)], outs
+
+
+def _job(tmp_path, digits_files, name: str, **checkpointing) -> tuple[subprocess.Popen, list[str]]:
+    """Start a pack job in its own process, its stdout and stderr on one pipe."""
+    command, outs = _job_command(tmp_path, digits_files, name, **checkpointing)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), outs
 
 
 def _wait_for(job: subprocess.Popen, text: str) -> None:
@@ -136,15 +143,10 @@ def test_a_killed_pack_job_resumes_from_its_checkpoint_with_identical_results(tm
 
 def test_a_full_disk_fails_the_job_clearly_and_leaves_nothing_half_written(tmp_path, digits_files):
     """The file-size limit (RLIMIT_FSIZE) makes every write past 4 kB fail as a full disk would."""
-    cells, outs = _cells(tmp_path, "full")
-    cells = [c | {"steps": 20} for c in cells]
-    args = tmp_path / "full.json"
-    args.write_text(json.dumps({"cells": cells, "pool": str(digits_files[0]), "test": str(digits_files[1]),
-                                "outs": outs, "pack": "full"}))
-    code = ("import json, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-            "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); "
-            "from gammasweep.jobs import train_pack; train_pack(**json.load(open(sys.argv[1])))")
-    job = subprocess.run([sys.executable, "-c", code, str(args)], capture_output=True, text=True, timeout=300)
+    full_disk = ("import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                 "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); ")
+    command, outs = _job_command(tmp_path, digits_files, "full", steps=20, preamble=full_disk)
+    job = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert job.returncode != 0
     assert f"could not write {outs[0]}" in job.stderr and "nothing was written under that name" in job.stderr, job.stderr
     assert list((tmp_path / "full").iterdir()) == []  # neither the cell file nor its temporary

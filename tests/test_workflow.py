@@ -13,7 +13,8 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from workflow_helpers import REPO, micro_config, rule_counts, scratch_workflow, snakemake, snakemake_env
+from workflow_helpers import (REPO, job_table, micro_config, rule_counts, scratch_workflow, snakemake,
+                              snakemake_env)
 
 from gammasweep.config import Plan
 
@@ -80,7 +81,7 @@ def test_a_changed_cell_parameter_reruns_exactly_the_affected_packs(micro_run):
     plan = snakemake(micro_run, "--configfile", "changed.yaml", "-n", "--quiet", "rules")
     assert plan.returncode == 0, plan.stderr
     counts = rule_counts(plan.stdout)
-    packs = re.findall(r"^train_(\w+)_pack\d{4}\s+1$", plan.stdout.split("\ntotal", 1)[0], re.MULTILINE)
+    packs = re.findall(r"^train_(\w+)_pack\d{4}\s+1$", job_table(plan.stdout), re.MULTILINE)
     assert packs == ["mlp_cross_entropy"] * 2 and counts["aggregate"] == 1
     assert sorted(k for k in counts if k.startswith("figure_")) == [
         "figure_curves_mlp_cross_entropy", "figure_phase_mlp_cross_entropy", "figure_scaling_mlp_cross_entropy"]

@@ -51,12 +51,16 @@ def scratch_workflow(root: Path, config: dict) -> Path:
     return root
 
 
+def job_table(dry_run_stdout: str) -> str:
+    """The first job-stats table of ``snakemake -n`` (it prints the table twice)."""
+    return dry_run_stdout.split("\ntotal", 1)[0]
+
+
 def rule_counts(dry_run_stdout: str) -> dict[str, int]:
     """Jobs per rule from the (first) job-stats table of ``snakemake -n --quiet rules``; the generated
     training rules (train_<experiment>_pack<NNNN>, one job each) summed under 'train_pack'."""
     counts: dict[str, int] = {}
-    table = dry_run_stdout.split("\ntotal", 1)[0]
-    for rule, jobs in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE):
+    for rule, jobs in re.findall(r"^(\w+)\s+(\d+)$", job_table(dry_run_stdout), re.MULTILINE):
         key = "train_pack" if re.fullmatch(r"train_\w+_pack\d{4}", rule) else rule
         counts[key] = counts.get(key, 0) + int(jobs)
     return counts
