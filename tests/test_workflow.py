@@ -135,7 +135,9 @@ def test_a_second_workflow_on_the_same_directory_is_refused_by_the_lock(tmp_path
         while not list((root / ".snakemake" / "locks").glob("*")) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert first.poll() is None, "the first workflow ended before the second could start"
-        second = snakemake(root, "--configfile", "micro.yaml", "--cores", "1")
+        # --rerun-incomplete: while a job of the first runs, its output is marked incomplete, and without
+        # the flag the second would stop on that (before trying the lock) instead of on the lock.
+        second = snakemake(root, "--configfile", "micro.yaml", "--cores", "1", "--rerun-incomplete")
         assert second.returncode != 0 and "cannot be locked" in second.stderr, second.stderr[-2000:]
     finally:
         first.terminate()
