@@ -7,10 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from gammasweep.data import fetch_sklearn_digits, read_images, write_images
+from gammasweep.data import read_images, write_images
+from gammasweep.sources import fetch_sklearn_digits
 from gammasweep.train import Setup
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The tests train tiny networks, often beside the workflow jobs they start: one thread each avoids
+# oversubscribing the cores (two threads under load made small steps 10-25x slower).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

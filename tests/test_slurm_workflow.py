@@ -11,24 +11,22 @@ import time
 from collections import Counter
 
 import h5py
-import numpy as np
 import pytest
 import yaml
 from slurmcluster import INSTALL_HINT, local_slurm_cluster, missing_binaries, slurm_available, wait_for_completed_jobs
-from workflow_helpers import REPO, micro_config, scratch_workflow, snakemake, snakemake_env
+from workflow_helpers import (REPO, assert_cells_equal_an_uninterrupted_run, long_pack_config, micro_config, scratch_workflow, snakemake,
+                              snakemake_env)
 
-from gammasweep.jobs import train_pack
-
-GPU_RULES = {"train_generator", "sample_shard", "train_pack"}
+GPU_RULES = {"train_generator", "sample_shard", "quality_gate", "train_pack"}
 
 
-def _site_profile(root, partition: str) -> str:
-    """The shipped SLURM profile with its placeholders filled in, as a user would."""
+def _site_profile(root, partition: str, **settings) -> str:
+    """The shipped SLURM profile with its placeholders filled in, as a user would, and ``settings``."""
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     profile["default-resources"]["slurm_partition"] = partition
     del profile["default-resources"]["slurm_account"]
     profile |= {"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 1,
-                "seconds-between-status-checks": 1, "latency-wait": 10, "jobs": 8}
+                "seconds-between-status-checks": 1, "latency-wait": 10, "jobs": 8, **settings}
     (root / "site").mkdir()
     (root / "site" / "config.yaml").write_text(yaml.safe_dump(profile))
     return "site"
@@ -44,7 +42,8 @@ def test_every_pack_of_cells_runs_as_its_own_gpu_job_on_slurm(tmp_path):
         assert cluster.partition == "debug"
         result = snakemake(root, "--configfile", "micro.yaml", "--profile", profile, timeout=1200)
         assert result.returncode == 0, result.stderr[-6000:] + cluster.logs()
-        expected = {"train_generator": 1, "sample_shard": 2, "merge_pool": 1, "train_pack": 2, "aggregate": 1}
+        expected = {"train_generator": 1, "sample_shard": 2, "merge_pool": 1, "quality_gate": 1, "train_pack": 2,
+                    "aggregate": 1}
         jobs = wait_for_completed_jobs(cluster, sum(expected.values()))
     for job in jobs:  # the slurm executor's comment: rule_<rule>[_wildcards_<values>]
         job["rule"] = re.sub(r"^train_\w+_pack\d{4}$", "train_pack", job["comment"].removeprefix("rule_").split("_wildcards_")[0])
@@ -70,48 +69,39 @@ def _job_ids(comment: str) -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.split()[1:] == [comment]]
 
 
-def test_a_scancelled_pack_job_checkpoints_and_its_retry_resumes(tmp_path):
-    """scancel sends SIGTERM: the pack saves its checkpoint and fails; the profile's retry resumes
-    it from there, and the cells equal an uninterrupted run of the same pack."""
+# scancel: the job fails and the profile's retry (a new SLURM job) resumes it. scontrol requeue (what
+# preemption with requeue does) with --slurm-requeue: SLURM itself restarts the same job, which resumes.
+INTERRUPTIONS = {"scancel": (["scancel"], {}), "requeue": (["scontrol", "requeue"], {"slurm-requeue": True, "retries": 0})}
+
+
+@pytest.mark.parametrize("interruption", sorted(INTERRUPTIONS))
+def test_an_interrupted_pack_job_checkpoints_and_resumes(tmp_path, interruption):
+    """SLURM sends SIGTERM: the pack saves its checkpoint and exits; the restarted job resumes from
+    there, and the cells equal an uninterrupted run of the same pack."""
     if not slurm_available():
         pytest.fail(f"SLURM/munge not installed (missing: {missing_binaries()}); {INSTALL_HINT}")
-    config = micro_config(losses=("mse",))
-    config["datasets"]["micro"]["sampling"]["images"] = 2000
-    config["experiments"]["mlp_mse"] |= {"model": {"name": "mlp", "width": 1024, "depth": 4}, "batch_size": 1,
-                                         "steps": 2000, "gamma": [0.1, 10.0], "eta": [1e-3], "pack_size": 2}
-    config["figures"] = {"curves_mlp_mse": {"plot": "loss_curves", "experiments": ["mlp_mse"]}}
-    root = scratch_workflow(tmp_path / "workflow", config)
-    profile = _site_profile(root, "debug")
+    command, settings = INTERRUPTIONS[interruption]
+    root = scratch_workflow(tmp_path / "workflow", long_pack_config(width=512, steps=1000))
+    profile = _site_profile(root, "debug", **settings)
     log = root / "results" / "logs" / "train" / "mlp_mse" / "pack0000.log"
     with local_slurm_cluster(tmp_path / "slurm"):
-        command = [sys.executable, "-m", "snakemake", "--configfile", "micro.yaml", "--profile", profile]
-        workflow = subprocess.Popen(command, cwd=root, env=snakemake_env(), stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
+        workflow = subprocess.Popen([sys.executable, "-m", "snakemake", "--configfile", "micro.yaml", "--profile", profile],
+                                    cwd=root, env=snakemake_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True)
         try:
             deadline = time.monotonic() + 900
-            while not (log.exists() and "step 400/2000" in log.read_text()):
+            while not (log.exists() and "step 200/1000" in log.read_text()):
                 assert workflow.poll() is None and time.monotonic() < deadline, "the pack never got going"
                 time.sleep(0.2)
             job_ids = _job_ids("rule_train_mlp_mse_pack0000")
             assert len(job_ids) == 1
-            subprocess.run(["scancel", job_ids[0]], check=True, timeout=30)
+            subprocess.run([*command, job_ids[0]], check=True, timeout=30)
             output = workflow.communicate(timeout=900)[0]
         finally:
             if workflow.poll() is None:
                 workflow.kill()
         assert workflow.returncode == 0, output[-6000:]
-    text = log.read_text()  # the retry's log
+    text = log.read_text()  # the restarted job's log
     assert "checkpoint: resuming from step" in text and "resuming from step 0" not in text, text
     assert not (root / "results" / "checkpoints" / "mlp_mse" / "pack0000.pt").exists()
-    cells = sorted((root / "results" / "runs" / "mlp_mse").rglob("*.h5"))
-    params = []
-    for cell in cells:
-        with h5py.File(cell) as f:
-            params.append(json.loads(f.attrs["params"]))
-    reference = [str(tmp_path / f"reference{i}.h5") for i in range(len(cells))]
-    train_pack(params, str(root / "results" / "data" / "micro" / "pool.h5"),
-               str(root / "results" / "data" / "sources" / "sklearn_digits" / "test.h5"), reference)
-    for resumed, uninterrupted in zip(cells, reference):
-        with h5py.File(resumed) as a, h5py.File(uninterrupted) as b:
-            for key in b:
-                np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=key)
+    assert_cells_equal_an_uninterrupted_run(root, "mlp_mse", tmp_path)

@@ -3,18 +3,23 @@ config's dry-run, lint, and config errors before any job runs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import yaml
-from workflow_helpers import (REPO, job_table, micro_config, rule_counts, scratch_workflow, snakemake,
-                              snakemake_env)
+from workflow_helpers import (REPO, assert_cells_equal_an_uninterrupted_run, job_table, long_pack_config,
+                              micro_config, rule_counts, scratch_workflow, snakemake, snakemake_env)
 
 from gammasweep.config import Plan
 
@@ -43,6 +48,12 @@ def test_end_to_end_micro_run_builds_every_figure(micro_run):
     assert cube.sizes["gamma"] == 2 and cube.sizes["eta"] == 2 and cube.sizes["seed"] == 2
     assert cube["diverged"].sel(eta=1e6).all() and not cube["diverged"].sel(eta=1e-2).any()
     assert np.isfinite(cube["test_loss"].sel(eta=1e-2).isel(eval_step=-1)).all()
+    gate = json.loads((micro_run / "results" / "data" / "micro" / "quality.json").read_text())
+    assert gate["passed"] and gate["imbalance"] == 0.0
+    manifest = json.loads((micro_run / "results" / "data" / "micro" / "manifest.json").read_text())
+    pool_file = micro_run / manifest["pool"]["path"]
+    assert manifest["pool"]["sha256"] == hashlib.sha256(pool_file.read_bytes()).hexdigest()
+    assert [shard["images"] for shard in manifest["shards"]] == [200, 200] and manifest["pool"]["class_counts"] == [40] * 10
     with h5py.File(micro_run / "results" / "data" / "micro" / "pool.h5") as f:
         assert f["images"].shape == (400, 8, 8, 1) and f["images"].dtype == np.uint8
         assert np.bincount(f["labels"][()]).tolist() == [40] * 10
@@ -93,11 +104,15 @@ def test_paper_config_dry_runs_the_full_dag(tmp_path):
     result = snakemake(root, "--configfile", "config/paper.yaml", "-n", "--quiet", "rules")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = rule_counts(result.stdout)
-    # 4 experiments x 21 gamma x 49 eta cells; per experiment 6 gamma < 1e-2 in float64 (294 cells,
+    # 5 experiments x 21 gamma x 49 eta cells; per MLP experiment 6 gamma < 1e-2 in float64 (294 cells,
     # 5 packs of <= 64) and 15 in float32 (735 cells, 12 packs): 4 x 17 = 68 GPU jobs.
     plan = Plan.from_files(REPO / "config" / "paper.yaml", REPO / "config" / "schema.yaml")
-    assert sum(len(p.cells) for e in plan.config["experiments"] for p in plan.packs(e)) == 4 * 21 * 49
-    assert counts["train_pack"] == 68 and counts["sample_shard"] == 10 and counts["aggregate"] == 4
+    assert sum(len(p.cells) for e in plan.config["experiments"] for p in plan.packs(e)) == 5 * 21 * 49
+    # The CNN on CIFAR-5M: 6 x 49 float64 cells in 19 packs of <= 16, 15 x 49 float32 ones in 46.
+    assert counts["train_pack"] == 68 + 65 and counts["sample_shard"] == 10 and counts["aggregate"] == 5
+    # MNIST-1M: fetch MNIST -> generator -> 10 shards -> pool -> gate; CIFAR-5M: only the 2 parts
+    # its 10,000 x 128 images need (and CIFAR-10 for the test set).
+    assert counts["fetch_source"] == 2 and counts["quality_gate"] == 1 and counts["fetch_part"] == 2
 
 
 def test_lint_is_clean():
@@ -142,6 +157,66 @@ def test_a_second_workflow_on_the_same_directory_is_refused_by_the_lock(tmp_path
     finally:
         first.terminate()
         first.wait(timeout=60)
+
+
+def _processes_running(*fragments: str) -> list[int]:
+    """Pids of the processes whose command line contains every fragment."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            command = cmdline.read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # the process ended meanwhile
+            continue
+        if all(fragment in command for fragment in fragments):
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def test_a_kill_9ed_training_job_resumes_when_the_workflow_is_rerun(micro_run, tmp_path):
+    """A node dies under a training job: nothing to catch. The workflow fails; its rerun resumes the
+    pack from the last periodic checkpoint and the cells equal an uninterrupted run's."""
+    config = long_pack_config(width=256, steps=400) | {"checkpoint_minutes": 0.005}  # every 0.3 s
+    root = scratch_workflow(tmp_path / "workflow", config)
+    shutil.copytree(micro_run / "results" / "data", root / "results" / "data")  # the same 400-image pool
+    log = root / "results" / "logs" / "train" / "mlp_mse" / "pack0000.log"
+    workflow = subprocess.Popen([sys.executable, "-m", "snakemake", "--configfile", "micro.yaml", "--cores", "1"],
+                                cwd=root, env=snakemake_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not (log.exists() and "checkpoint: step" in log.read_text()):
+            assert workflow.poll() is None and time.monotonic() < deadline, "the pack never checkpointed"
+            time.sleep(0.1)
+        jobs = _processes_running(str(root), "train_pack.py")
+        assert jobs, "no training job process found"
+        for pid in jobs:
+            os.kill(pid, signal.SIGKILL)
+        stderr = workflow.communicate(timeout=300)[1]
+    finally:
+        if workflow.poll() is None:
+            workflow.kill()
+    assert workflow.returncode != 0 and "Error in rule train_mlp_mse_pack0000" in stderr, stderr[-3000:]
+    assert not list((root / "results" / "runs").rglob("*.h5")), "no cell file from the killed job"
+    rerun = snakemake(root, "--configfile", "micro.yaml", "--cores", "1")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    text = log.read_text()
+    assert "checkpoint: resuming from step" in text and "resuming from step 0 " not in text, text
+    assert not (root / "results" / "checkpoints" / "mlp_mse" / "pack0000.pt").exists()
+    assert_cells_equal_an_uninterrupted_run(root, "mlp_mse", tmp_path)
+
+
+def test_a_broken_generator_fails_the_quality_gate_and_nothing_trains(micro_run, tmp_path):
+    """The micro generator (20 training steps) makes noise: with a real gate its pool never reaches training."""
+    config = micro_config(losses=("mse",))
+    config["datasets"]["micro"]["quality_gate"] |= {"min_agreement": 0.9, "classifier_steps": 300}
+    root = scratch_workflow(tmp_path / "workflow", config)
+    shutil.copytree(micro_run / "results" / "data", root / "results" / "data",
+                    ignore=shutil.ignore_patterns("quality.json"))  # the same pool, not yet gated
+    result = snakemake(root, "--configfile", "micro.yaml", "--cores", "1")
+    assert result.returncode != 0 and "Error in rule quality_gate" in result.stderr, result.stderr[-3000:]
+    log = (root / "results" / "logs" / "data" / "micro" / "quality_gate.log").read_text()
+    assert "is below the gate 0.90" in log and "QualityGateError" in log, log[-3000:]
+    assert not (root / "results" / "data" / "micro" / "quality.json").exists()
+    assert not (root / "results" / "runs").exists()
 
 
 def test_a_truncated_cell_file_is_reported_with_its_rebuild_command_and_rebuilt_identically(micro_run):

@@ -22,6 +22,7 @@ import torch
 
 from gammasweep.io import atomic_path
 
+DEFAULT_MINUTES = 10.0  # the config's `checkpoint_minutes` when it sets none
 STOP = threading.Event()  # set by the signal handlers; the trainer checkpoints and stops at the next step
 
 

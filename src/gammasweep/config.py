@@ -16,13 +16,13 @@ from typing import Any
 import jsonschema
 import yaml
 
-from gammasweep.data import SOURCES
+from gammasweep.sources import SOURCES
 from gammasweep.diffusion import GeneratorConfig
 from gammasweep.models import MODELS, PACK_SIZES
 from gammasweep.parameterization import dtype_for_gamma
 
 RUNS, CUBES, FIGURES, DATA, LOGS = "results/runs", "results/cubes", "results/figures", "results/data", "results/logs"
-CHECKPOINTS = "results/checkpoints"
+CHECKPOINTS, DOWNLOADS = "results/checkpoints", "results/downloads"
 
 
 class ConfigError(ValueError):
@@ -70,27 +70,40 @@ def validate(config: dict, schema: dict) -> None:
                               f"declared: {sorted(config['datasets'])}")
         if exp["model"]["name"] not in MODELS:
             raise ConfigError(f"config key '{where}.model.name': unknown model; known: {sorted(MODELS)}")
-        pool = config["datasets"][exp["dataset"]]["sampling"]["images"]
+        pool = pool_size(config["datasets"][exp["dataset"]])
         if exp["steps"] * exp["batch_size"] > pool:
             raise ConfigError(f"config key '{where}': steps x batch_size = {exp['steps'] * exp['batch_size']} "
                               f"exceeds the {pool} images of dataset {exp['dataset']!r} (online: no sample reused)")
         grid_values(exp["gamma"], f"{where}.gamma")
         grid_values(exp["eta"], f"{where}.eta")
     for name, ds in config["datasets"].items():
-        try:
-            generator_config(ds["source"], ds["generator"])
-        except ValueError as err:
-            raise ConfigError(f"config key 'datasets.{name}.generator': {err}") from None
+        if ds["kind"] == "generated":
+            try:
+                generator_config(ds["source"], ds["generator"])
+            except ValueError as err:
+                raise ConfigError(f"config key 'datasets.{name}.generator': {err}") from None
         channels = SOURCES[ds["source"]].shape[-1]
         for stat in ("mean", "std"):
             if len(ds["normalization"][stat]) != channels:
                 raise ConfigError(f"config key 'datasets.{name}.normalization.{stat}': needs {channels} "
                                   f"value(s), one per channel of {ds['source']}")
+        needed = [*SOURCES[ds["source"]].files, *ds.get("parts", [])]
+        missing = [file for file in needed if file not in config.get("downloads", {})]
+        if missing:
+            raise ConfigError(f"config key 'downloads': dataset {name!r} (source {ds['source']}) needs the "
+                              f"downloads {missing}; declare their url (and pins) there, see config/paper.yaml")
     for name, fig in config["figures"].items():
         for exp in fig["experiments"]:
             if exp not in config["experiments"]:
                 raise ConfigError(f"config key 'figures.{name}.experiments': unknown experiment {exp!r}; "
                                   f"declared: {sorted(config['experiments'])}")
+
+
+def pool_size(dataset: dict) -> int:
+    """Images in a dataset's training pool: the sampled images, or every part's."""
+    if dataset["kind"] == "generated":
+        return dataset["sampling"]["images"]
+    return dataset["images_per_part"] * len(dataset["parts"])
 
 
 def generator_config(source: str, generator: dict) -> GeneratorConfig:
@@ -165,6 +178,29 @@ class Plan:
 
     def experiment_dataset(self, experiment: str) -> str:
         return self.config["experiments"][experiment]["dataset"]
+
+    def downloads(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """Per download name: ``remote`` (the config entry: url and pins) and ``path`` (where it is kept)."""
+        return {name: {"remote": self.config["downloads"][name], "path": f"{DOWNLOADS}/{name}"} for name in names}
+
+    def source_downloads(self, source: str) -> dict[str, dict[str, Any]]:
+        return self.downloads(list(SOURCES[source].files))
+
+    def pool_files(self, experiment: str) -> list[str]:
+        """What an experiment's online stream reads: a generated dataset's pool, or the first parts of
+        a fetched one, as many as its steps x batch_size needs (only those are fetched)."""
+        exp = self.config["experiments"][experiment]
+        name = exp["dataset"]
+        dataset = self.dataset(name)
+        if dataset["kind"] == "generated":
+            return [f"{DATA}/{name}/pool.h5"]
+        parts = math.ceil(exp["steps"] * exp["batch_size"] / dataset["images_per_part"])
+        return [f"{DATA}/{name}/parts/{k}.h5" for k in range(parts)]
+
+    def quality_files(self, experiment: str) -> list[str]:
+        """The quality-gate report a training job waits for (generated datasets only)."""
+        name = self.experiment_dataset(experiment)
+        return [f"{DATA}/{name}/quality.json"] if self.dataset(name)["kind"] == "generated" else []
 
     def figure_cubes(self, figure: str) -> list[str]:
         return [cube_path(e) for e in self.config["figures"][figure]["experiments"]]

@@ -8,8 +8,8 @@ every cell of a sweep sees the same stream.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import h5py
@@ -19,18 +19,48 @@ import torch
 from gammasweep.io import atomic_path
 
 
-@dataclass(frozen=True)
-class Source:
-    """A real dataset: the image shape (H, W, C) and the number of classes."""
+class ImageWriter:
+    """Appends blocks of images and labels, in order, to a pool being written by ``image_writer``."""
 
-    shape: tuple[int, int, int]
-    num_classes: int
+    def __init__(self, f: h5py.File, total: int, shape: tuple[int, int, int]) -> None:
+        self.total, self.shape, self.written = total, tuple(shape), 0
+        chunk = (min(total, 1024), *self.shape) if total else None  # one chunk per block of images
+        self._images = f.create_dataset("images", shape=(total, *self.shape), dtype=np.uint8, chunks=chunk)
+        self._labels = f.create_dataset("labels", shape=(total,), dtype=np.int64)
+
+    def write(self, images: np.ndarray, labels: np.ndarray) -> None:
+        """Append uint8 images (n, H, W, C) and their n labels (any integer dtype, stored as int64)."""
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != self.shape:
+            raise ValueError(f"images must be uint8 (n, {', '.join(map(str, self.shape))}), "
+                             f"got {images.dtype} {images.shape}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels shape {labels.shape} does not match {images.shape[0]} images")
+        end = self.written + len(images)
+        if end > self.total:
+            raise ValueError(f"writing {len(images)} more images after {self.written} "
+                             f"exceeds the {self.total} declared")
+        self._images[self.written:end] = images
+        self._labels[self.written:end] = labels.astype(np.int64)
+        self.written = end
 
 
-SOURCES: dict[str, Source] = {
-    "sklearn_digits": Source(shape=(8, 8, 1), num_classes=10),
-    "mnist": Source(shape=(28, 28, 1), num_classes=10),
-}
+@contextlib.contextmanager
+def image_writer(path: str | Path, total: int, shape: tuple[int, int, int],
+                 attrs: Mapping | None = None) -> Iterator[ImageWriter]:
+    """Stream ``total`` images of ``shape`` (H, W, C) into an HDF5 pool, block by block, atomically.
+
+    The file appears under ``path`` only if the block succeeds and exactly ``total`` images were
+    written; otherwise nothing is left under that name.
+    """
+    chunk_bytes = min(total, 1024) * int(np.prod(shape))
+    # A chunk cache that holds a few chunks, so blocks not aligned to the chunks are not re-read.
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", rdcc_nbytes=max(1 << 20, 4 * chunk_bytes)) as f:
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+        writer = ImageWriter(f, total, shape)
+        yield writer
+        if writer.written != total:
+            raise ValueError(f"{path}: {writer.written} images written but {total} declared; nothing was written")
 
 
 def write_images(path: str | Path, images: np.ndarray, labels: np.ndarray, attrs: Mapping | None = None) -> None:
@@ -39,35 +69,15 @@ def write_images(path: str | Path, images: np.ndarray, labels: np.ndarray, attrs
         raise ValueError(f"images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels shape {labels.shape} does not match {images.shape[0]} images")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        chunk = (min(len(images), 1024), *images.shape[1:]) if len(images) else None
-        f.create_dataset("images", data=images, chunks=chunk)
-        f.create_dataset("labels", data=labels.astype(np.int64))
-        for key, value in (attrs or {}).items():
-            f.attrs[key] = value
+    with image_writer(path, len(images), images.shape[1:], attrs) as writer:
+        writer.write(images, labels)
 
 
 def read_images(path: str | Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read (images uint8 (N, H, W, C), labels int64 (N,)), the first ``limit`` if given."""
-    with h5py.File(path, "r") as f:
+    with open_pool(Path(path)) as f:
         n = len(f["labels"]) if limit is None else min(limit, len(f["labels"]))
         return f["images"][:n], f["labels"][:n]
-
-
-def fetch_sklearn_digits(test_size: int, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """scikit-learn's bundled 8x8 digits (1797 images, values 0..16) as uint8 0..255.
-
-    Returns ``(train, test)``, each ``(images (N, 8, 8, 1), labels (N,))``; the ``test_size``
-    test images are a seeded random split held out from everything else.
-    """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    labels = digits.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(labels))
-    test, train = order[:test_size], order[test_size:]
-    return (images[train], labels[train]), (images[test], labels[test])
 
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -79,28 +89,51 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
 class OnlineStream:
     """One pass over a pool: batch t holds samples ``order[B t : B (t + 1)]`` of a seeded order.
 
-    The whole pass (``steps * batch_size`` samples) is read once into memory as uint8.
+    A pool is one HDF5 file or several (the parts of a fetched dataset), indexed one after another.
+    The whole pass (``steps * batch_size`` samples) is read once into memory as uint8, block by
+    block, so any subset of a large pool is read at the disk's speed.
     """
 
-    def __init__(self, pool: str | Path, batch_size: int, steps: int, data_seed: int) -> None:
-        with h5py.File(pool, "r") as f:
-            size = len(f["labels"])
+    def __init__(self, pool: str | Path | Sequence[str | Path], batch_size: int, steps: int, data_seed: int,
+                 block_rows: int = 65536) -> None:
+        paths = [Path(pool)] if isinstance(pool, (str, Path)) else [Path(p) for p in pool]
+        with contextlib.ExitStack() as stack:
+            files = [stack.enter_context(open_pool(path)) for path in paths]
+            sizes = [len(f["labels"]) for f in files]
             needed = batch_size * steps
-            if needed > size:
+            if needed > sum(sizes):
                 raise ValueError(
                     f"online training needs steps x batch = {steps} x {batch_size} = {needed} samples, "
-                    f"but the pool {pool} holds {size}: enlarge the pool or shorten the run"
+                    f"but the pool {', '.join(map(str, paths))} holds {sum(sizes)}: enlarge the pool or shorten the run"
                 )
-            order = np.random.default_rng(data_seed).permutation(size)[:needed]
-            sorted_idx = np.sort(order)
-            images, labels = f["images"][sorted_idx], f["labels"][sorted_idx]
-        # Undo the sort so that the stream follows the seeded order.
-        where = np.searchsorted(sorted_idx, order)
-        self.images = torch.from_numpy(images[where])
-        self.labels = torch.from_numpy(labels[where])
+            order = np.random.default_rng(data_seed).permutation(sum(sizes))[:needed]
+            self.images = torch.empty((needed, *files[0]["images"].shape[1:]), dtype=torch.uint8)
+            self.labels = torch.empty(needed, dtype=torch.int64)
+            start = 0
+            for f, size in zip(files, sizes, strict=True):
+                for block in range(start, start + size, block_rows):
+                    end = min(block + block_rows, start + size)
+                    slots = np.flatnonzero((order >= block) & (order < end))  # stream positions from this block
+                    if len(slots):
+                        rows = order[slots] - start
+                        lo, hi = int(rows.min()), int(rows.max()) + 1
+                        self.images[slots] = torch.from_numpy(f["images"][lo:hi][rows - lo])
+                        self.labels[slots] = torch.from_numpy(f["labels"][lo:hi][rows - lo])
+                start += size
         self.batch_size = batch_size
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch of step t: uint8 images (B, H, W, C) and int64 labels (B,)."""
         sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
         return self.images[sl], self.labels[sl]
+
+
+def open_pool(path: Path) -> h5py.File:
+    """Open a pool or test-set file for reading; a missing or unreadable one is a clear error."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: the workflow makes it (snakemake {path})")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise OSError(f"{path} is unreadable ({err}), e.g. truncated: delete it and rebuild it with "
+                      f"snakemake {path}") from None

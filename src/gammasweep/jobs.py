@@ -3,35 +3,70 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import socket
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from gammasweep.cells import write_cell
-from gammasweep.checkpoints import Checkpoint, Interrupted, stop_on_signals
+from gammasweep.checkpoints import DEFAULT_MINUTES, Checkpoint, Interrupted, stop_on_signals
 from gammasweep.cube import build_cube, write_cube
-from gammasweep.data import OnlineStream, fetch_sklearn_digits, read_images, write_images
+from gammasweep.data import OnlineStream, image_writer, open_pool, read_images, write_images
+from gammasweep.download import Remote, fetch
+from gammasweep.formats import convert_cifar5m_part
+from gammasweep.io import atomic_path
 from gammasweep.provenance import device_name, git_revision, resolve_device, versions
+from gammasweep.quality import check_quality, classify, quality_report, train_reference_classifier
+from gammasweep.sources import read_source
 from gammasweep.train import Members, Setup, train
 
-DIGITS_TEST_SIZE = 397  # real 8x8 digits held out as the test set (the other 1400 train the generator)
+def fetch_downloads(downloads: dict[str, dict]) -> dict[str, Path]:
+    """Fetch (or re-verify) each download ``{name: {"remote": config entry, "path": where}}``; a
+    truncated or corrupt copy is reported and fetched again, never used."""
+    return {name: fetch(Remote(**entry["remote"]), entry["path"]) for name, entry in downloads.items()}
 
 
-def fetch_source(source: str, train_out: str, test_out: str) -> None:
-    """Write a real dataset's train and test images as HDF5."""
-    if source != "sklearn_digits":
-        raise NotImplementedError(
-            f"source {source!r}: fetching it is not built yet (the real-datasets issue adds MNIST); "
-            "the default config uses 'sklearn_digits'")
-    train, test = fetch_sklearn_digits(DIGITS_TEST_SIZE, seed=0)
-    for path, (images, labels) in ((train_out, train), (test_out, test)):
+def fetch_source(source: str, downloads: dict[str, dict], train_out: str, test_out: str) -> None:
+    """Write a real dataset's train and test images as HDF5, from its downloads."""
+    splits = read_source(source, fetch_downloads(downloads))
+    for path, (images, labels) in zip((train_out, test_out), splits, strict=True):
         write_images(path, images, labels, {"source": source})
         print(f"wrote {len(labels)} images to {path}")
+
+
+def fetch_part(downloads: dict[str, dict], out: str) -> None:
+    """Fetch one part of a fetched dataset (CIFAR-5M's ``partK.npz``) and convert it to an HDF5 pool part."""
+    (path,) = fetch_downloads(downloads).values()
+    convert_cifar5m_part(path, out)
+
+
+def quality_gate(pool: str, train: str, test: str, gate: dict, num_classes: int, out: str, device: str) -> None:
+    """Check a generated pool: a classifier trained on the real source must label the generated
+    images as their conditioning class, and the classes must balance. Writes the report (JSON) if
+    the pool passes; otherwise prints it and fails, so that training never reads a broken pool."""
+    (train_images, train_labels), (test_images, test_labels) = read_images(train), read_images(test)
+    images, labels = read_images(pool)
+    start = time.time()
+    model = train_reference_classifier(train_images, train_labels, num_classes, steps=gate["classifier_steps"],
+                                       batch_size=gate.get("classifier_batch_size", 64), seed=gate.get("seed", 0),
+                                       device=str(resolve_device(device)))
+    accuracy = float((classify(model, test_images) == test_labels).mean())
+    print(f"reference classifier: {accuracy:.4f} accuracy on the real test set ({time.time() - start:.1f} s)")
+    report = quality_report(model, images, labels, num_classes, min_agreement=gate["min_agreement"],
+                            max_imbalance=gate["max_imbalance"], reference_accuracy=accuracy,
+                            min_class_agreement=gate.get("min_class_agreement"))
+    print(json.dumps(report, indent=1))
+    check_quality(report)
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=1))
+    print(f"{pool} passes: agreement {report['agreement']:.4f}, imbalance {report['imbalance']:.4f}")
 
 
 def shard_sizes(images: int, shards: int) -> list[int]:
@@ -65,20 +100,35 @@ def sample_shard(checkpoint: str, sampling: dict, shard: int, out: str, device: 
     write_images(out, images, labels, {"shard": shard, "seed": seed})
 
 
-def merge_pool(shards: Sequence[str], out: str) -> None:
-    """Concatenate the shards into one chunked pool; record each shard's sha256."""
-    import hashlib
-
-    parts = [read_images(p) for p in shards]
-    digests = {str(p): hashlib.sha256(open(p, "rb").read()).hexdigest() for p in shards}
-    images, labels = np.concatenate([i for i, _ in parts]), np.concatenate([lab for _, lab in parts])
-    write_images(out, images, labels, {"shards_sha256": json.dumps(digests, sort_keys=True),
-                                       "class_counts": json.dumps(np.bincount(labels).tolist())})
-    print(f"pool {out}: {len(labels)} images, class counts {np.bincount(labels).tolist()}")
+def sha256_file(path: str | Path, block_bytes: int = 1 << 24) -> str:
+    """The sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(block_bytes):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def train_pack(cells: Sequence[dict], pool: str, test: str, outs: Sequence[str], pack: str = "",
-               checkpoint: str | None = None, checkpoint_seconds: float = 600.0) -> None:
+def merge_pool(shards: Sequence[str], out: str, manifest: str) -> None:
+    """Concatenate the shards into one chunked pool; write a manifest (JSON) with the sha256 of every
+    shard and of the pool, and the pool's class counts."""
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(open_pool(Path(p))) for p in shards]
+        sizes = [len(f["labels"]) for f in files]
+        labels = np.concatenate([f["labels"][()] for f in files])
+        counts = np.bincount(labels).tolist()
+        with image_writer(out, sum(sizes), files[0]["images"].shape[1:], {"class_counts": json.dumps(counts)}) as pool:
+            for f in files:
+                pool.write(f["images"][()], f["labels"][()])
+    record = {"pool": {"path": out, "sha256": sha256_file(out), "images": int(sum(sizes)), "class_counts": counts},
+              "shards": [{"path": p, "sha256": sha256_file(p), "images": n} for p, n in zip(shards, sizes, strict=True)]}
+    with atomic_path(manifest) as tmp:
+        Path(tmp).write_text(json.dumps(record, indent=1))
+    print(f"pool {out}: {sum(sizes)} images, class counts {counts}; manifest {manifest}")
+
+
+def train_pack(cells: Sequence[dict], pool: str | Sequence[str], test: str, outs: Sequence[str], pack: str = "",
+               checkpoint: str | None = None, checkpoint_seconds: float = 60.0 * DEFAULT_MINUTES) -> None:
     """Train a pack of cells (every seed of each) as one batched model; write one HDF5 file per cell.
 
     The cells must differ in gamma and eta only (one experiment, one dtype): they share the data

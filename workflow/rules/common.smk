@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from gammasweep.config import Plan, load_schema
+from gammasweep.sources import SOURCES
 
 PLAN = Plan(config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml"))
 ENV = "../../envs/gammasweep.yaml"
@@ -14,6 +15,7 @@ wildcard_constraints:
     gamma=r"\d\.\d{3}e[+-]\d{2}",
     eta=r"\d\.\d{3}e[+-]\d{2}",
     shard=r"\d+",
+    part=r"\d+",
 
 
 def source_file(dataset, split):

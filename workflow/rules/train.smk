@@ -1,8 +1,8 @@
 # One job per pack: K cells of one experiment and one dtype trained together as one batched model
 # (gammasweep.train); each cell keeps its own output file. `pack_size: 1` gives one job per cell.
 # Rules are generated, one per pack, so that each job declares exactly the cell files it writes.
-# A pack checkpoints to results/checkpoints/ every 10 minutes and on SIGTERM/SIGUSR1, exits
-# non-zero, and its retry (runtime grows with the attempt) resumes from there.
+# A pack checkpoints to results/checkpoints/ every `checkpoint_minutes` (config; 10) and on
+# SIGTERM/SIGUSR1, exits non-zero, and its retry (runtime grows with the attempt) resumes from there.
 
 
 for experiment in PLAN.config["experiments"]:
@@ -12,8 +12,9 @@ for experiment in PLAN.config["experiments"]:
             name:
                 pack.rule
             input:
-                pool=f"results/data/{PLAN.experiment_dataset(experiment)}/pool.h5",
+                pool=PLAN.pool_files(experiment),
                 test=source_file(PLAN.experiment_dataset(experiment), "test"),
+                quality=PLAN.quality_files(experiment),
             output:
                 pack.cell_files,
             params:

@@ -2,4 +2,5 @@ from gammasweep.glue import job_log
 from gammasweep.jobs import fetch_source
 
 with job_log(snakemake):
-    fetch_source(snakemake.wildcards.source, snakemake.output.train, snakemake.output.test)
+    fetch_source(snakemake.wildcards.source, dict(snakemake.params.downloads), snakemake.output.train,
+                 snakemake.output.test)

@@ -2,4 +2,4 @@ from gammasweep.glue import job_log
 from gammasweep.jobs import merge_pool
 
 with job_log(snakemake):
-    merge_pool(list(snakemake.input), snakemake.output[0])
+    merge_pool(list(snakemake.input), snakemake.output.pool, snakemake.output.manifest)

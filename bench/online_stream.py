@@ -1,0 +1,81 @@
+"""Is data ever the bottleneck? Images per second the online stream delivers against images per
+second a training pack consumes, in the same process.
+
+Loader: ``OnlineStream`` reads a seeded pass of ``steps x batch`` images out of a pool in two HDF5
+parts (block by block; from the page cache, as on a node that has just written or read the pool),
+then every batch is moved to the device and normalized as the trainer does. Consumer: the packed
+trainer (``gammasweep.train.train``) on a pack of K members at batch 128. The ratio loader /
+consumer is what counts: above 1, data is not the bottleneck.
+
+    python bench/online_stream.py
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gammasweep.data import OnlineStream, normalize, write_images
+from gammasweep.provenance import device_name
+from gammasweep.train import Members, Setup, train
+
+BATCH, CLASSES, STEPS = 128, 10, 400
+
+
+def loader_rate(parts: list[Path], device: torch.device) -> tuple[float, float]:
+    """(images/s of building the pass, images/s of serving its batches to the device, normalized)."""
+    start = time.perf_counter()
+    stream = OnlineStream(parts, BATCH, STEPS, data_seed=0)
+    build = BATCH * STEPS / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for t in range(STEPS):
+        images, _ = stream.batch(t)
+        normalize(images.to(device), (0.5,), (0.25,), torch.float32)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return build, BATCH * STEPS / (time.perf_counter() - start)
+
+
+def training_rate(parts: list[Path], shape: tuple[int, int, int], spec: dict, k: int, device: torch.device) -> float:
+    """Images/s consumed by a pack of k members (each step reads one batch, shared by the members)."""
+    steps = 20
+    stream = OnlineStream(parts, BATCH, steps, data_seed=0)
+    test = torch.randint(0, 256, (256, *shape), dtype=torch.uint8), torch.randint(0, CLASSES, (256,))
+    setup = Setup(model=spec, input_shape=shape, num_classes=CLASSES, loss="mse", steps=steps, mean=(0.5,),
+                  std=(0.25,), dtype=torch.float32, device=device, divergence_cap=1e4, record_points=10,
+                  test_batch_size=256)
+    members = Members(seeds=[m % 2 for m in range(k)], gammas=[1.0] * k, etas=[1e-3] * k)
+    train(setup, members, stream, *test, log=lambda m: None)  # warm-up
+    start = time.perf_counter()
+    train(setup, members, stream, *test, log=lambda m: None)
+    return BATCH * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"device: {device_name(device)}; torch threads {torch.get_num_threads()}; batch {BATCH}\n")
+    print("| pool | trainer | loader: build pass img/s | loader: serve img/s | trainer img/s | serve / trainer |")
+    print("|---|---|---|---|---|---|")
+    cases = [((28, 28, 1), {"name": "mlp", "width": 512, "depth": 3}, 16),
+             ((32, 32, 3), {"name": "cnn", "width": 16}, 4)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for shape, spec, k in cases:
+            rng = np.random.default_rng(0)
+            parts = []
+            for p in range(2):  # a pool in two parts, like CIFAR-5M's
+                parts.append(Path(tmp) / f"{'x'.join(map(str, shape))}_{p}.h5")
+                images = rng.integers(0, 256, (BATCH * STEPS // 2 + 1000, *shape), dtype=np.uint8)
+                write_images(parts[-1], images, rng.integers(0, CLASSES, len(images)))
+            build, serve = loader_rate(parts, device)
+            consume = training_rate(parts, shape, spec, k, device)
+            name = ", ".join(f"{key} {value}" for key, value in spec.items() if key != "name")
+            print(f"| {'x'.join(map(str, shape))} | {spec['name']} ({name}), K={k} | {build:,.0f} | {serve:,.0f} | "
+                  f"{consume:,.0f} | {serve / consume:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+from gammasweep.glue import job_log
+from gammasweep.jobs import quality_gate
+
+with job_log(snakemake):
+    quality_gate(snakemake.input.pool, snakemake.input.train, snakemake.input.test, dict(snakemake.params.gate),
+                 snakemake.params.num_classes, snakemake.output[0], snakemake.params.device)
