@@ -27,6 +27,7 @@ from gammasweep.quality import check_quality, classify, quality_report, train_re
 from gammasweep.sources import read_source
 from gammasweep.train import Members, Setup, train
 
+
 def fetch_downloads(downloads: dict[str, dict]) -> dict[str, Path]:
     """Fetch (or re-verify) each download ``{name: {"remote": config entry, "path": where}}``; a
     truncated or corrupt copy is reported and fetched again, never used."""
