@@ -121,6 +121,11 @@ def fetch(remote: Remote, dest: str | Path, *, retries: int = 5, backoff_s: floa
                         f"the last one: {last_error}")
 
 
+def file_digests(path: str | Path, chunk_bytes: int = 1 << 20) -> Values:
+    """Size (bytes), sha256 and md5 (hex) of a file on disk, read in ``chunk_bytes`` pieces."""
+    return _Digests.of_file(Path(path), chunk_bytes).values()
+
+
 def _sibling(dest: Path, suffix: str) -> Path:
     return dest.with_name(dest.name + suffix)
 

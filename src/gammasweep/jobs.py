@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -19,7 +18,7 @@ from gammasweep.cells import write_cell
 from gammasweep.checkpoints import DEFAULT_MINUTES, Checkpoint, Interrupted, stop_on_signals
 from gammasweep.cube import build_cube, write_cube
 from gammasweep.data import OnlineStream, image_writer, open_pool, read_images, write_images
-from gammasweep.download import Remote, fetch
+from gammasweep.download import Remote, fetch, file_digests
 from gammasweep.formats import convert_cifar5m_part
 from gammasweep.io import atomic_path
 from gammasweep.provenance import device_name, git_revision, resolve_device, versions
@@ -101,15 +100,6 @@ def sample_shard(checkpoint: str, sampling: dict, shard: int, out: str, device: 
     write_images(out, images, labels, {"shard": shard, "seed": seed})
 
 
-def sha256_file(path: str | Path, block_bytes: int = 1 << 24) -> str:
-    """The sha256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(block_bytes):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def merge_pool(shards: Sequence[str], out: str, manifest: str) -> None:
     """Concatenate the shards into one chunked pool; write a manifest (JSON) with the sha256 of every
     shard and of the pool, and the pool's class counts."""
@@ -121,8 +111,10 @@ def merge_pool(shards: Sequence[str], out: str, manifest: str) -> None:
         with image_writer(out, sum(sizes), files[0]["images"].shape[1:], {"class_counts": json.dumps(counts)}) as pool:
             for f in files:
                 pool.write(f["images"][()], f["labels"][()])
-    record = {"pool": {"path": out, "sha256": sha256_file(out), "images": int(sum(sizes)), "class_counts": counts},
-              "shards": [{"path": p, "sha256": sha256_file(p), "images": n} for p, n in zip(shards, sizes, strict=True)]}
+    record = {"pool": {"path": out, "sha256": file_digests(out)["sha256"], "images": int(sum(sizes)),
+                       "class_counts": counts},
+              "shards": [{"path": p, "sha256": file_digests(p)["sha256"], "images": n}
+                         for p, n in zip(shards, sizes, strict=True)]}
     with atomic_path(manifest) as tmp:
         Path(tmp).write_text(json.dumps(record, indent=1))
     print(f"pool {out}: {sum(sizes)} images, class counts {counts}; manifest {manifest}")
