@@ -84,6 +84,10 @@ def _mutate(config: dict, dotted: str, value) -> dict:
     ("experiments.mlp_mse.batch_size", 10_000, r"'experiments.mlp_mse': steps x batch_size = 2000000 exceeds the 3200 images"),
     ("datasets.digits.normalization.mean", [0.1, 0.2, 0.3], r"'datasets.digits.normalization.mean': needs 1 value"),
     ("datasets.digits.generator.dim_mults", [1, 2, 2, 2, 2], r"'datasets.digits.generator': .*image_size=8 must be a positive multiple"),
+    ("experiments.mlp_mse_adaptive.eta_grid", "sparse", r"'experiments.mlp_mse_adaptive.eta_grid': 'sparse' is not one of"),
+    ("experiments.mlp_mse_adaptive.adaptive.depth_decades", 0, r"'experiments.mlp_mse_adaptive.adaptive.depth_decades': 0 is less"),
+    ("experiments.mlp_mse_adaptive.adaptive.bracket_steps", 201, r"'experiments.mlp_mse_adaptive.adaptive.bracket_steps': longer than"),
+    ("experiments.mlp_mse_adaptive.eta_grid", "full", r"'experiments.mlp_mse_adaptive.adaptive': only used with `eta_grid: adaptive`"),
 ])
 def test_bad_configs_fail_naming_the_key(default_config, schema, key, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -93,3 +97,26 @@ def test_bad_configs_fail_naming_the_key(default_config, schema, key, value, mes
 def test_default_config_is_valid(default_config, schema):
     plan = Plan(default_config, schema)
     assert len(plan.cell_files("mlp_mse")) == 7 * 12
+
+
+def test_an_adaptive_experiment_plans_columns_seeded_by_theory(default_config, schema):
+    plan = Plan(default_config, schema)
+    assert plan.experiments(adaptive=True) == ["mlp_mse_adaptive"] and plan.packs("mlp_mse_adaptive") == []
+    columns = plan.columns("mlp_mse_adaptive")
+    assert [c.gamma_key for c in columns] == list(plan.grids["mlp_mse"][0])
+    assert columns[0].bracket == "results/brackets/mlp_mse_adaptive/gamma_1.000e-03.json"
+    assert columns[0].directory == "results/runs/mlp_mse_adaptive/gamma_1.000e-03"
+    cells = plan.column_cells("mlp_mse_adaptive", "1.000e-01")
+    assert [c["eta"] for c in cells] == sorted(plan.grids["mlp_mse"][1].values())
+    assert {k: v for k, v in cells[0].items() if k != "experiment"} == \
+        {k: v for k, v in plan.cell_params("mlp_mse", "1.000e-01", "1.000e-07").items() if k != "experiment"}
+    starts = [plan.bracket_start("mlp_mse_adaptive", c.gamma_key) for c in columns]
+    assert starts == sorted(starts) and starts[0] < starts[-1]  # the guess rises with gamma
+    assert plan.depth_steps("mlp_mse_adaptive", "1.000e-01") == 3  # 3 decades on a 1-per-decade grid
+
+
+def test_cross_entropy_columns_with_small_gamma_are_trained_all_the_way_down(default_config, schema):
+    config = _mutate(default_config, "experiments.mlp_mse_adaptive.loss", "cross_entropy")
+    plan = Plan(config, schema)
+    assert plan.depth_steps("mlp_mse_adaptive", "1.000e-01") is None
+    assert plan.depth_steps("mlp_mse_adaptive", "1.000e+00") == 3

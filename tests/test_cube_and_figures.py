@@ -10,9 +10,10 @@ import pytest
 import xarray as xr
 from matplotlib.image import imread
 
-from gammasweep.analysis import eta_max, eta_star, final_metric, fit_power_law
+from gammasweep.adaptive import INFERRED_DIVERGED, SKIPPED, TRAINED
+from gammasweep.analysis import adaptive_cost, eta_max, eta_star, final_metric, fit_power_law
 from gammasweep.cells import BadCellFile
-from gammasweep.cube import build_cube, open_cube, write_cube
+from gammasweep.cube import build_cube, open_cube, set_column_status, write_cube
 from gammasweep.figures import PLOTS, render
 from gammasweep.jobs import train_pack
 
@@ -77,6 +78,30 @@ def test_truncated_or_misplaced_cell_files_are_named_with_the_rebuild_command(ce
         build_cube([cell_files[1]], expected=[{"experiment": "tiny", "gamma": 0.1, "eta": 1e-3}])
     cube = build_cube([cell_files[1]], expected=[{"experiment": "tiny", "gamma": 0.1, "eta": 0.1}])
     assert cube.sizes["gamma"] == 1
+
+
+def test_an_adaptive_cube_records_trained_inferred_and_skipped_cells(cell_files, cube_file, tmp_path):
+    """The trained cells of the fixture on a grid with one more eta below (skipped) and above (inferred)."""
+    etas = [1e-5, *ETAS, 1e6]
+    cube = build_cube(cell_files, grid=(GAMMAS, etas))
+    for gamma in GAMMAS:
+        set_column_status(cube, gamma, [SKIPPED, TRAINED, TRAINED, TRAINED, INFERRED_DIVERGED], {4: 0})
+    assert cube["cell_status"].attrs["flag_meanings"] == "trained inferred_diverged skipped"
+    assert (cube["cell_status"].sel(eta=ETAS) == TRAINED).all()
+    assert cube["diverged"].sel(eta=1e6).all() and (cube["diverged_step"].sel(eta=1e6) == 0).all()
+    assert not cube["diverged"].sel(eta=1e-5).any() and cube["test_loss"].sel(eta=1e-5).isnull().all()
+    full = open_cube(cube_file)
+    xr.testing.assert_identical(cube["test_loss"].sel(eta=ETAS), full["test_loss"])
+    assert eta_max(cube).values.tolist() == eta_max(full).values.tolist()
+    assert eta_star(cube).values.tolist() == eta_star(full).values.tolist()
+    path = tmp_path / "adaptive.nc"
+    write_cube(cube, path)
+    outputs = {fmt: tmp_path / f"coverage.{fmt}" for fmt in ("pdf", "png", "csv")}
+    render("adaptive_coverage", [path, cube_file], {}, outputs)
+    table = pd.read_csv(outputs["csv"])
+    assert table["trained"].tolist() == [3, 3] and (table["eta_max"] == table["eta_max_full"]).all()
+    assert adaptive_cost(open_cube(path)) == {"trained_cells": 6, "grid_cells": 10, "bracket_cells": 0,
+                                              "cell_steps": 6 * 40, "full_cell_steps": 10 * 40}
 
 
 def _synthetic_cube() -> xr.Dataset:

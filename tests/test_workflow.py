@@ -138,7 +138,8 @@ def test_default_config_plans_the_quickstart(tmp_path):
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     plan = Plan(default, yaml.safe_load((REPO / "config" / "schema.yaml").read_text()))
     assert [len(p.cells) for p in plan.packs("mlp_mse")] == [12, 24, 24, 24]  # 7 x 12 cells, float64 first
-    assert counts["train_pack"] == 4 and len(default["figures"]) == 3
+    assert counts["train_pack"] == 4 and counts["bracket_eta"] == 7 and len(default["figures"]) == 4
+    assert counts["figure_adaptive_coverage_mlp_mse"] == 1
 
 
 def test_a_second_workflow_on_the_same_directory_is_refused_by_the_lock(tmp_path):

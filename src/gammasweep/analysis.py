@@ -3,10 +3,13 @@ and power-law fits in the lazy and rich regimes."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
+
+from gammasweep.adaptive import TRAINED
 
 HIGHER_IS_BETTER = {"test_accuracy": True, "test_loss": False, "train_loss": False}
 
@@ -42,6 +45,18 @@ def eta_star(cube: xr.Dataset, metric: str = "test_loss") -> xr.DataArray:
     scores = (sign * value).fillna(np.inf).values
     best = np.where(np.isfinite(scores).any(axis=1), cube["eta"].values[scores.argmin(axis=1)], np.nan)
     return xr.DataArray(best, coords={"gamma": cube["gamma"]}, dims="gamma", name=f"eta_star_{metric}")
+
+
+def adaptive_cost(cube: xr.Dataset) -> dict[str, int]:
+    """Cells and cell-steps (cells x SGD steps, every seed of a cell counted once) of a cube's
+    experiment: trained at full length, spent on bracketing runs, and what the full grid costs."""
+    steps = int(json.loads(cube.attrs["cell_params"])["steps"])
+    trained = int((cube["cell_status"] == TRAINED).sum())
+    bracket_cells = int(cube["bracket_cells"].sum()) if "bracket_cells" in cube else 0
+    bracket_steps = int(cube.attrs.get("bracket_steps", 0))
+    grid = cube.sizes["gamma"] * cube.sizes["eta"]
+    return {"trained_cells": trained, "grid_cells": grid, "bracket_cells": bracket_cells,
+            "cell_steps": trained * steps + bracket_cells * bracket_steps, "full_cell_steps": grid * steps}
 
 
 @dataclass(frozen=True)

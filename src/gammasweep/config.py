@@ -16,13 +16,14 @@ from typing import Any
 import jsonschema
 import yaml
 
-from gammasweep.sources import SOURCES
+from gammasweep.adaptive import AdaptiveSettings, eta_guess, nearest_index
 from gammasweep.diffusion import GeneratorConfig
-from gammasweep.models import MODELS, PACK_SIZES
+from gammasweep.models import MODELS, PACK_SIZES, layer_count
+from gammasweep.sources import SOURCES
 from gammasweep.parameterization import dtype_for_gamma
 
 RUNS, CUBES, FIGURES, DATA, LOGS = "results/runs", "results/cubes", "results/figures", "results/data", "results/logs"
-CHECKPOINTS, DOWNLOADS = "results/checkpoints", "results/downloads"
+CHECKPOINTS, DOWNLOADS, BRACKETS = "results/checkpoints", "results/downloads", "results/brackets"
 
 
 class ConfigError(ValueError):
@@ -76,6 +77,10 @@ def validate(config: dict, schema: dict) -> None:
                               f"exceeds the {pool} images of dataset {exp['dataset']!r} (online: no sample reused)")
         grid_values(exp["gamma"], f"{where}.gamma")
         grid_values(exp["eta"], f"{where}.eta")
+        if "adaptive" in exp and exp.get("eta_grid") != "adaptive":
+            raise ConfigError(f"config key '{where}.adaptive': only used with `eta_grid: adaptive`; set it or remove the block")
+        if exp.get("adaptive", {}).get("bracket_steps", 0) > exp["steps"]:
+            raise ConfigError(f"config key '{where}.adaptive.bracket_steps': longer than the {exp['steps']} steps of a run")
     for name, ds in config["datasets"].items():
         if ds["kind"] == "generated":
             try:
@@ -162,15 +167,52 @@ class Plan:
         }
 
     def packs(self, experiment: str) -> list[Pack]:
-        """The training jobs of an experiment: its cells in grid order, split where the dtype changes
-        and into chunks of ``pack_size`` (default: the model's, ``gammasweep.models.PACK_SIZES``)."""
+        """The training jobs of a full-grid experiment: its cells in grid order, split where the dtype
+        changes and into chunks of ``pack_size`` (default: the model's, ``gammasweep.models.PACK_SIZES``).
+        An adaptive experiment has none: it trains one column job per gamma (``column_cells``)."""
         exp = self.config["experiments"][experiment]
+        if self.is_adaptive(experiment):
+            return []
         size = exp.get("pack_size", PACK_SIZES[exp["model"]["name"]])
         by_dtype: dict[str, list[tuple[str, str]]] = {}
         for cell in self.cells(experiment):
             by_dtype.setdefault(self.cell_params(experiment, *cell)["dtype"], []).append(cell)
         chunks = [cells[i:i + size] for cells in by_dtype.values() for i in range(0, len(cells), size)]
         return [Pack(experiment, index, tuple(cells)) for index, cells in enumerate(chunks)]
+
+    # -- adaptive eta (gammasweep.adaptive) -------------------------------------------------------
+    def is_adaptive(self, experiment: str) -> bool:
+        return self.config["experiments"][experiment].get("eta_grid", "full") == "adaptive"
+
+    def experiments(self, adaptive: bool) -> list[str]:
+        """The experiments with (True) or without (False) adaptive eta."""
+        return [name for name in self.config["experiments"] if self.is_adaptive(name) == adaptive]
+
+    def adaptive_settings(self, experiment: str) -> AdaptiveSettings:
+        exp = self.config["experiments"][experiment]
+        return AdaptiveSettings(**{"bracket_steps": max(exp["steps"] // 10, 1), **exp.get("adaptive", {})})
+
+    def column_cells(self, experiment: str, gamma_key: str) -> list[dict[str, Any]]:
+        """The cells of one gamma column, eta ascending."""
+        return [self.cell_params(experiment, gamma_key, eta_key) for eta_key in self.grids[experiment][1]]
+
+    def bracket_start(self, experiment: str, gamma_key: str) -> int:
+        """Grid index of the first guess of eta_max(gamma) (``adaptive.eta_guess``)."""
+        exp = self.config["experiments"][experiment]
+        gammas, etas = self.grids[experiment]
+        guess = eta_guess(gammas[gamma_key], layer_count(exp["model"]), exp["loss"],
+                          self.adaptive_settings(experiment).guess_scale)
+        return nearest_index(list(etas.values()), guess)
+
+    def depth_steps(self, experiment: str, gamma_key: str) -> int | None:
+        """Grid steps trained below eta_max; None (all) for cross-entropy with gamma < 1, as the paper."""
+        exp = self.config["experiments"][experiment]
+        if exp["loss"] == "cross_entropy" and self.grids[experiment][0][gamma_key] < 1:
+            return None
+        return self.adaptive_settings(experiment).depth_steps(list(self.grids[experiment][1].values()))
+
+    def columns(self, experiment: str) -> list[Column]:
+        return [Column(experiment, g) for g in self.grids[experiment][0]]
 
     # -- datasets and figures --------------------------------------------------------------------
     def dataset(self, name: str) -> dict:
@@ -237,6 +279,28 @@ class Pack:
     def checkpoint(self) -> str:
         """Where the job saves its resumable state (outside the outputs: Snakemake leaves it alone)."""
         return f"{CHECKPOINTS}/{self.experiment}/pack{self.index:04d}.pt"
+
+
+@dataclass(frozen=True)
+class Column:
+    """The files of one gamma column of an adaptive experiment."""
+
+    experiment: str
+    gamma_key: str
+
+    @property
+    def bracket(self) -> str:
+        """The bracketing record (JSON), output of the Snakemake checkpoint ``bracket_eta``."""
+        return f"{BRACKETS}/{self.experiment}/gamma_{self.gamma_key}.json"
+
+    @property
+    def directory(self) -> str:
+        """The trained cells and ``column.json`` (output of ``train_column``)."""
+        return f"{RUNS}/{self.experiment}/gamma_{self.gamma_key}"
+
+    @property
+    def checkpoint(self) -> str:
+        return f"{CHECKPOINTS}/{self.experiment}/gamma_{self.gamma_key}.pt"
 
 
 def cell_path(experiment: str, gamma_key: str, eta_key: str) -> str:

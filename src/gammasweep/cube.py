@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from gammasweep.adaptive import INFERRED_DIVERGED, SKIPPED, STATUS_MEANINGS, TRAINED
 from gammasweep.cells import read_cell
 from gammasweep.io import atomic_path
 
@@ -22,30 +23,32 @@ _ATTRS = {
     "test_loss": ("test loss", "1"),
     "test_accuracy": ("test accuracy", "1"),
     "diverged": ("loss became non-finite or exceeded the divergence cap", "1"),
-    "diverged_step": ("first diverged step, -1 if none", "steps"),
+    "diverged_step": ("first diverged step, -1 if none (or, for an inferred-diverged cell, never run)", "steps"),
     "wall_time": ("wall-clock time of the job that trained the cell (its whole pack)", "s"),
 }
 
 
 def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None = None,
-               expected: Sequence[dict] | None = None) -> xr.Dataset:
+               expected: Sequence[dict] | None = None,
+               grid: tuple[Sequence[float], Sequence[float]] | None = None) -> xr.Dataset:
     """Read every cell file of one experiment into a Dataset over (gamma, eta, seed, step/eval_step).
 
-    ``expected``: per file, the parameters it must hold (see ``cells.read_cell``).
+    ``expected``: per file, the parameters it must hold (see ``cells.read_cell``). ``grid``: the
+    experiment's (gammas, etas) when not every cell was trained (adaptive eta): the others are NaN,
+    not diverged, and ``cell_status`` SKIPPED until ``set_column_status`` says otherwise.
     """
     expected = expected or [None] * len(cell_files)
     cells = [read_cell(p, e) + (p,) for p, e in zip(cell_files, expected)]
     if not cells:
         raise ValueError("no cell files to aggregate")
-    gammas = sorted({c[1]["gamma"] for c in cells})
-    etas = sorted({c[1]["eta"] for c in cells})
+    gammas, etas = (sorted(axis) for axis in grid) if grid else (sorted({c[1][k] for c in cells}) for k in ("gamma", "eta"))
     first, params0, prov0, _ = cells[0]
     seeds, steps, evals = np.asarray(params0["seeds"]), first.step, first.eval_step
     shape = (len(gammas), len(etas), len(seeds))
     data = {name: np.full(shape + (len(steps),), np.nan) for name in ("train_loss", "train_loss_at_step")}
     data |= {name: np.full(shape + (len(evals),), np.nan) for name in ("test_loss", "test_accuracy")}
     diverged, diverged_step = np.zeros(shape, bool), np.full(shape, -1, np.int64)
-    wall_time = np.full(shape[:2], np.nan)
+    wall_time, status = np.full(shape[:2], np.nan), np.full(shape[:2], SKIPPED, np.int8)
     for curves, params, prov, path in cells:
         if not (np.array_equal(curves.step, steps) and np.array_equal(curves.eval_step, evals)
                 and params["seeds"] == params0["seeds"]):
@@ -54,15 +57,18 @@ def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None 
         for name in data:
             data[name][i, j] = getattr(curves, name)
         diverged[i, j], diverged_step[i, j] = curves.diverged, curves.diverged_step
-        wall_time[i, j] = prov.get("wall_time_s", np.nan)
+        wall_time[i, j], status[i, j] = prov.get("wall_time_s", np.nan), TRAINED
     dims3, coords = ("gamma", "eta", "seed"), {"gamma": gammas, "eta": etas, "seed": seeds, "step": steps, "eval_step": evals}
     variables = {name: ((*dims3, "step"), values) for name, values in data.items() if name.startswith("train")}
     variables |= {name: ((*dims3, "eval_step"), values) for name, values in data.items() if name.startswith("test")}
     variables |= {"diverged": (dims3, diverged), "diverged_step": (dims3, diverged_step),
-                  "wall_time": (("gamma", "eta"), wall_time)}
+                  "wall_time": (("gamma", "eta"), wall_time), "cell_status": (("gamma", "eta"), status)}
     cube = xr.Dataset(variables, coords=coords)
     for name, (long_name, units) in _ATTRS.items():
         cube[name].attrs.update(long_name=long_name, units=units)
+    cube["cell_status"].attrs.update(long_name="how the cell's result was obtained (adaptive eta)",
+                                     flag_values=np.array([TRAINED, INFERRED_DIVERGED, SKIPPED], np.int8),
+                                     flag_meanings=STATUS_MEANINGS)
     cube["gamma"].attrs.update(long_name="feature-learning strength gamma", units="1")
     cube["eta"].attrs.update(long_name="learning rate eta (SGD lr = width x eta)", units="1")
     cube["step"].attrs.update(long_name="SGD step", units="steps")
@@ -71,6 +77,19 @@ def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None 
     cube.attrs.update(Conventions="CF-1.8", experiment=params0["experiment"], cell_params=json.dumps(shared, sort_keys=True),
                       provenance=json.dumps(prov0, sort_keys=True), experiment_config=json.dumps(experiment_config or {}, sort_keys=True))
     return cube
+
+
+def set_column_status(cube: xr.Dataset, gamma: float, status: Sequence[int], probe_steps: dict[int, int]) -> None:
+    """Record an adaptive column's per-eta ``status`` (``gammasweep.adaptive``): inferred-diverged
+    cells get ``diverged`` for every seed, at their bracketing run's divergence step if they had one
+    (``probe_steps``: eta index -> step), else -1 (never run)."""
+    column = {"gamma": gamma}
+    cube["cell_status"].loc[column] = np.asarray(status, np.int8)
+    for j, flag in enumerate(status):
+        if flag == INFERRED_DIVERGED:
+            cell = {"gamma": gamma, "eta": cube["eta"].values[j]}
+            cube["diverged"].loc[cell] = True
+            cube["diverged_step"].loc[cell] = max(probe_steps.get(j, -1), -1)
 
 
 def write_cube(cube: xr.Dataset, path: str | Path) -> None:

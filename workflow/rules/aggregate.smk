@@ -1,4 +1,5 @@
 # One NetCDF cube per experiment, dimensions (gamma, eta, seed, step / eval_step).
+# (Adaptive-eta experiments have their own, aggregate_adaptive in adaptive.smk.)
 
 
 rule aggregate:
@@ -11,6 +12,8 @@ rule aggregate:
         experiment=lambda w: PLAN.config["experiments"][w.experiment],
     log:
         "results/logs/aggregate/{experiment}.log",
+    wildcard_constraints:
+        experiment="|".join(PLAN.experiments(adaptive=False)) or "(?!)",
     conda:
         ENV
     script:

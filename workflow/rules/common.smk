@@ -1,4 +1,5 @@
 # The expanded plan of the config: every rule reads cells, paths and parameters from PLAN.
+import json
 from pathlib import Path
 
 from gammasweep.config import Plan, load_schema
@@ -21,3 +22,15 @@ wildcard_constraints:
 def source_file(dataset, split):
     """The real train or test images of a dataset's source."""
     return f"results/data/sources/{PLAN.dataset(dataset)['source']}/{split}.h5"
+
+
+def adaptive_cube_inputs(wildcards):
+    """An adaptive experiment's brackets (one per gamma) and, once the checkpoint eta_brackets has
+    run, the columns with something to train (adaptive.smk)."""
+    joined = checkpoints.eta_brackets.get(**wildcards).output[0]
+    edges = json.loads(Path(joined).read_text())["edges"]
+    columns = PLAN.columns(wildcards.adaptive_experiment)
+    return {
+        "brackets": [c.bracket for c in columns],
+        "columns": [c.directory for c in columns if edges[c.bracket] > 0],
+    }

@@ -21,6 +21,7 @@ import xarray as xr  # noqa: E402
 
 from gammasweep.cube import open_cube  # noqa: E402
 from gammasweep.figures import style  # noqa: E402
+from gammasweep.figures.adaptive_coverage import adaptive_coverage  # noqa: E402
 from gammasweep.figures.eta_star_scaling import eta_star_scaling  # noqa: E402
 from gammasweep.figures.loss_curves import loss_curves  # noqa: E402
 from gammasweep.figures.phase_portrait import phase_portrait  # noqa: E402
@@ -32,6 +33,7 @@ PLOTS: dict[str, PlotFunction] = {
     "phase_portrait": phase_portrait,
     "loss_curves": loss_curves,
     "eta_star_scaling": eta_star_scaling,
+    "adaptive_coverage": adaptive_coverage,
 }
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import xarray as xr
 from matplotlib.colors import LogNorm, Normalize
 
+from gammasweep.adaptive import SKIPPED
 from gammasweep.analysis import HIGHER_IS_BETTER, cell_diverged, eta_max, eta_star, final_metric
 from gammasweep.figures.style import SEQUENTIAL, depth_of, label_log_axes, log_edges
 from gammasweep.theory import reference_line
@@ -27,6 +28,10 @@ def phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, 
             else Normalize(*(np.nanmin(finite), np.nanmax(finite)) if finite.size else (0, 1)))
     mesh = ax.pcolormesh(log_edges(gammas), log_edges(etas), np.ma.masked_invalid(value.values), cmap=cmap, norm=norm)
     fig.colorbar(mesh, ax=ax, label=f"final {metric.replace('_', ' ')}")
+    skipped = (cube["cell_status"] == SKIPPED).transpose("eta", "gamma").values
+    if skipped.any():  # adaptive eta: cells below the trained window
+        ax.pcolormesh(log_edges(gammas), log_edges(etas), np.ma.masked_where(~skipped, skipped), cmap="binary",
+                      vmin=0, vmax=1e9)
     edge, best = eta_max(cube), eta_star(cube, metric)
     ax.plot(gammas, edge, color="k", lw=1.2, drawstyle="steps-mid", label=r"divergence edge $\eta_{max}$")
     ax.plot(gammas, best, ls="none", marker="*", ms=7, color="white", mec="k", mew=0.5, label=r"$\eta^*$")
@@ -42,7 +47,8 @@ def phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, 
     ax.set_xlim(log_edges(gammas)[[0, -1]])
     ax.set_ylim(log_edges(etas)[[0, -1]])
     label_log_axes(ax, r"feature-learning strength $\gamma$", r"learning rate $\eta$ (SGD lr $= N\eta$)")
-    ax.set_title(f"{cube.attrs['experiment']}: grey = diverged")  # masked cells show the colormap's 'bad' colour
+    untrained = ", white = not trained (adaptive)" if skipped.any() else ""
+    ax.set_title(f"{cube.attrs['experiment']}: grey = diverged{untrained}")  # masked cells: the colormap's 'bad' colour
     ax.legend(loc="upper left", framealpha=0.8)
     table = value.to_dataframe(name=metric).reset_index()
     table["diverged"] = cell_diverged(cube).transpose("eta", "gamma").values.ravel()

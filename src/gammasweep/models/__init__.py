@@ -16,18 +16,24 @@ from torch import nn
 ModelBuilder = Callable[..., nn.Module]
 MODELS: dict[str, ModelBuilder] = {}
 PACK_SIZES: dict[str, int] = {}  # cells per training job when an experiment sets no `pack_size`
+LAYERS: dict[str, int | None] = {}  # weight layers L of fixed-depth models (None: the `depth` hyperparameter)
 
 
-def register_model(name: str, pack_size: int) -> Callable[[ModelBuilder], ModelBuilder]:
+def register_model(name: str, pack_size: int, layers: int | None = None) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator: make a model builder available to configs under ``name``, with its default pack
-    size (cells trained together in one GPU job; each model module states its memory estimate)."""
+    size (cells trained together in one GPU job; each model module states its memory estimate)
+    and, for a fixed-depth model, its number of weight layers."""
 
     def add(builder: ModelBuilder) -> ModelBuilder:
-        MODELS[name] = builder
-        PACK_SIZES[name] = pack_size
+        MODELS[name], PACK_SIZES[name], LAYERS[name] = builder, pack_size, layers
         return builder
 
     return add
+
+
+def layer_count(spec: dict) -> int:
+    """Weight layers L of a model spec, readout included (the depth of the theory's gamma^(2/L))."""
+    return LAYERS[spec["name"]] or spec["depth"]
 
 
 def build_model(spec: dict, input_shape: tuple[int, int, int], num_classes: int, seeds: Sequence[int]) -> nn.Module:

@@ -1,0 +1,7 @@
+from gammasweep.glue import job_log
+from gammasweep.jobs import aggregate_adaptive
+
+with job_log(snakemake):
+    aggregate_adaptive(list(snakemake.input.brackets), list(snakemake.input.columns),
+                       tuple(snakemake.params.grid), snakemake.wildcards.adaptive_experiment,
+                       dict(snakemake.params.experiment), snakemake.output[0])

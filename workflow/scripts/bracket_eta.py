@@ -1,0 +1,6 @@
+from gammasweep.glue import job_log
+from gammasweep.jobs import bracket_eta
+
+with job_log(snakemake):
+    bracket_eta([dict(c) for c in snakemake.params.cells], snakemake.input.pool, snakemake.input.test,
+                dict(snakemake.params.settings), snakemake.params.start, snakemake.output[0])
