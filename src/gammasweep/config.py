@@ -196,6 +196,10 @@ class Plan:
         """The cells of one gamma column, eta ascending."""
         return [self.cell_params(experiment, gamma_key, eta_key) for eta_key in self.grids[experiment][1]]
 
+    def column_files(self, experiment: str, gamma_key: str) -> list[str]:
+        """The cell files of one gamma column, eta ascending (those trained are written)."""
+        return [cell_path(experiment, gamma_key, eta_key) for eta_key in self.grids[experiment][1]]
+
     def bracket_start(self, experiment: str, gamma_key: str) -> int:
         """Grid index of the first guess of eta_max(gamma) (``adaptive.eta_guess``)."""
         exp = self.config["experiments"][experiment]

@@ -122,15 +122,18 @@ def merge_pool(shards: Sequence[str], out: str, manifest: str) -> None:
 
 
 def run_cells(cells: Sequence[dict], pool: str | Sequence[str], test: str, label: str, steps: int | None = None,
-              checkpoint: str | None = None, checkpoint_seconds: float = 60.0 * DEFAULT_MINUTES) -> Curves:
+              outs: Sequence[str | Path] = (), checkpoint: str | None = None,
+              checkpoint_seconds: float = 60.0 * DEFAULT_MINUTES) -> Curves:
     """Train cells (every seed of each) as one batched model for their ``steps`` (or the first
-    ``steps`` of them: a short run sees the same batches as the start of a full one).
+    ``steps`` of them: a short run sees the same batches as the start of a full one), and write
+    one HDF5 file per cell to ``outs`` if given.
 
     The cells must differ in gamma and eta only (one experiment, one dtype): they share the data
     stream, the seeds' initial networks and every other setting. With a ``checkpoint`` path the
     run resumes from it, saves it every ``checkpoint_seconds`` and on SIGTERM/SIGUSR1 (then exits
-    non-zero), and deletes it when training is done.
+    non-zero), and deletes it once the cell files are written.
     """
+    start = time.time()
     first = cells[0]
     shared = {k: v for k, v in first.items() if k not in ("gamma", "eta")}
     for cell in cells:
@@ -162,6 +165,8 @@ def run_cells(cells: Sequence[dict], pool: str | Sequence[str], test: str, label
                        log=log, checkpoint=saves)
     except Interrupted as stop:
         raise SystemExit(f"{label}: {stop}") from None
+    if outs:
+        write_cells(curves, cells, outs, label, start)
     if saves:
         saves.remove()
     return curves
@@ -187,9 +192,7 @@ def write_cells(curves: Curves, cells: Sequence[dict], outs: Sequence[str | Path
 def train_pack(cells: Sequence[dict], pool: str | Sequence[str], test: str, outs: Sequence[str], pack: str = "",
                checkpoint: str | None = None, checkpoint_seconds: float = 60.0 * DEFAULT_MINUTES) -> None:
     """Train a pack of cells (``run_cells``) and write one HDF5 file per cell."""
-    start = time.time()
-    curves = run_cells(cells, pool, test, f"pack {pack}", checkpoint=checkpoint, checkpoint_seconds=checkpoint_seconds)
-    write_cells(curves, cells, outs, pack, start)
+    run_cells(cells, pool, test, pack, outs=outs, checkpoint=checkpoint, checkpoint_seconds=checkpoint_seconds)
 
 
 def bracket_eta(cells: Sequence[dict], pool: str | Sequence[str], test: str, settings: dict, start: int,
@@ -230,30 +233,26 @@ def first_diverged_step(curves: Curves) -> int:
     return int(steps.min()) if len(steps) else -1
 
 
-def train_column(cells: Sequence[dict], pool: str | Sequence[str], test: str, bracket: str, depth_steps: int | None,
-                 out_dir: str, checkpoint: str | None = None,
+def train_column(cells: Sequence[dict], files: Sequence[str], pool: str | Sequence[str], test: str, bracket: str,
+                 depth_steps: int | None, out_dir: str, checkpoint: str | None = None,
                  checkpoint_seconds: float = 60.0 * DEFAULT_MINUTES) -> None:
     """The training stage of an adaptive column: train the window of its bracketed edge at full length
-    (``adaptive.train_window``: it grows on late divergence), one cell file per trained point in
-    ``out_dir``, and ``out_dir/column.json``: the final edge and every point's status."""
-    from gammasweep.config import value_key
-
-    start = time.time()
+    (``adaptive.train_window``: it grows on late divergence), the cell file of each trained point
+    (``files``, one per cell, inside ``out_dir``), and ``out_dir/column.json``: the final edge and
+    every point's status."""
     record = json.loads(Path(bracket).read_text())
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    files = [Path(out_dir) / f"eta_{value_key(c['eta'])}.h5" for c in cells]
 
     def run_full(indices: list[int]) -> dict[int, bool]:
         chosen = [cells[i] for i in indices]
-        curves = run_cells(chosen, pool, test, f"column {out_dir}", checkpoint=checkpoint,
-                           checkpoint_seconds=checkpoint_seconds)
-        write_cells(curves, chosen, [files[i] for i in indices], f"column {out_dir}", start)
+        curves = run_cells(chosen, pool, test, f"column {out_dir}", outs=[files[i] for i in indices],
+                           checkpoint=checkpoint, checkpoint_seconds=checkpoint_seconds)
         return {i: bool(c.diverged.any()) for i, c in zip(indices, per_cell(curves, chosen), strict=True)}
 
     edge, trained = train_window(len(cells), record["edge"], depth_steps, run_full)
     column = {"gamma": cells[0]["gamma"], "edge": edge, "bracket_edge": record["edge"], "depth_steps": depth_steps,
               "status": statuses(len(cells), edge, trained),
-              "files": {str(i): files[i].name for i in sorted(trained)}}
+              "files": {str(i): Path(files[i]).name for i in sorted(trained)}}
     with atomic_path(Path(out_dir) / "column.json") as tmp:
         Path(tmp).write_text(json.dumps(column, indent=1))
     print(f"trained {len(trained)} of {len(cells)} grid points; edge index {edge} (bracket: {record['edge']})")
@@ -264,7 +263,6 @@ def aggregate(cell_files: Sequence[str], expected: Sequence[dict], experiment_co
     cube = build_cube(cell_files, experiment_config, expected)
     write_cube(cube, out)
     print(f"cube {out}: {dict(cube.sizes)}; {int(cube['diverged'].any('seed').sum())} diverged cells")
-
 
 
 def aggregate_adaptive(brackets: Sequence[str], columns: Sequence[str], grid: tuple[list[float], list[float]],

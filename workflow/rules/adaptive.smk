@@ -45,6 +45,7 @@ if ADAPTIVE:
             directory("results/runs/{adaptive_experiment}/gamma_{gamma}"),
         params:
             cells=lambda w: PLAN.column_cells(w.adaptive_experiment, w.gamma),
+            files=lambda w: PLAN.column_files(w.adaptive_experiment, w.gamma),
             depth_steps=lambda w: PLAN.depth_steps(w.adaptive_experiment, w.gamma),
             checkpoint="results/checkpoints/{adaptive_experiment}/gamma_{gamma}.pt",
         log:
