@@ -13,11 +13,15 @@ if not config:
     configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/adaptive.smk"
+include: "workflow/rules/toy.smk"
 include: "workflow/rules/figures.smk"
 
 

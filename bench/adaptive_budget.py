@@ -33,17 +33,17 @@ def budget(plan: Plan, experiment: str, offset_decades: float) -> dict[str, int]
     gammas, etas = plan.grids[experiment]
     n = len(etas)
     shift = round(offset_decades / float(np.median(np.diff(np.log10(sorted(etas.values()))))))  # in grid steps
-    trained = probes = 0
+    trained = trials = 0
     for gamma_key in gammas:
         start = plan.bracket_start(experiment, gamma_key)
         edge = min(max(start + 1 + shift, 0), n)  # the guess is eta_max: the edge is one step above it
         found, results = find_edge(n, start, settings.window, lambda idx: {i: 3 if i >= edge else -1 for i in idx},
                                    log=lambda msg: None)
-        probes += len(results)
+        trials += len(results)
         trained += len(window_indices(n, found, plan.depth_steps(experiment, gamma_key)))
     return {"full_cells": len(gammas) * n, "full_cell_steps": len(gammas) * n * exp["steps"],
-            "trained_cells": trained, "bracket_cells": probes,
-            "adaptive_cell_steps": trained * exp["steps"] + probes * settings.bracket_steps}
+            "trained_cells": trained, "bracket_cells": trials,
+            "adaptive_cell_steps": trained * exp["steps"] + trials * settings.bracket_steps}
 
 
 def main() -> None:

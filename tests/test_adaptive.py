@@ -12,7 +12,7 @@ from gammasweep.adaptive import (INFERRED_DIVERGED, SKIPPED, TRAINED, AdaptiveSe
 
 
 def short_runs(edge: int, calls: list[list[int]]):
-    """A column whose short runs diverge (at step 3) from index ``edge`` up; records each round's probes."""
+    """A column whose short runs diverge (at step 3) from index ``edge`` up; records each round's trials."""
 
     def run(indices: list[int]) -> dict[int, int]:
         calls.append(indices)
@@ -39,8 +39,8 @@ def test_find_edge_finds_every_edge_from_every_start(n, window):
         found, results = find_edge(n, start, window, short_runs(edge, calls), log=lambda msg: None)
         assert found == edge, (n, window, edge, start)
         assert all(results[i] == (3 if i >= edge else -1) for i in results)
-        probes = [i for call in calls for i in call]
-        assert len(probes) == len(set(probes)), "a grid point was run twice"
+        trials = [i for call in calls for i in call]
+        assert len(trials) == len(set(trials)), "a grid point was run twice"
         assert all(0 < len(call) <= window for call in calls)
         assert (edge - 1 in results or edge == 0) and (edge in results or edge == n)
 

@@ -30,6 +30,7 @@ def adaptive_config() -> dict:
                             "batch_size": 800}
     late = copy.deepcopy(experiments["mlp_mse_adaptive"])
     late["adaptive"]["bracket_steps"] = 2
+    del late["training"]  # no sharpness probe here: only mlp_mse_adaptive (as in the default config) has it
     experiments["mlp_mse_late"] = late
     for experiment in experiments.values():
         experiment["dataset"] = "micro"
@@ -85,6 +86,9 @@ def test_adaptive_eta_finds_the_full_grids_edge_and_best_eta_with_fewer_cells(ad
             steps = after_init.get(variable, slice(None))
             np.testing.assert_allclose(cube[variable].values[trained][..., steps], full[variable].values[trained][..., steps],
                                        rtol=1e-6, atol=0, err_msg=f"{name}: {variable}")
+        if name == "mlp_mse_adaptive":  # probed, unlike the full grid, and its curves still equal the full grid's
+            alive = trained & ~cube["diverged"].any("seed").values
+            assert np.isfinite(cube["sharpness"].values[alive]).all() and full["sharpness"].isnull().all()
         inferred = status == INFERRED_DIVERGED
         assert cell_diverged(full).values[inferred].all() and cell_diverged(cube).values[inferred].all()
         assert np.isnan(cube["test_loss"].values[status == SKIPPED]).all()

@@ -30,7 +30,7 @@ def _assert_same(a: Curves, b: Curves) -> None:
 
 @pytest.fixture()
 def run(digits_files, test_set):
-    setup = make_setup(steps=60, dtype=torch.float32)
+    setup = make_setup(steps=60, dtype=torch.float32, probes={"sharpness": {"examples": 32, "iterations": 4}})
     stream = OnlineStream(digits_files[0], 16, 60, 0)
 
     def go(**kwargs) -> Curves:

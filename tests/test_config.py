@@ -88,6 +88,12 @@ def _mutate(config: dict, dotted: str, value) -> dict:
     ("experiments.mlp_mse_adaptive.adaptive.depth_decades", 0, r"'experiments.mlp_mse_adaptive.adaptive.depth_decades': 0 is less"),
     ("experiments.mlp_mse_adaptive.adaptive.bracket_steps", 201, r"'experiments.mlp_mse_adaptive.adaptive.bracket_steps': longer than"),
     ("experiments.mlp_mse_adaptive.eta_grid", "full", r"'experiments.mlp_mse_adaptive.adaptive': only used with `eta_grid: adaptive`"),
+    ("experiments.mlp_mse_adaptive.training.probes.sharpness.examples", 6000,
+     r"'experiments.mlp_mse_adaptive.training.probes.sharpness.examples': more than the 5000 test_examples"),
+    ("experiments.mlp_mse_adaptive.training.probes.hessian", {}, r"'experiments.mlp_mse_adaptive.training.probes'.*'hessian' was unexpected"),
+    ("toy_models.toy_ce.loss", "hinge", r"'toy_models.toy_ce.loss': 'hinge' is not one of"),
+    ("figures.toy_phase_portrait.toy_models", ["toy_l9"], r"'figures.toy_phase_portrait.toy_models': unknown toy_model 'toy_l9'"),
+    ("figures.toy_phase_portrait.toy_models", KeyError, r"'figures.toy_phase_portrait'"),
 ])
 def test_bad_configs_fail_naming_the_key(default_config, schema, key, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -108,8 +114,10 @@ def test_an_adaptive_experiment_plans_columns_seeded_by_theory(default_config, s
     assert columns[0].directory == "results/runs/mlp_mse_adaptive/gamma_1.000e-03"
     cells = plan.column_cells("mlp_mse_adaptive", "1.000e-01")
     assert [c["eta"] for c in cells] == sorted(plan.grids["mlp_mse"][1].values())
-    assert {k: v for k, v in cells[0].items() if k != "experiment"} == \
-        {k: v for k, v in plan.cell_params("mlp_mse", "1.000e-01", "1.000e-07").items() if k != "experiment"}
+    own = ("experiment", "probes")  # the adaptive sweep also carries the sharpness probe
+    assert cells[0]["probes"] == {"sharpness": {"examples": 64, "iterations": 10}}
+    assert {k: v for k, v in cells[0].items() if k not in own} == \
+        {k: v for k, v in plan.cell_params("mlp_mse", "1.000e-01", "1.000e-07").items() if k not in own}
     starts = [plan.bracket_start("mlp_mse_adaptive", c.gamma_key) for c in columns]
     assert starts == sorted(starts) and starts[0] < starts[-1]  # the guess rises with gamma
     assert plan.depth_steps("mlp_mse_adaptive", "1.000e-01") == 3  # 3 decades on a 1-per-decade grid

@@ -14,8 +14,9 @@ from gammasweep.adaptive import INFERRED_DIVERGED, SKIPPED, TRAINED
 from gammasweep.analysis import adaptive_cost, eta_max, eta_star, final_metric, fit_power_law
 from gammasweep.cells import BadCellFile
 from gammasweep.cube import build_cube, open_cube, set_column_status, write_cube
-from gammasweep.figures import PLOTS, render
+from gammasweep.figures import PLOTS, TOY_PLOTS, render
 from gammasweep.jobs import train_pack
+from gammasweep.theory import toy_cube
 
 GAMMAS, ETAS = [0.1, 10.0], [1e-3, 1e-1, 1e4]
 
@@ -31,7 +32,8 @@ def cell_files(tmp_path_factory, digits_files):
                       "loss": "mse", "batch_size": 16, "steps": 40, "seeds": [0, 1], "data_seed": 0,
                       "gamma": gamma, "eta": eta, "dtype": "float32", "input_shape": [8, 8, 1], "num_classes": 10,
                       "normalization": {"mean": [0.3], "std": [0.4]}, "device": "cpu", "float64_below_gamma": 1e-2,
-                      "divergence_cap": 1e4, "record_points": 12, "test_batch_size": 200, "test_examples": 397})
+                      "divergence_cap": 1e4, "record_points": 12, "test_batch_size": 200, "test_examples": 397,
+                      "probes": {"sharpness": {"examples": 32, "iterations": 4}}})
             files.append(root / f"g{gamma}_e{eta}.h5")
     train_pack(cells, str(pool), str(test), [str(f) for f in files], "tiny")
     return files
@@ -129,10 +131,17 @@ def test_power_law_fit_recovers_exponent():
     assert np.isnan(fit_power_law(gammas, gammas, 1e5, 1e6).slope)
 
 
+@pytest.fixture(scope="module")
+def toy_cube_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("toy") / "toy.nc"
+    write_cube(toy_cube(np.logspace(-2, 2, 5), np.logspace(-6, 2, 17), depth=3, steps=50, loss="mse"), path)
+    return path
+
+
 @pytest.mark.parametrize("plot", sorted(PLOTS))
-def test_every_figure_kind_renders_from_a_cube(plot, cube_file, tmp_path):
+def test_every_figure_kind_renders_from_a_cube(plot, cube_file, toy_cube_file, tmp_path):
     outputs = {fmt: tmp_path / f"fig.{fmt}" for fmt in ("pdf", "png", "csv")}
-    render(plot, [cube_file], {}, outputs, title=f"test {plot}")
+    render(plot, [toy_cube_file if plot in TOY_PLOTS else cube_file], {}, outputs, title=f"test {plot}")
     assert outputs["pdf"].read_bytes()[:5] == b"%PDF-"
     image = imread(outputs["png"])
     assert image.shape[0] > 200 and image.shape[1] > 200 and image[..., :3].std() > 0.05  # not blank

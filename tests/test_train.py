@@ -111,13 +111,13 @@ def _alone(setup, stream, test_set, k: int, members: Members = PACK):
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5)], ids=["float64", "float32"])
 def test_a_pack_trains_each_cell_exactly_as_alone(digits_files, test_set, model, dtype, rtol):
     """A mix of gamma, eta and seeds trained as one pack equals each cell trained on its own."""
-    setup = make_setup(steps=30, dtype=dtype, model=model)
+    setup = make_setup(steps=30, dtype=dtype, model=model, probes={"sharpness": {"examples": 32, "iterations": 4}})
     stream = OnlineStream(digits_files[0], 16, 30, 0)
     pack = train(setup, PACK, stream, *test_set, **QUIET)
     assert not pack.diverged.any() and np.all(pack.test_loss[:, -1] < pack.test_loss[:, 0])
     for k in range(len(PACK.seeds)):
         alone = _alone(setup, stream, test_set, k)
-        for field in ("train_loss", "train_loss_at_step", "test_loss", "test_accuracy"):
+        for field in ("train_loss", "train_loss_at_step", "test_loss", "test_accuracy", "sharpness"):
             np.testing.assert_allclose(getattr(pack, field)[k], getattr(alone, field)[0], rtol=rtol, err_msg=field)
 
 

@@ -24,6 +24,7 @@ from workflow_helpers import (REPO, assert_cells_equal_an_uninterrupted_run, job
 from gammasweep.config import Plan
 
 from gammasweep.cube import open_cube
+from gammasweep.figures import PLOTS
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,8 @@ def micro_run(tmp_path_factory):
 
 def test_end_to_end_micro_run_builds_every_figure(micro_run):
     config = micro_config()
+    plots = {figure["plot"] for figure in config["figures"].values()}
+    assert plots == set(PLOTS) - {"adaptive_coverage"}  # every plot kind runs here (that one in test_adaptive_workflow)
     for name in config["figures"]:
         for ext in ("pdf", "png", "csv"):
             assert (micro_run / "results" / "figures" / f"{name}.{ext}").stat().st_size > 0
@@ -48,6 +51,10 @@ def test_end_to_end_micro_run_builds_every_figure(micro_run):
     assert cube.sizes["gamma"] == 2 and cube.sizes["eta"] == 2 and cube.sizes["seed"] == 2
     assert cube["diverged"].sel(eta=1e6).all() and not cube["diverged"].sel(eta=1e-2).any()
     assert np.isfinite(cube["test_loss"].sel(eta=1e-2).isel(eval_step=-1)).all()
+    assert np.isfinite(cube["sharpness"].sel(eta=1e-2)).all()  # the probe is on for mlp_mse only
+    assert open_cube(micro_run / "results" / "cubes" / "mlp_cross_entropy.nc")["sharpness"].isnull().all()
+    toy = open_cube(micro_run / "results" / "cubes" / "toy" / "toy.nc")
+    assert toy.attrs["model"] == "toy" and toy["diverged"].any() and not toy["diverged"].all()
     gate = json.loads((micro_run / "results" / "data" / "micro" / "quality.json").read_text())
     assert gate["passed"] and gate["imbalance"] == 0.0
     manifest = json.loads((micro_run / "results" / "data" / "micro" / "manifest.json").read_text())
@@ -59,6 +66,16 @@ def test_end_to_end_micro_run_builds_every_figure(micro_run):
         assert np.bincount(f["labels"][()]).tolist() == [40] * 10
     logs = list((micro_run / "results" / "logs").rglob("*.log"))
     assert any("step 20/20" in p.read_text() for p in logs)  # training progress reached the logs
+
+
+def test_the_report_holds_every_figure_with_its_caption(micro_run):
+    result = snakemake(micro_run, "--configfile", "micro.yaml", "--report", "results/report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (micro_run / "results" / "report.html").read_text()
+    for name in micro_config()["figures"]:
+        assert f"{name}.png" in report
+    assert "Sharpness falls with gamma." in report and "Paper, Fig. 3a." in report
+    assert "Ours:</strong> figure" in report and "(mlp (depth 3, width 16) on micro, mse, batch 8, 20 steps" in report
 
 
 def test_one_figure_target_needs_only_its_experiment(micro_run, tmp_path):
@@ -138,8 +155,8 @@ def test_default_config_plans_the_quickstart(tmp_path):
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     plan = Plan(default, yaml.safe_load((REPO / "config" / "schema.yaml").read_text()))
     assert [len(p.cells) for p in plan.packs("mlp_mse")] == [12, 24, 24, 24]  # 7 x 12 cells, float64 first
-    assert counts["train_pack"] == 4 and counts["bracket_eta"] == 7 and len(default["figures"]) == 4
-    assert counts["figure_adaptive_coverage_mlp_mse"] == 1
+    assert counts["train_pack"] == 4 and counts["bracket_eta"] == 7 and len(default["figures"]) == 9
+    assert counts["figure_adaptive_coverage_mlp_mse"] == 1 and counts["simulate_toy"] == 2
 
 
 def test_a_second_workflow_on_the_same_directory_is_refused_by_the_lock(tmp_path):

@@ -32,7 +32,9 @@ MICRO_DATASET = {
 
 
 def micro_config(losses: tuple[str, ...] = ("mse", "cross_entropy")) -> dict:
-    """Two experiments (one per loss) of 2 gamma x 2 eta cells in 2 packs, each with its three figures."""
+    """Two experiments (one per loss) of 2 gamma x 2 eta cells in 2 packs, each with its three figures;
+    the MSE one also carries the sharpness probe and the figures that need it, and a toy model has its
+    figure: every plot kind runs."""
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     experiment = {"dataset": "micro", "model": {"name": "mlp", "width": 16, "depth": 3}, "batch_size": 8,
                   "steps": 20, "seeds": 2, "data_seed": 0, "pack_size": 2,
@@ -45,6 +47,17 @@ def micro_config(losses: tuple[str, ...] = ("mse", "cross_entropy")) -> dict:
         config["figures"] |= {f"phase_{name}": {"plot": "phase_portrait", "experiments": [name]},
                               f"curves_{name}": {"plot": "loss_curves", "experiments": [name]},
                               f"scaling_{name}": {"plot": "eta_star_scaling", "experiments": [name]}}
+    if "mse" in losses:
+        config["experiments"]["mlp_mse"]["training"] = {"probes": {"sharpness": {"examples": 32, "iterations": 4}}}
+        config["figures"] |= {
+            "phase_steps_mlp_mse": {"plot": "phase_portrait", "experiments": ["mlp_mse"], "options": {"steps": [5, 20]}},
+            "performance_mlp_mse": {"plot": "performance_vs_gamma", "experiments": ["mlp_mse"]},
+            "sharpness_mlp_mse": {"plot": "sharpness_vs_gamma", "experiments": ["mlp_mse"],
+                                  "paper": "Fig. 3a", "caption": "Sharpness falls with gamma."},
+            "sharpness_steps_mlp_mse": {"plot": "sharpness_trajectory", "experiments": ["mlp_mse"]}}
+    config["toy_models"] = {"toy": {"loss": "mse", "depth": 3, "steps": 50, "gamma": [0.01, 1.0, 100.0],
+                                    "eta": {"min": 1e-6, "max": 1e2, "per_decade": 2}}}
+    config["figures"]["toy"] = {"plot": "toy_phase_portrait", "toy_models": ["toy"]}
     return config
 
 

@@ -68,7 +68,7 @@ def bracket(results: dict[int, int], n: int) -> tuple[int, int]:
     return last_stable, first_diverged
 
 
-def next_probes(results: dict[int, int], n: int, start: int, window: int) -> list[int]:
+def next_trials(results: dict[int, int], n: int, start: int, window: int) -> list[int]:
     """The grid points of the next bracketing round: a window around ``start`` at first; then
     doubling steps up from the last stable point (nothing diverged yet) or down from the first
     diverged one (nothing stable yet), longer each round; then ``window`` points spread evenly over
@@ -77,16 +77,16 @@ def next_probes(results: dict[int, int], n: int, start: int, window: int) -> lis
     stride = 2 ** max(len(results) // window - 1, 0)  # the search widens faster the longer it lasts
     if not results:
         low = min(max(start - window // 2, 0), max(n - window, 0))
-        probes = range(low, low + window)
+        trials = range(low, low + window)
     elif first_diverged == n:
-        probes = [last_stable + stride * 2**k for k in range(window)]
+        trials = [last_stable + stride * 2**k for k in range(window)]
     elif last_stable == -1:
-        probes = [first_diverged - stride * 2**k for k in range(window)]
+        trials = [first_diverged - stride * 2**k for k in range(window)]
     elif (gap := first_diverged - last_stable - 1) <= window:
-        probes = range(last_stable + 1, first_diverged)
+        trials = range(last_stable + 1, first_diverged)
     else:
-        probes = [last_stable + round(k * (gap + 1) / (window + 1)) for k in range(1, window + 1)]
-    return sorted({min(max(i, 0), n - 1) for i in probes} - set(results))
+        trials = [last_stable + round(k * (gap + 1) / (window + 1)) for k in range(1, window + 1)]
+    return sorted({min(max(i, 0), n - 1) for i in trials} - set(results))
 
 
 def find_edge(n: int, start: int, window: int, run: RunShort, log: Callable[[str], None] = print
@@ -98,9 +98,9 @@ def find_edge(n: int, start: int, window: int, run: RunShort, log: Callable[[str
         last_stable, first_diverged = bracket(results, n)
         if last_stable + 1 == first_diverged:
             return first_diverged, results
-        probes = next_probes(results, n, start, window)
-        results |= run(probes)
-        log(f"bracket: probed {probes}; edge between {bracket(results, n)}")
+        trials = next_trials(results, n, start, window)
+        results |= run(trials)
+        log(f"bracket: tried {trials}; edge between {bracket(results, n)}")
 
 
 def window_indices(n: int, edge: int, depth_steps: int | None) -> range:

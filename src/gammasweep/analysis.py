@@ -14,21 +14,33 @@ from gammasweep.adaptive import TRAINED
 HIGHER_IS_BETTER = {"test_accuracy": True, "test_loss": False, "train_loss": False}
 
 
-def cell_diverged(cube: xr.Dataset) -> xr.DataArray:
-    """(gamma, eta) mask: a cell counts as diverged if any of its seeds diverged."""
-    return cube["diverged"].any("seed")
+def cell_diverged(cube: xr.Dataset, step: int | None = None) -> xr.DataArray:
+    """(gamma, eta) mask: a cell counts as diverged if any of its seeds diverged -- before eval step
+    ``step`` if given (diverged_step < step: a member that diverged at step t was still evaluated at t)."""
+    diverged = cube["diverged"] if step is None else cube["diverged"] & (cube["diverged_step"] < step)
+    return diverged.any("seed")
 
 
-def final_metric(cube: xr.Dataset, metric: str = "test_loss") -> xr.DataArray:
-    """(gamma, eta): the seed mean of ``metric`` at the last recorded step; NaN for diverged cells."""
-    time_dim = "eval_step" if metric.startswith("test") else "step"
-    value = cube[metric].isel({time_dim: -1}).mean("seed")
-    return value.where(~cell_diverged(cube))
+def metric_at(cube: xr.Dataset, metric: str, step: int | None = None) -> xr.DataArray:
+    """(gamma, eta, seed): ``metric`` at eval step ``step`` (default: the last record). A train-loss
+    record has no eval step: at ``step`` T it is the record of the last block before update T."""
+    values = cube[metric]
+    time_dim = "eval_step" if "eval_step" in values.dims else "step"
+    if step is None:
+        return values.isel({time_dim: -1})
+    return values.sel(eval_step=step) if time_dim == "eval_step" else values.sel(step=step - 1, method="ffill")
 
 
-def eta_max(cube: xr.Dataset) -> xr.DataArray:
-    """(gamma,): the divergence edge, the largest eta below which no cell of that gamma diverged."""
-    diverged = cell_diverged(cube).sortby("eta").values
+def final_metric(cube: xr.Dataset, metric: str = "test_loss", step: int | None = None) -> xr.DataArray:
+    """(gamma, eta): the seed mean of ``metric`` at the last recorded step (or at eval step ``step``);
+    NaN for cells diverged by then."""
+    return metric_at(cube, metric, step).mean("seed").where(~cell_diverged(cube, step))
+
+
+def eta_max(cube: xr.Dataset, step: int | None = None) -> xr.DataArray:
+    """(gamma,): the divergence edge, the largest eta below which no cell of that gamma diverged
+    (before eval step ``step`` if given)."""
+    diverged = cell_diverged(cube, step).sortby("eta").values
     etas = cube["eta"].sortby("eta").values
     edge = np.full(len(cube["gamma"]), np.nan)
     for i, row in enumerate(diverged):
@@ -38,13 +50,36 @@ def eta_max(cube: xr.Dataset) -> xr.DataArray:
     return xr.DataArray(edge, coords={"gamma": cube["gamma"]}, dims="gamma", name="eta_max")
 
 
-def eta_star(cube: xr.Dataset, metric: str = "test_loss") -> xr.DataArray:
-    """(gamma,): the eta with the best final ``metric`` (over non-diverged cells); NaN if all diverged."""
-    value = final_metric(cube, metric)
+def eta_star(cube: xr.Dataset, metric: str = "test_loss", step: int | None = None) -> xr.DataArray:
+    """(gamma,): the eta with the best final ``metric`` (or at eval step ``step``) over non-diverged
+    cells; NaN if all diverged."""
+    value = final_metric(cube, metric, step)
     sign = -1.0 if HIGHER_IS_BETTER[metric] else 1.0
     scores = (sign * value).fillna(np.inf).values
     best = np.where(np.isfinite(scores).any(axis=1), cube["eta"].values[scores.argmin(axis=1)], np.nan)
     return xr.DataArray(best, coords={"gamma": cube["gamma"]}, dims="gamma", name=f"eta_star_{metric}")
+
+
+def at_eta(values: xr.DataArray, etas: xr.DataArray) -> xr.DataArray:
+    """``values`` (gamma, eta, ...) read at one eta per gamma (``etas``, gamma,); NaN where that eta is NaN."""
+    filled = etas.fillna(float(values["eta"][0]))
+    return values.sel(eta=filled).drop_vars("eta").where(etas.notnull())
+
+
+def best_over_eta(cube: xr.Dataset, metric: str = "test_accuracy", step: int | None = None) -> xr.Dataset:
+    """(gamma,): eta_best = eta*(gamma) by ``metric`` at eval step ``step`` (default: the last), and the
+    seed mean, min and max of ``metric`` there; NaN where no cell of that gamma is usable."""
+    best = eta_star(cube, metric, step)
+    seeds = at_eta(metric_at(cube, metric, step), best)
+    return xr.Dataset({"eta_best": best, "mean": seeds.mean("seed"), "min": seeds.min("seed"), "max": seeds.max("seed")})
+
+
+def measured_sharpness(cube: xr.Dataset) -> xr.DataArray:
+    """(gamma, eta, seed, eval_step): the sharpness probe's record; ValueError if the probe was off."""
+    if "sharpness" not in cube or not cube["sharpness"].notnull().any():
+        raise ValueError(f"experiment {cube.attrs.get('experiment')!r} has no sharpness measurements: switch the "
+                         "sharpness probe on in its config entry (training: {probes: {sharpness: ...}}) and retrain")
+    return cube["sharpness"]
 
 
 def adaptive_cost(cube: xr.Dataset) -> dict[str, int]:

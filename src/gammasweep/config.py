@@ -77,6 +77,10 @@ def validate(config: dict, schema: dict) -> None:
                               f"exceeds the {pool} images of dataset {exp['dataset']!r} (online: no sample reused)")
         grid_values(exp["gamma"], f"{where}.gamma")
         grid_values(exp["eta"], f"{where}.eta")
+        training = {**config["training"], **exp.get("training", {})}
+        if training.get("probes", {}).get("sharpness", {}).get("examples", 0) > training["test_examples"]:
+            raise ConfigError(f"config key '{where}.training.probes.sharpness.examples': more than the "
+                              f"{training['test_examples']} test_examples the probe batch is taken from")
         if "adaptive" in exp and exp.get("eta_grid") != "adaptive":
             raise ConfigError(f"config key '{where}.adaptive': only used with `eta_grid: adaptive`; set it or remove the block")
         if exp.get("adaptive", {}).get("bracket_steps", 0) > exp["steps"]:
@@ -97,11 +101,15 @@ def validate(config: dict, schema: dict) -> None:
         if missing:
             raise ConfigError(f"config key 'downloads': dataset {name!r} (source {ds['source']}) needs the "
                               f"downloads {missing}; declare their url (and pins) there, see config/paper.yaml")
+    for name, toy in config.get("toy_models", {}).items():
+        grid_values(toy["gamma"], f"toy_models.{name}.gamma")
+        grid_values(toy["eta"], f"toy_models.{name}.eta")
     for name, fig in config["figures"].items():
-        for exp in fig["experiments"]:
-            if exp not in config["experiments"]:
-                raise ConfigError(f"config key 'figures.{name}.experiments': unknown experiment {exp!r}; "
-                                  f"declared: {sorted(config['experiments'])}")
+        for key in ("experiments", "toy_models"):
+            declared = config.get(key, {})
+            for unknown in [entry for entry in fig.get(key, []) if entry not in declared]:
+                raise ConfigError(f"config key 'figures.{name}.{key}': unknown {key.removesuffix('s')} {unknown!r}; "
+                                  f"declared: {sorted(declared)}")
 
 
 def pool_size(dataset: dict) -> int:
@@ -249,7 +257,30 @@ class Plan:
         return [f"{DATA}/{name}/quality.json"] if self.dataset(name)["kind"] == "generated" else []
 
     def figure_cubes(self, figure: str) -> list[str]:
-        return [cube_path(e) for e in self.config["figures"][figure]["experiments"]]
+        """The cubes a figure reads, in order: its experiments', then its toy models'."""
+        fig = self.config["figures"][figure]
+        return [cube_path(e) for e in fig.get("experiments", [])] + [toy_cube_path(t) for t in fig.get("toy_models", [])]
+
+    def figure_caption(self, figure: str) -> str:
+        """The report's caption: the paper's figure, then what produced ours (reStructuredText)."""
+        fig = self.config["figures"][figure]
+        sources = [f"experiment ``{e}`` ({self.describe_experiment(e)})" for e in fig.get("experiments", [])]
+        sources += [f"toy model ``{t}`` ({self.describe_toy(t)})" for t in fig.get("toy_models", [])]
+        paper = f"**Paper, {fig['paper']}.** " if "paper" in fig else ""
+        return (f"{paper}{fig.get('caption', '')}\n\n**Ours:** figure ``{figure}``, plot ``{fig['plot']}`` "
+                f"from " + "; ".join(sources) + ".")
+
+    def describe_experiment(self, experiment: str) -> str:
+        exp = self.config["experiments"][experiment]
+        gammas, etas = self.grids[experiment]
+        model = ", ".join(f"{k} {v}" for k, v in exp["model"].items() if k != "name")
+        return (f"{exp['model']['name']} ({model}) on {exp['dataset']}, {exp['loss']}, batch {exp['batch_size']}, "
+                f"{exp['steps']} steps, {exp['seeds']} seeds, {len(gammas)} gamma x {len(etas)} eta, "
+                f"eta grid {exp.get('eta_grid', 'full')}")
+
+    def describe_toy(self, toy: str) -> str:
+        settings = self.config["toy_models"][toy]
+        return f"{settings['loss']}, L = {settings['depth']}, T = {settings['steps']} GD steps"
 
     def figure_files(self) -> list[str]:
         return [f"{FIGURES}/{name}.{ext}" for name in self.config["figures"] for ext in ("pdf", "png", "csv")]
@@ -313,3 +344,7 @@ def cell_path(experiment: str, gamma_key: str, eta_key: str) -> str:
 
 def cube_path(experiment: str) -> str:
     return f"{CUBES}/{experiment}.nc"
+
+
+def toy_cube_path(toy: str) -> str:
+    return f"{CUBES}/toy/{toy}.nc"

@@ -22,10 +22,13 @@ _ATTRS = {
     "train_loss_at_step": ("training loss of the batch at this step", "1"),
     "test_loss": ("test loss", "1"),
     "test_accuracy": ("test accuracy", "1"),
+    "sharpness": ("top Hessian eigenvalue of the loss on the probe batch (N x that of the weights' Hessian); "
+                  "GD on the batch is unstable above 2/eta. NaN where not probed", "1/eta"),
     "diverged": ("loss became non-finite or exceeded the divergence cap", "1"),
     "diverged_step": ("first diverged step, -1 if none (or, for an inferred-diverged cell, never run)", "steps"),
     "wall_time": ("wall-clock time of the job that trained the cell (its whole pack)", "s"),
 }
+EVAL_VARIABLES = ("test_loss", "test_accuracy", "sharpness")  # recorded at the eval steps
 
 
 def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None = None,
@@ -46,7 +49,7 @@ def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None 
     seeds, steps, evals = np.asarray(params0["seeds"]), first.step, first.eval_step
     shape = (len(gammas), len(etas), len(seeds))
     data = {name: np.full(shape + (len(steps),), np.nan) for name in ("train_loss", "train_loss_at_step")}
-    data |= {name: np.full(shape + (len(evals),), np.nan) for name in ("test_loss", "test_accuracy")}
+    data |= {name: np.full(shape + (len(evals),), np.nan) for name in EVAL_VARIABLES}
     diverged, diverged_step = np.zeros(shape, bool), np.full(shape, -1, np.int64)
     wall_time, status = np.full(shape[:2], np.nan), np.full(shape[:2], SKIPPED, np.int8)
     for curves, params, prov, path in cells:
@@ -60,7 +63,7 @@ def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None 
         wall_time[i, j], status[i, j] = prov.get("wall_time_s", np.nan), TRAINED
     dims3, coords = ("gamma", "eta", "seed"), {"gamma": gammas, "eta": etas, "seed": seeds, "step": steps, "eval_step": evals}
     variables = {name: ((*dims3, "step"), values) for name, values in data.items() if name.startswith("train")}
-    variables |= {name: ((*dims3, "eval_step"), values) for name, values in data.items() if name.startswith("test")}
+    variables |= {name: ((*dims3, "eval_step"), values) for name, values in data.items() if name in EVAL_VARIABLES}
     variables |= {"diverged": (dims3, diverged), "diverged_step": (dims3, diverged_step),
                   "wall_time": (("gamma", "eta"), wall_time), "cell_status": (("gamma", "eta"), status)}
     cube = xr.Dataset(variables, coords=coords)
@@ -79,17 +82,17 @@ def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None 
     return cube
 
 
-def set_column_status(cube: xr.Dataset, gamma: float, status: Sequence[int], probe_steps: dict[int, int]) -> None:
+def set_column_status(cube: xr.Dataset, gamma: float, status: Sequence[int], trial_steps: dict[int, int]) -> None:
     """Record an adaptive column's per-eta ``status`` (``gammasweep.adaptive``): inferred-diverged
     cells get ``diverged`` for every seed, at their bracketing run's divergence step if they had one
-    (``probe_steps``: eta index -> step), else -1 (never run)."""
+    (``trial_steps``: eta index -> step), else -1 (never run)."""
     column = {"gamma": gamma}
     cube["cell_status"].loc[column] = np.asarray(status, np.int8)
     for j, flag in enumerate(status):
         if flag == INFERRED_DIVERGED:
             cell = {"gamma": gamma, "eta": cube["eta"].values[j]}
             cube["diverged"].loc[cell] = True
-            cube["diverged_step"].loc[cell] = max(probe_steps.get(j, -1), -1)
+            cube["diverged_step"].loc[cell] = max(trial_steps.get(j, -1), -1)
 
 
 def write_cube(cube: xr.Dataset, path: str | Path) -> None:

@@ -25,6 +25,7 @@ from gammasweep.io import atomic_path
 from gammasweep.provenance import device_name, git_revision, resolve_device, versions
 from gammasweep.quality import check_quality, classify, quality_report, train_reference_classifier
 from gammasweep.sources import read_source
+from gammasweep.theory import toy_cube
 from gammasweep.train import Curves, Members, Setup, train
 
 
@@ -153,7 +154,7 @@ def run_cells(cells: Sequence[dict], pool: str | Sequence[str], test: str, label
                   loss=first["loss"], steps=steps, mean=tuple(norm["mean"]), std=tuple(norm["std"]),
                   dtype=torch.float64 if first["dtype"] == "float64" else torch.float32, device=device,
                   divergence_cap=first["divergence_cap"], record_points=first["record_points"],
-                  test_batch_size=first["test_batch_size"])
+                  test_batch_size=first["test_batch_size"], probes=first.get("probes", {}))
     members = Members(seeds=[s for _ in cells for s in seeds], gammas=[c["gamma"] for c in cells for _ in seeds],
                       etas=[c["eta"] for c in cells for _ in seeds])
     log = lambda msg: print(msg, flush=True)  # noqa: E731
@@ -198,25 +199,26 @@ def train_pack(cells: Sequence[dict], pool: str | Sequence[str], test: str, outs
 def bracket_eta(cells: Sequence[dict], pool: str | Sequence[str], test: str, settings: dict, start: int,
                 out: str) -> None:
     """The bracketing stage of an adaptive column: find its divergence edge by short runs
-    (``adaptive.find_edge``) and write what every short run did (JSON)."""
+    (``adaptive.find_edge``) and write what every short run did (JSON). Short runs only look for
+    divergence: the probes are off in them."""
     began = time.time()
     adaptive = AdaptiveSettings(**settings)
 
     def run_short(indices: list[int]) -> dict[int, int]:
-        chosen = [cells[i] for i in indices]
+        chosen = [{**cells[i], "probes": {}} for i in indices]
         curves = run_cells(chosen, pool, test, "bracket", steps=adaptive.bracket_steps)
         return {i: first_diverged_step(c) for i, c in zip(indices, per_cell(curves, chosen), strict=True)}
 
-    edge, probes = find_edge(len(cells), start, adaptive.window, run_short)
+    edge, trials = find_edge(len(cells), start, adaptive.window, run_short)
     etas = [c["eta"] for c in cells]
     record = {"experiment": cells[0]["experiment"], "gamma": cells[0]["gamma"], "etas": etas, "settings": settings,
               "start": start, "edge": edge, "eta_max_short": etas[edge - 1] if edge > 0 else None,
-              "probes": {str(i): step for i, step in sorted(probes.items())}, "probe_steps": adaptive.bracket_steps,
+              "trials": {str(i): step for i, step in sorted(trials.items())}, "trial_steps": adaptive.bracket_steps,
               "versions": versions(), "wall_time_s": time.time() - began}
     with atomic_path(out) as tmp:
         Path(tmp).write_text(json.dumps(record, indent=1))
     print(f"gamma {record['gamma']:.3g}: edge at eta {etas[edge] if edge < len(etas) else 'beyond the grid'} "
-          f"after {len(probes)} short runs of {adaptive.bracket_steps} steps", flush=True)
+          f"after {len(trials)} short runs of {adaptive.bracket_steps} steps", flush=True)
 
 
 def join_brackets(brackets: Sequence[str], out: str) -> None:
@@ -271,12 +273,12 @@ def aggregate_adaptive(brackets: Sequence[str], columns: Sequence[str], grid: tu
     columns (the directories of the gammas with something to train): the trained cells, every
     point's ``cell_status``, and the bracketing cost (``bracket_cells`` short runs of ``bracket_steps``)."""
     gammas, etas = grid
-    probes, status = {}, {}
+    trials, status = {}, {}
     for path in brackets:
         record = json.loads(Path(path).read_text())
-        probes[record["gamma"]] = {int(i): step for i, step in record["probes"].items()}
+        trials[record["gamma"]] = {int(i): step for i, step in record["trials"].items()}
         status[record["gamma"]] = statuses(len(etas), record["edge"], {})
-        bracket_steps = record["probe_steps"]
+        bracket_steps = record["trial_steps"]
     files, expected = [], []
     for path in columns:
         column = json.loads((Path(path) / "column.json").read_text())
@@ -284,15 +286,33 @@ def aggregate_adaptive(brackets: Sequence[str], columns: Sequence[str], grid: tu
         for i, name in column["files"].items():
             files.append(str(Path(path) / name))
             expected.append({"experiment": experiment, "gamma": column["gamma"], "eta": etas[int(i)]})
-    if missing := sorted(set(gammas) - set(probes)):
+    if missing := sorted(set(gammas) - set(trials)):
         raise ValueError(f"{out}: no bracketing record for gamma {missing}")
     cube = build_cube(files, experiment_config, expected, grid)
     for gamma in gammas:
-        set_column_status(cube, gamma, status[gamma], probes[gamma])
-    cube["bracket_cells"] = ("gamma", np.array([len(probes[g]) for g in cube["gamma"].values]))
+        set_column_status(cube, gamma, status[gamma], trials[gamma])
+    cube["bracket_cells"] = ("gamma", np.array([len(trials[g]) for g in cube["gamma"].values]))
     cube["bracket_cells"].attrs.update(long_name="short bracketing runs of the column (cells x bracket_steps)",
                                        units="1")
     cube.attrs["bracket_steps"] = bracket_steps
     write_cube(cube, out)
     counts = np.bincount(cube["cell_status"].values.ravel(), minlength=3)
     print(f"cube {out}: {dict(cube.sizes)}; trained {counts[0]}, inferred diverged {counts[1]}, skipped {counts[2]}")
+
+
+def simulate_toy_cube(settings: dict, out: str) -> None:
+    """Simulate the Section-4 toy over a (gamma, eta) grid (``theory.toy_cube``) and write its cube.
+
+    settings: {"loss": "mse" | "cross_entropy", "depth": L, "steps": T, "gamma": grid spec,
+    "eta": grid spec}, grid specs as experiments' ({min, max, per_decade} or a list).
+    """
+    from gammasweep.config import grid_values
+
+    start = time.time()
+    gammas, etas = grid_values(settings["gamma"], "gamma"), grid_values(settings["eta"], "eta")
+    cube = toy_cube(gammas, etas, int(settings["depth"]), int(settings["steps"]), settings["loss"])
+    cube.attrs.update(toy_settings=json.dumps(settings, sort_keys=True), versions=json.dumps(versions(), sort_keys=True))
+    write_cube(cube, out)
+    print(f"toy cube {out}: {settings['loss']}, L = {settings['depth']}, T = {settings['steps']}, "
+          f"{len(gammas)} x {len(etas)} grid, {int(cube['diverged'].sum())} diverged, {time.time() - start:.1f} s",
+          flush=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from gammasweep.data import OnlineStream, normalize
 from gammasweep.losses import LOSSES
 from gammasweep.models import build_model
 from gammasweep.parameterization import centered_output, learning_rate
+from gammasweep.probes import SharpnessProbe, top_hessian_eigenvalue
 
 
 def eval_steps(total_steps: int) -> np.ndarray:
@@ -63,6 +64,7 @@ class Curves:
     test_accuracy: np.ndarray  # (E, V) fraction in [0, 1]
     diverged: np.ndarray  # (E,) bool
     diverged_step: np.ndarray  # (E,) first step whose loss was non-finite or above the cap; -1 if none
+    sharpness: np.ndarray  # (E, V) top Hessian eigenvalue in units of 1/eta (``probes``); NaN if not probed
 
     def members(self, rows: slice) -> Curves:
         """The curves of members ``rows`` only (e.g. one cell's seeds out of a pack)."""
@@ -86,6 +88,7 @@ class Setup:
     divergence_cap: float
     record_points: int
     test_batch_size: int
+    probes: dict = field(default_factory=dict)  # probe name -> its settings (``gammasweep.probes``)
 
 
 CPU_CHUNK_BYTES = 32 * 2**20  # on a CPU, members per chunk are capped so a chunk's working set stays in cache
@@ -152,8 +155,15 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
         test_batches = [(x, y, functional_call(model, init, (x,))) for x, y in
                         zip(x_test.split(setup.test_batch_size), y_test.split(setup.test_batch_size))]
 
+    probe = SharpnessProbe(**setup.probes["sharpness"]) if "sharpness" in setup.probes else None
+    if probe:  # a fixed batch: the first test images, theta_0's output on them computed once
+        x_probe, y_probe = x_test[:probe.examples], y_test[:probe.examples]
+        with torch.no_grad():
+            g0_probe = functional_call(model, init, (x_probe,))
+
     def evaluate(column: int) -> None:
-        """Test loss and accuracy of the current weights into ``column``; NaN for diverged members."""
+        """Test loss and accuracy (and the probes) of the current weights into ``column``; NaN for
+        diverged members."""
         total_loss, correct = torch.zeros(len(member), dtype=dt, device=dev), torch.zeros(len(member), dtype=dt, device=dev)
         with torch.no_grad():
             for x, y, g0 in test_batches:
@@ -163,6 +173,13 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
                     correct[rows] += (out.argmax(-1) == y).sum(-1)
         test_loss[member, column] = torch.where(alive, total_loss / len(y_test), torch.nan)
         test_acc[member, column] = torch.where(alive, correct / len(y_test), torch.nan)
+        if probe:  # in units of 1/eta: lr = N eta, so GD on the batch is stable below 2/eta
+            tops = []
+            for rows, weights in chunks:  # start vectors seeded by (member's seed, step) only
+                row_seeds = [members.seeds[m] * 1_000_003 + int(evals[column]) for m in member[rows].tolist()]
+                probe_loss = lambda w, rows=rows: loss_fn(centered(rows, w, x_probe, g0_probe), y_probe)  # noqa: E731
+                tops.append(top_hessian_eigenvalue(probe_loss, weights, probe.iterations, row_seeds))
+            sharpness[member, column] = torch.where(alive, torch.cat(tops) * learning_rate(model.width, 1.0), torch.nan)
 
     def fine(loss: torch.Tensor) -> torch.Tensor:
         return torch.isfinite(loss) & (loss <= setup.divergence_cap)
@@ -186,21 +203,23 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
     rec_index, eval_index = {int(s): i for i, s in enumerate(rec)}, {int(s): i for i, s in enumerate(evals)}
     blank = lambda cols: torch.full((n, cols), float("nan"), dtype=dt, device=dev)  # noqa: E731
     train_mean, train_at, test_loss, test_acc = blank(len(rec)), blank(len(rec)), blank(len(evals)), blank(len(evals))
+    sharpness = blank(len(evals))
     alive = torch.ones(n, dtype=torch.bool, device=dev)
     diverged_step = torch.full((n,), -1, dtype=torch.int64, device=dev)
     block_sum, block_len = torch.zeros(n, dtype=dt, device=dev), 0
     report_every, start, first = max(setup.steps // 10, 1), time.perf_counter(), 0
     run_key = fingerprint(setup, members, check_every, per_chunk)  # all that shapes the numbers
     mutable = ("seed_row", "gamma", "lr", "member", "alive", "diverged_step", "block_sum",
-               "train_mean", "train_at", "test_loss", "test_acc")
+               "train_mean", "train_at", "test_loss", "test_acc", "sharpness")
     if checkpoint and (saved := checkpoint.load(run_key)):
         first, block_len = saved["step"], saved["block_len"]
         (seed_row, gamma, lr, member, alive, diverged_step, block_sum,
-         train_mean, train_at, test_loss, test_acc) = (saved[k].to(dev) for k in mutable)
+         train_mean, train_at, test_loss, test_acc, sharpness) = (saved[k].to(dev) for k in mutable)
         chunks = split({k: v.to(dev) for k, v in saved["weights"].items()})
     for t in range(first, setup.steps):
         if checkpoint and t > first and checkpoint.due():
-            values = (seed_row, gamma, lr, member, alive, diverged_step, block_sum, train_mean, train_at, test_loss, test_acc)
+            values = (seed_row, gamma, lr, member, alive, diverged_step, block_sum, train_mean, train_at, test_loss,
+                      test_acc, sharpness)
             checkpoint.save({"step": t, "block_len": block_len, "weights": stacked(), **dict(zip(mutable, values))}, run_key)
             if STOP.is_set():
                 raise Interrupted(f"stopped before step {t} of {setup.steps}; rerun to resume from {checkpoint.path}")
@@ -232,4 +251,5 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
     as_np = lambda a: a.detach().to("cpu", torch.float64).numpy()  # noqa: E731
     return Curves(step=rec, train_loss=as_np(train_mean), train_loss_at_step=as_np(train_at), eval_step=evals,
                   test_loss=as_np(test_loss), test_accuracy=as_np(test_acc),
-                  diverged=(diverged_step >= 0).cpu().numpy(), diverged_step=diverged_step.cpu().numpy())
+                  diverged=(diverged_step >= 0).cpu().numpy(), diverged_step=diverged_step.cpu().numpy(),
+                  sharpness=as_np(sharpness))

@@ -24,7 +24,11 @@ from gammasweep.figures import style  # noqa: E402
 from gammasweep.figures.adaptive_coverage import adaptive_coverage  # noqa: E402
 from gammasweep.figures.eta_star_scaling import eta_star_scaling  # noqa: E402
 from gammasweep.figures.loss_curves import loss_curves  # noqa: E402
+from gammasweep.figures.performance_vs_gamma import performance_vs_gamma  # noqa: E402
 from gammasweep.figures.phase_portrait import phase_portrait  # noqa: E402
+from gammasweep.figures.sharpness_trajectory import sharpness_trajectory  # noqa: E402
+from gammasweep.figures.sharpness_vs_gamma import sharpness_vs_gamma  # noqa: E402
+from gammasweep.figures.toy_phase_portrait import toy_phase_portrait  # noqa: E402
 from gammasweep.io import atomic_path  # noqa: E402
 from gammasweep.provenance import versions  # noqa: E402
 
@@ -34,7 +38,12 @@ PLOTS: dict[str, PlotFunction] = {
     "loss_curves": loss_curves,
     "eta_star_scaling": eta_star_scaling,
     "adaptive_coverage": adaptive_coverage,
+    "performance_vs_gamma": performance_vs_gamma,
+    "sharpness_vs_gamma": sharpness_vs_gamma,
+    "sharpness_trajectory": sharpness_trajectory,
+    "toy_phase_portrait": toy_phase_portrait,
 }
+TOY_PLOTS = {"toy_phase_portrait"}  # read toy-model cubes (``theory.toy_cube``), not experiment cubes
 
 
 def render(plot: str, cube_paths: Sequence[str | Path], options: dict, outputs: dict[str, str | Path],

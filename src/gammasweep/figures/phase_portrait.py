@@ -1,5 +1,6 @@
 """The gamma-eta phase portrait: a final metric over the grid, with the divergence edge, eta* and
-the theory slopes eta ~ gamma^2 (lazy) and eta ~ gamma^(2/L) (rich)."""
+the theory slopes eta ~ gamma^2 (lazy) and eta ~ gamma^(2/L) (rich); optionally read after several
+training lengths T, one panel each (the region of optimizability closes as T shrinks)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import xarray as xr
-from matplotlib.colors import LogNorm, Normalize
+from matplotlib.collections import QuadMesh
+from matplotlib.colors import Colormap, LogNorm, Normalize
 
 from gammasweep.adaptive import SKIPPED
 from gammasweep.analysis import HIGHER_IS_BETTER, cell_diverged, eta_max, eta_star, final_metric
@@ -16,23 +18,40 @@ from gammasweep.theory import reference_line
 
 
 def phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:
-    """options: metric (test_loss | test_accuracy | train_loss; default test_loss)."""
+    """options: metric (test_loss | test_accuracy | train_loss; default test_loss), steps (list of eval
+    steps T: one panel each, the metric, eta* and divergence read at T, one shared colour scale; a
+    cell counts as diverged at T if a seed diverged before step T; default: one panel, the final step).
+    """
     cube, metric = cubes[0], options.get("metric", "test_loss")
-    value = final_metric(cube, metric).transpose("eta", "gamma")
-    gammas, etas = cube["gamma"].values, cube["eta"].values
-    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    steps = options.get("steps", [None])
+    values = [final_metric(cube, metric, step).transpose("eta", "gamma") for step in steps]
+    fig, axes = plt.subplots(1, len(steps), figsize=(4.8 * len(steps), 3.6), squeeze=False)
     cmap = plt.get_cmap(SEQUENTIAL if HIGHER_IS_BETTER[metric] else SEQUENTIAL + "_r").with_extremes(bad="0.85")
-    finite = value.values[np.isfinite(value.values)]
+    finite = np.concatenate([v.values[np.isfinite(v.values)] for v in values])
     positive = finite[finite > 0]
     norm = (LogNorm(positive.min(), positive.max()) if not HIGHER_IS_BETTER[metric] and positive.size
             else Normalize(*(np.nanmin(finite), np.nanmax(finite)) if finite.size else (0, 1)))
+    tables = []
+    for i, (ax, step, value) in enumerate(zip(axes[0], steps, values)):
+        mesh, table = _draw(ax, cube, metric, step, value, cmap, norm, legend=i == 0)
+        tables.append(table if step is None else table.assign(steps=step))
+        if i:
+            ax.set_ylabel("")
+    at = f"final {metric.replace('_', ' ')}" if steps == [None] else f"{metric.replace('_', ' ')} at T"
+    fig.colorbar(mesh, ax=axes[0, 0] if len(steps) == 1 else axes[0].tolist(), label=at)
+    return fig, pd.concat(tables, ignore_index=True)
+
+
+def _draw(ax: plt.Axes, cube: xr.Dataset, metric: str, step: int | None, value: xr.DataArray, cmap: Colormap,
+          norm: Normalize, legend: bool) -> tuple[QuadMesh, pd.DataFrame]:
+    """One portrait of ``value`` (eta, gamma) read at eval step ``step`` (None: the last) into ``ax``."""
+    gammas, etas = cube["gamma"].values, cube["eta"].values
     mesh = ax.pcolormesh(log_edges(gammas), log_edges(etas), np.ma.masked_invalid(value.values), cmap=cmap, norm=norm)
-    fig.colorbar(mesh, ax=ax, label=f"final {metric.replace('_', ' ')}")
     skipped = (cube["cell_status"] == SKIPPED).transpose("eta", "gamma").values
     if skipped.any():  # adaptive eta: cells below the trained window
         ax.pcolormesh(log_edges(gammas), log_edges(etas), np.ma.masked_where(~skipped, skipped), cmap="binary",
                       vmin=0, vmax=1e9)
-    edge, best = eta_max(cube), eta_star(cube, metric)
+    edge, best = eta_max(cube, step), eta_star(cube, metric, step)
     ax.plot(gammas, edge, color="k", lw=1.2, drawstyle="steps-mid", label=r"divergence edge $\eta_{max}$")
     ax.plot(gammas, best, ls="none", marker="*", ms=7, color="white", mec="k", mew=0.5, label=r"$\eta^*$")
     depth, ok = depth_of(cube), np.isfinite(edge.values)
@@ -48,10 +67,12 @@ def phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, 
     ax.set_ylim(log_edges(etas)[[0, -1]])
     label_log_axes(ax, r"feature-learning strength $\gamma$", r"learning rate $\eta$ (SGD lr $= N\eta$)")
     untrained = ", white = not trained (adaptive)" if skipped.any() else ""
-    ax.set_title(f"{cube.attrs['experiment']}: grey = diverged{untrained}")  # masked cells: the colormap's 'bad' colour
-    ax.legend(loc="upper left", framealpha=0.8)
+    at = "" if step is None else f", T = {step}"
+    ax.set_title(f"{cube.attrs['experiment']}{at}: grey = diverged{untrained}")  # masked cells: the colormap's 'bad' colour
+    if legend:
+        ax.legend(loc="upper left", framealpha=0.8)
     table = value.to_dataframe(name=metric).reset_index()
-    table["diverged"] = cell_diverged(cube).transpose("eta", "gamma").values.ravel()
+    table["diverged"] = cell_diverged(cube, step).transpose("eta", "gamma").values.ravel()
     table["is_eta_max"] = np.isclose(table["eta"], edge.sel(gamma=table["gamma"].values).values)
     table["is_eta_star"] = np.isclose(table["eta"], best.sel(gamma=table["gamma"].values).values)
-    return fig, table
+    return mesh, table
