@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -46,3 +48,11 @@ def make_setup(steps: int = 20, dtype: torch.dtype = torch.float32, loss: str = 
                   loss=loss, steps=steps, mean=(0.3,), std=(0.4,), dtype=dtype, device=torch.device("cpu"),
                   divergence_cap=1e4, record_points=10, test_batch_size=128)
     return Setup(**{**fields, **overrides})
+
+
+def h5_datasets(path: str | Path) -> dict[str, np.ndarray]:
+    """Every dataset of an HDF5 file (groups walked), by its path in the file."""
+    found = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda name, item: found.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None)
+    return found

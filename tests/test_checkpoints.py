@@ -8,11 +8,10 @@ import signal
 import subprocess
 import sys
 
-import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import make_setup
+from conftest import h5_datasets, make_setup
 
 from gammasweep.checkpoints import STOP, Checkpoint, Interrupted
 from gammasweep.data import OnlineStream
@@ -21,16 +20,19 @@ from gammasweep.train import Curves, Members, train
 
 # Four members, one of which diverges at step 1 (so the pack is compacted before the stop).
 MEMBERS = Members(seeds=[0, 1, 0, 1], gammas=[1.0, 0.1, 3.0, 1.0], etas=[0.05, 0.005, 0.2, 1e8])
+PROBES = {"sharpness": {"examples": 32, "iterations": 4}, "spectrum": {"examples": 32, "iterations": 4},
+          "outputs": {"examples": 16}, "weight_movement": {}}  # per-eval and final-only records resume too
 
 
 def _assert_same(a: Curves, b: Curves) -> None:
-    for field in vars(a):
-        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+    assert sorted(a.arrays()) == sorted(b.arrays())
+    for name, values in a.arrays().items():
+        np.testing.assert_array_equal(values, b.arrays()[name], err_msg=name)
 
 
 @pytest.fixture()
 def run(digits_files, test_set):
-    setup = make_setup(steps=60, dtype=torch.float32, probes={"sharpness": {"examples": 32, "iterations": 4}})
+    setup = make_setup(steps=60, dtype=torch.float32, probes=PROBES)
     stream = OnlineStream(digits_files[0], 16, 60, 0)
 
     def go(**kwargs) -> Curves:
@@ -79,7 +81,7 @@ def _cells(tmp_path, name: str, steps: int = 1200) -> tuple[list[dict], list[str
             "loss": "mse", "batch_size": 1, "steps": steps, "seeds": [0, 1], "data_seed": 0, "dtype": "float64",
             "input_shape": [8, 8, 1], "num_classes": 10, "normalization": {"mean": [0.3], "std": [0.4]},
             "device": "cpu", "float64_below_gamma": 1e-2, "divergence_cap": 1e4, "record_points": 20,
-            "test_batch_size": 400, "test_examples": 400}
+            "test_batch_size": 400, "test_examples": 400, "probes": {"weight_movement": {}, "outputs": {"examples": 16}}}
     cells = [base | {"gamma": g, "eta": e} for g, e in ((1.0, 0.01), (0.1, 1e-3))]
     return cells, [str(tmp_path / name / f"cell{i}.h5") for i in range(len(cells))]
 
@@ -109,11 +111,6 @@ def _wait_for(job: subprocess.Popen, text: str) -> None:
     raise AssertionError(f"the job ended before printing {text!r}")
 
 
-def _curves(path: str) -> dict[str, np.ndarray]:
-    with h5py.File(path) as f:
-        return {k: f[k][()] for k in f}
-
-
 @pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
 def test_a_killed_pack_job_resumes_from_its_checkpoint_with_identical_results(tmp_path, digits_files, kill):
     """SIGTERM (SLURM's notice): checkpoint and exit non-zero. kill -9: nothing to catch, the last
@@ -135,7 +132,7 @@ def test_a_killed_pack_job_resumes_from_its_checkpoint_with_identical_results(tm
     cells, reference = _cells(tmp_path, "reference")
     train_pack(cells, str(digits_files[0]), str(digits_files[1]), reference, "reference")
     for resumed, uninterrupted in zip(outs, reference):
-        a, b = _curves(resumed), _curves(uninterrupted)
+        a, b = h5_datasets(resumed), h5_datasets(uninterrupted)
         assert a.keys() == b.keys()
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -8,6 +8,8 @@ import pytest
 import yaml
 
 from gammasweep.config import ConfigError, Plan, cell_path, grid_values, load_schema, value_key
+from gammasweep.figures import PLOTS
+from gammasweep.probes import PROBES
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +92,10 @@ def _mutate(config: dict, dotted: str, value) -> dict:
     ("experiments.mlp_mse_adaptive.eta_grid", "full", r"'experiments.mlp_mse_adaptive.adaptive': only used with `eta_grid: adaptive`"),
     ("experiments.mlp_mse_adaptive.training.probes.sharpness.examples", 6000,
      r"'experiments.mlp_mse_adaptive.training.probes.sharpness.examples': more than the 5000 test_examples"),
+    ("experiments.mlp_mse_adaptive.training.probes.alignment.examples", 6000,
+     r"'experiments.mlp_mse_adaptive.training.probes.alignment.examples': more than the 5000 test_examples"),
+    ("experiments.mlp_mse_adaptive.training.probes.weight_movement", {"examples": 3},
+     r"'experiments.mlp_mse_adaptive.training.probes.weight_movement'.*'examples' was unexpected"),
     ("experiments.mlp_mse_adaptive.training.probes.hessian", {}, r"'experiments.mlp_mse_adaptive.training.probes'.*'hessian' was unexpected"),
     ("toy_models.toy_ce.loss", "hinge", r"'toy_models.toy_ce.loss': 'hinge' is not one of"),
     ("figures.toy_phase_portrait.toy_models", ["toy_l9"], r"'figures.toy_phase_portrait.toy_models': unknown toy_model 'toy_l9'"),
@@ -98,6 +104,13 @@ def _mutate(config: dict, dotted: str, value) -> dict:
 def test_bad_configs_fail_naming_the_key(default_config, schema, key, value, message):
     with pytest.raises(ConfigError, match=message):
         Plan(_mutate(default_config, key, value), schema)
+
+
+def test_the_schema_knows_exactly_the_probes_and_plots_the_code_has(schema):
+    probes = schema["$defs"]["training"]["properties"]["probes"]["properties"]
+    assert set(probes) == set(PROBES)
+    figure = schema["properties"]["figures"]["additionalProperties"]["properties"]
+    assert set(figure["plot"]["enum"]) == set(PLOTS)
 
 
 def test_default_config_is_valid(default_config, schema):
@@ -114,8 +127,9 @@ def test_an_adaptive_experiment_plans_columns_seeded_by_theory(default_config, s
     assert columns[0].directory == "results/runs/mlp_mse_adaptive/gamma_1.000e-03"
     cells = plan.column_cells("mlp_mse_adaptive", "1.000e-01")
     assert [c["eta"] for c in cells] == sorted(plan.grids["mlp_mse"][1].values())
-    own = ("experiment", "probes")  # the adaptive sweep also carries the sharpness probe
-    assert cells[0]["probes"] == {"sharpness": {"examples": 64, "iterations": 10}}
+    own = ("experiment", "probes")  # the adaptive sweep also carries the probes
+    assert cells[0]["probes"] == default_config["experiments"]["mlp_mse_adaptive"]["training"]["probes"]
+    assert sorted(cells[0]["probes"]) == sorted(PROBES)
     assert {k: v for k, v in cells[0].items() if k not in own} == \
         {k: v for k, v in plan.cell_params("mlp_mse", "1.000e-01", "1.000e-07").items() if k not in own}
     starts = [plan.bracket_start("mlp_mse_adaptive", c.gamma_key) for c in columns]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,9 @@ from gammasweep.jobs import train_pack
 from gammasweep.theory import toy_cube
 
 GAMMAS, ETAS = [0.1, 10.0], [1e-3, 1e-1, 1e4]
+PROBES = {"sharpness": {"examples": 32, "iterations": 4}, "spectrum": {"examples": 32, "iterations": 5},
+          "alignment": {"examples": 16}, "outputs": {"examples": 32}, "representation": {"examples": 16},
+          "weight_movement": {}}  # every probe, so that every figure kind renders from this cube
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,7 @@ def cell_files(tmp_path_factory, digits_files):
                       "gamma": gamma, "eta": eta, "dtype": "float32", "input_shape": [8, 8, 1], "num_classes": 10,
                       "normalization": {"mean": [0.3], "std": [0.4]}, "device": "cpu", "float64_below_gamma": 1e-2,
                       "divergence_cap": 1e4, "record_points": 12, "test_batch_size": 200, "test_examples": 397,
-                      "probes": {"sharpness": {"examples": 32, "iterations": 4}}})
+                      "probes": PROBES})
             files.append(root / f"g{gamma}_e{eta}.h5")
     train_pack(cells, str(pool), str(test), [str(f) for f in files], "tiny")
     return files
@@ -48,7 +53,9 @@ def cube_file(cell_files, tmp_path_factory):
 
 def test_cube_layout_units_and_divergence(cube_file):
     cube = open_cube(cube_file)
-    assert dict(cube.sizes) == {"gamma": 2, "eta": 3, "seed": 2, "step": len(cube["step"]), "eval_step": 7}
+    assert dict(cube.sizes) == {"gamma": 2, "eta": 3, "seed": 2, "step": len(cube["step"]), "eval_step": 7,
+                                "layer": 3, "start": 1, "ritz": 5, "output_example": 32, "class": 10,
+                                "kernel_example": 16, "kernel_example_b": 16}
     assert cube["train_loss"].dims == ("gamma", "eta", "seed", "step")
     assert cube["test_loss"].dims == ("gamma", "eta", "seed", "eval_step")
     assert cube["gamma"].values.tolist() == GAMMAS and cube["eta"].values.tolist() == ETAS
@@ -56,6 +63,14 @@ def test_cube_layout_units_and_divergence(cube_file):
     assert cube["wall_time"].attrs["units"] == "s" and np.all(cube["wall_time"].values > 0)
     assert json.loads(cube.attrs["experiment_config"]) == {"note": "test"}
     assert json.loads(cube.attrs["cell_params"])["model"]["depth"] == 3
+    # The probes' records: their own dimensions after (gamma, eta, seed), labelled where they have names.
+    assert cube["sharpness"].dims == ("gamma", "eta", "seed", "eval_step") and cube["sharpness"].attrs["units"] == "1/eta"
+    assert cube["weight_movement"].dims == ("gamma", "eta", "seed", "eval_step", "layer")
+    assert cube["layer"].values.tolist() == ["hidden.0", "hidden.1", "readout"]
+    assert cube["hessian_ritz_value"].dims == ("gamma", "eta", "seed", "eval_step", "start", "ritz")
+    assert cube["probe_output"].dims == ("gamma", "eta", "seed", "output_example", "class")
+    assert cube["feature_kernel"].shape[-2:] == (16, 16) and "long_name" in cube["ntk_alignment"].attrs
+    assert cube["probe_output"].sel(eta=1e4).isnull().all() and cube["probe_output"].sel(eta=1e-3).notnull().all()
     # eta = 1e4 diverges at every gamma; the small etas do not.
     assert cube["diverged"].sel(eta=1e4).all() and not cube["diverged"].sel(eta=[1e-3, 1e-1]).any()
     last = cube["test_loss"].isel(eval_step=-1)
@@ -136,6 +151,13 @@ def toy_cube_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("toy") / "toy.nc"
     write_cube(toy_cube(np.logspace(-2, 2, 5), np.logspace(-6, 2, 17), depth=3, steps=50, loss="mse"), path)
     return path
+
+
+def test_cubes_and_figures_are_read_without_torch(repo):
+    """Figure jobs start fast: reading cubes and drawing figures never imports torch."""
+    code = "import sys, gammasweep.figures, gammasweep.cube; assert 'torch' not in sys.modules, 'torch imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("plot", sorted(PLOTS))

@@ -155,6 +155,8 @@ def test_sharpness_trajectory_follows_eta_star_and_the_etas_below(cube, tmp_path
     assert len(at_one) == 3 * len(EVALS)
     axes, table = _draw(sharpness_trajectory, [cube], {"gammas": [0.011, 0.012], "etas_below": 1}, tmp_path)
     assert len(axes) == 1 and set(table["gamma"]) == {1e-2} and sorted(set(table["eta"])) == ETAS[:2].tolist()
+    with theme(), pytest.raises(ValueError, match=r"gammas: every cell of gamma \[0.0001\] diverged.*gammas with one"):
+        sharpness_trajectory([cube], {"gammas": [1e-4, 1.0]})
 
 
 @pytest.mark.parametrize("plot", [sharpness_vs_gamma, sharpness_trajectory])

@@ -1,7 +1,9 @@
-"""Probes: the sharpness against exact Hessians and the lazy-regime scaling, and probes leave the
-trajectory untouched."""
+"""Probes against known answers: exact Hessians and Jacobians of small networks, matrices with known
+spectra, closed-form alignments, the lazy regime's scalings; and probes leave the trajectory untouched."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -13,31 +15,59 @@ from gammasweep.data import OnlineStream, normalize
 from gammasweep.losses import LOSSES
 from gammasweep.models import build_model
 from gammasweep.parameterization import centered_output
-from gammasweep.probes import top_hessian_eigenvalue
+from gammasweep.kernels import centered_alignment
+from gammasweep.probes import Hessian, label_kernel, lanczos_quadrature, start_vectors, tangent_kernel, top_hessian_eigenvalue
 from gammasweep.train import Members, train
 
 QUIET = {"log": lambda message: None}
 SHARPNESS = {"sharpness": {"examples": 64, "iterations": 30}}
+EVERY_PROBE = {"sharpness": {"examples": 32, "iterations": 5}, "spectrum": {"examples": 32, "iterations": 6, "vectors": 2},
+               "alignment": {"examples": 16}, "outputs": {"examples": 397}, "representation": {"examples": 16},
+               "weight_movement": {}}
+
+
+def _quadratic_rows(spectra: list[list[float]], seed: int = 0) -> tuple[torch.Tensor, dict, object]:
+    """Rows r with loss_r(w) = w^T A_r w / 2, A_r = Q diag(spectra[r]) Q^T: (A, weights, loss_of)."""
+    gen = torch.Generator().manual_seed(seed)
+    mats = []
+    for spectrum in spectra:
+        q, _ = torch.linalg.qr(torch.randn(len(spectrum), len(spectrum), generator=gen, dtype=torch.float64))
+        mats.append(q @ torch.diag(torch.tensor(spectrum, dtype=torch.float64)) @ q.T)
+    a = torch.stack(mats)
+    weights = {"w": torch.randn(len(spectra), len(spectra[0]), generator=gen, dtype=torch.float64)}
+    return a, weights, lambda w: 0.5 * torch.einsum("ri,rij,rj->r", w["w"], a, w["w"])
 
 
 def test_power_iteration_finds_the_top_eigenvalue_of_known_quadratics():
-    """loss_r(w) = w^T A_r w / 2 has Hessian A_r; rows with different spectra are solved together, and
-    the answer is the top eigenvalue, not the largest in magnitude."""
-    gen = torch.Generator().manual_seed(0)
-    spectra = [torch.tensor([5.0, 1.0, 0.5, -2.0]), torch.tensor([0.1, 3.0, 2.9, 0.2]), torch.tensor([-7.0, 1.0, 2.0, 3.0])]
-    mats = []
-    for spectrum in spectra:
-        q, _ = torch.linalg.qr(torch.randn(4, 4, generator=gen, dtype=torch.float64))
-        mats.append(q @ torch.diag(spectrum.double()) @ q.T)
-    a = torch.stack(mats)  # (3, 4, 4)
-    weights = {"w": torch.randn(3, 4, generator=gen, dtype=torch.float64)}
-    top = top_hessian_eigenvalue(lambda w: 0.5 * torch.einsum("ri,rij,rj->r", w["w"], a, w["w"]), weights, 300, [1, 2, 3])
+    """Rows with different spectra are solved together, and the answer is the top eigenvalue, not the
+    largest in magnitude."""
+    _, weights, loss_of = _quadratic_rows([[5.0, 1.0, 0.5, -2.0], [0.1, 3.0, 2.9, 0.2], [-7.0, 1.0, 2.0, 3.0]])
+    top = top_hessian_eigenvalue(loss_of, weights, 300, [1, 2, 3])
     # The third row's largest-magnitude eigenvalue is -7 (a saddle): the shifted second run finds 3.
     torch.testing.assert_close(top, torch.tensor([5.0, 3.0, 3.0], dtype=torch.float64), rtol=1e-6, atol=1e-6)
 
 
+def test_lanczos_quadrature_is_exact_for_low_moments_and_finds_the_spectrum():
+    spectra = [[4.0, 2.5, 1.0, 0.5, -1.0, -3.0, 0.1, 6.0], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]]
+    a, weights, loss_of = _quadratic_rows(spectra)
+    with torch.enable_grad():
+        hessian = Hessian(loss_of, weights)
+        start = start_vectors(hessian.params, [7, 8])
+        nodes, masses = lanczos_quadrature(hessian, start, 3)
+        full_nodes, full_masses = lanczos_quadrature(hessian, start, 12)  # more steps than dimensions
+    v = start[0]
+    for k in range(6):  # Gauss quadrature with 3 nodes integrates polynomials of degree < 6 exactly
+        moments = torch.einsum("ri,rij,rj->r", v, torch.linalg.matrix_power(a, k), v)
+        torch.testing.assert_close((masses * nodes**k).sum(1), moments, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(masses.sum(1), torch.ones(2, dtype=torch.float64))
+    # The Krylov space is exhausted after 8 steps: the 8 nodes are the eigenvalues, the rest NaN with weight 0.
+    for r, spectrum in enumerate(spectra):
+        np.testing.assert_allclose(full_nodes[r, :8].numpy(), sorted(spectrum), atol=1e-9)
+        assert torch.isnan(full_nodes[r, 8:]).all() and (full_masses[r, 8:] == 0).all()
+
+
 def _member_loss(setup, seeds: list[int], gammas: list[float], x: torch.Tensor, y: torch.Tensor):
-    """(model, theta_0, stacked loss function) of a small MLP; x, y: a fixed batch."""
+    """(model, theta_0 per row, stacked loss function) of a small MLP; x, y: a fixed batch."""
     model = build_model(setup.model, setup.input_shape, setup.num_classes, sorted(set(seeds))).to(torch.float64)
     init = {k: v.detach() for k, v in model.named_parameters()}
     rows = torch.tensor([sorted(set(seeds)).index(s) for s in seeds])
@@ -50,54 +80,132 @@ def _member_loss(setup, seeds: list[int], gammas: list[float], x: torch.Tensor, 
     return model, {k: v[rows] for k, v in init.items()}, loss_of
 
 
+def _row_function(weights: dict, row: int, of_stacked):
+    """theta (flat, one row's weights) -> of_stacked(the stacked weights with that row replaced)."""
+    names, shapes = list(weights), [v.shape[1:] for v in weights.values()]
+
+    def function(theta: torch.Tensor) -> torch.Tensor:
+        parts, offset = {}, 0
+        for name, shape in zip(names, shapes):
+            size = math.prod(shape)
+            stacked = weights[name].clone()
+            stacked[row] = theta[offset:offset + size].view(shape)
+            parts[name], offset = stacked, offset + size
+        return of_stacked(parts)
+    return function, torch.cat([v[row].flatten() for v in weights.values()])
+
+
+def _moved(weights: dict, scale: float = 0.3) -> dict:
+    """Weights moved off theta_0 (where the centered output is 0), so that the residual term counts too."""
+    gen = torch.Generator().manual_seed(1)
+    return {k: v + scale * torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in weights.items()}
+
+
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
-def test_sharpness_matches_the_exact_hessian_of_a_small_network(test_set, loss):
+def test_sharpness_and_spectrum_match_the_exact_hessian_of_a_small_network(test_set, loss):
     setup = make_setup(loss=loss, width=6, depth=2, dtype=torch.float64)
     x = normalize(test_set[0][:32], setup.mean, setup.std, torch.float64)
     y = test_set[1][:32]
     _, weights, loss_of = _member_loss(setup, [0, 1], [0.5, 2.0], x, y)
-    # Move the weights off theta_0 (where the centered output is 0) so the residual term counts too.
-    weights = {k: v + 0.3 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1), dtype=v.dtype)
-               for k, v in weights.items()}
+    weights = _moved(weights)
     top = top_hessian_eigenvalue(loss_of, weights, 500, [0, 1])
-    names, shapes = list(weights), [v.shape[1:] for v in weights.values()]
+    with torch.enable_grad():
+        hessian = Hessian(loss_of, weights)
+        nodes, _ = lanczos_quadrature(hessian, start_vectors(hessian.params, [3, 4]), 60)
     for row in range(2):
-        flat = torch.cat([v[row].flatten() for v in weights.values()])
-
-        def row_loss(theta: torch.Tensor, row: int = row) -> torch.Tensor:
-            parts, offset = {}, 0
-            for name, shape in zip(names, shapes):
-                size = int(np.prod(shape))
-                stacked = weights[name].clone()
-                stacked[row] = theta[offset:offset + size].view(shape)
-                parts[name], offset = stacked, offset + size
-            return loss_of(parts)[row]
+        row_loss, flat = _row_function(weights, row, lambda w, row=row: loss_of(w)[row])
         eigenvalues = torch.linalg.eigvalsh(torch.autograd.functional.hessian(row_loss, flat))
         assert top[row].item() == pytest.approx(eigenvalues.max().item(), rel=1e-6)
+        ritz = nodes[row][torch.isfinite(nodes[row])].sort(descending=True).values
+        np.testing.assert_allclose(ritz[:3].numpy(), eigenvalues.sort(descending=True).values[:3].numpy(), rtol=1e-6)
+        assert ritz.min() >= eigenvalues.min() - 1e-9  # Ritz values lie inside the spectrum
+
+
+@pytest.mark.parametrize("model", [{"name": "mlp", "width": 5, "depth": 3}, {"name": "cnn", "width": 2}],
+                         ids=lambda m: m["name"])
+def test_tangent_kernel_matches_the_brute_force_jacobian(test_set, model):
+    setup = make_setup(model=model, dtype=torch.float64)
+    net = build_model(model, setup.input_shape, setup.num_classes, [0, 1]).to(torch.float64)
+    weights = _moved({k: v.detach() for k, v in net.named_parameters()})
+    x = normalize(test_set[0][:6], setup.mean, setup.std, torch.float64)
+    kernels = tangent_kernel(net, weights, x)
+    for row in range(2):
+        outputs, flat = _row_function(weights, row, lambda w, row=row: functional_call(net, w, (x,))[row])
+        jacobian = torch.autograd.functional.jacobian(outputs, flat)  # (P, C, parameters)
+        torch.testing.assert_close(kernels[row], torch.einsum("pcf,qcf->pq", jacobian, jacobian), rtol=1e-10, atol=1e-10)
+
+
+def test_centered_alignment_known_answers():
+    """With c balanced classes of m = P / c examples, the identity kernel's alignment with Y Y^T is
+    sqrt((c - 1) / (P - 1)); a kernel aligns perfectly with any multiple of itself; between linear
+    kernels it is linear CKA, ||Yc^T Xc||^2 / (||Xc^T Xc|| ||Yc^T Yc||)."""
+    labels = torch.arange(12) % 3
+    target = label_kernel(labels, 3, torch.float64)
+    eye = torch.eye(12, dtype=torch.float64)
+    assert centered_alignment(eye, target).item() == pytest.approx(math.sqrt(2 / 11), rel=1e-12)
+    assert centered_alignment(5.0 * target + 2.0, target).item() == pytest.approx(1.0, rel=1e-12)  # + constant: centered away
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(12, 7, generator=gen, dtype=torch.float64), torch.randn(12, 4, generator=gen, dtype=torch.float64)
+    ac, bc = a - a.mean(0), b - b.mean(0)
+    cka = (bc.T @ ac).norm() ** 2 / ((ac.T @ ac).norm() * (bc.T @ bc).norm())
+    batched = centered_alignment(torch.stack([a @ a.T, a @ a.T]), torch.stack([b @ b.T, a @ a.T]))
+    torch.testing.assert_close(batched, torch.stack([cka, torch.tensor(1.0, dtype=torch.float64)]))
+    np.testing.assert_allclose(centered_alignment((a @ a.T).numpy(), (b @ b.T).numpy()), cka.item())  # numpy alike
+    assert torch.isnan(centered_alignment(torch.ones(12, 12, dtype=torch.float64), target))
 
 
 def test_probes_leave_the_trajectory_untouched_and_are_recorded_per_member(digits_files, test_set):
     members = Members(seeds=[0, 1, 0], gammas=[1.0, 0.1, 10.0], etas=[0.05, 1e8, 1.0])  # the second diverges
     stream = OnlineStream(digits_files[0], 16, 30, 0)
     plain = train(make_setup(steps=30), members, stream, *test_set, **QUIET)
-    probed = train(make_setup(steps=30, probes=SHARPNESS), members, stream, *test_set, **QUIET)
-    for field in vars(plain):
-        if field != "sharpness":
-            np.testing.assert_array_equal(getattr(plain, field), getattr(probed, field), err_msg=field)
-    assert np.isnan(plain.sharpness).all()
+    probed = train(make_setup(steps=30, probes=EVERY_PROBE), members, stream, *test_set, **QUIET)
+    assert plain.probes == {}
+    for field, values in plain.arrays().items():
+        np.testing.assert_array_equal(values, probed.arrays()[field], err_msg=field)
     assert probed.diverged.tolist() == [False, True, False]
-    assert np.isfinite(probed.sharpness[[0, 2]]).all() and (probed.sharpness[[0, 2]] > 0).all()
+    records = probed.probes
+    assert sorted(records) == ["feature_alignment", "feature_kernel", "hessian_ritz_value", "hessian_ritz_weight",
+                               "ntk_alignment", "probe_output", "sharpness", "weight_movement"]
+    assert records["weight_movement"].dims == ("member", "eval_step", "layer")
+    assert records["weight_movement"]["layer"].values.tolist() == ["hidden.0", "hidden.1", "readout"]
+    assert records["hessian_ritz_value"].dims == ("member", "eval_step", "start", "ritz")
+    assert records["hessian_ritz_value"].shape[2:] == (2, 6) and records["probe_output"].dims == ("member", "output_example", "class")
     after = probed.eval_step > probed.diverged_step[1]  # measured like the test loss: up to its diverged step
-    assert np.isnan(probed.sharpness[1, after]).all() and np.isfinite(probed.sharpness[1, ~after]).all()
+    for name, record in records.items():
+        alive = record.isel(member=[0, 2])
+        if name == "hessian_ritz_value":
+            alive = alive.where(records["hessian_ritz_weight"].isel(member=[0, 2]) > 0, 0.0)
+        assert np.isfinite(alive.values).all(), name
+        diverged = record.isel(member=1)
+        if "eval_step" in record.dims:
+            assert np.isnan(diverged.isel(eval_step=np.flatnonzero(after)).values).all(), name
+            assert np.isfinite(diverged.isel(eval_step=np.flatnonzero(~after)).values).any(), name
+        else:  # final-only records: nothing for a member that diverged before the end
+            assert np.isnan(diverged.values).all(), name
+    np.testing.assert_allclose(records["hessian_ritz_weight"].sum(["start", "ritz"]).isel(member=[0, 2]).values, 1.0, rtol=1e-5)
+    assert (records["weight_movement"].isel(eval_step=0).values[[0, 2]] == 0).all()  # at init, exactly
+    # The outputs probe saw the whole test set: its MSE against the labels is the final test loss.
+    f, onehot = records["probe_output"].values, np.eye(10)[test_set[1].numpy()]
+    np.testing.assert_allclose(((f - onehot) ** 2).mean((1, 2))[[0, 2]], probed.test_loss[[0, 2], -1], rtol=1e-5)
+    # The final feature kernel's alignment with the labels is the alignment probe's last value.
+    kernel = torch.from_numpy(records["feature_kernel"].values[[0, 2]])
+    final = centered_alignment(kernel, label_kernel(test_set[1][:16], 10, torch.float64))
+    np.testing.assert_allclose(final.numpy(), records["feature_alignment"].values[[0, 2], -1], rtol=1e-4)
 
 
-def test_sharpness_at_init_scales_as_gamma_to_the_minus_two_in_the_lazy_regime(digits_files, test_set):
+def test_lazy_regime_scalings_at_init_and_after_training(digits_files, test_set):
     """At theta_0 the centered output is 0, so the MSE Hessian is J^T J / gamma^2 (Gauss-Newton) plus a
-    residual term ~ 1/gamma: for gamma << 1 the sharpness grows as gamma^-2 (the paper's lazy scaling)."""
+    residual term ~ 1/gamma: for gamma << 1 the sharpness grows as gamma^-2 (the paper's lazy scaling).
+    With eta ~ gamma^2 the function-space dynamics of lazy networks do not depend on gamma, so the
+    weights move ~ gamma: the relative weight movement falls by 10x per decade of gamma."""
     gammas = [1e-3, 1e-2, 1e-1]
-    members = Members(seeds=[0] * 3, gammas=gammas, etas=[1e-12] * 3)
-    curves = train(make_setup(steps=1, dtype=torch.float64, probes=SHARPNESS), members,
-                   OnlineStream(digits_files[0], 16, 1, 0), *test_set, **QUIET)
-    at_init = curves.sharpness[:, 0]
-    slopes = np.diff(np.log10(at_init)) / np.diff(np.log10(gammas))
-    np.testing.assert_allclose(slopes, -2.0, atol=0.05)
+    members = Members(seeds=[0] * 3, gammas=gammas, etas=[0.5 * g**2 for g in gammas])
+    probes = SHARPNESS | {"weight_movement": {}}
+    curves = train(make_setup(steps=20, dtype=torch.float64, probes=probes), members,
+                   OnlineStream(digits_files[0], 16, 20, 0), *test_set, **QUIET)
+    assert curves.test_loss[0, -1] < 0.9 * curves.test_loss[0, 0]  # it learns
+    slope = lambda values: np.diff(np.log10(values)) / np.diff(np.log10(gammas))  # noqa: E731
+    np.testing.assert_allclose(slope(curves.probes["sharpness"].values[:, 0]), -2.0, atol=0.05)
+    movement = curves.probes["weight_movement"].isel(eval_step=-1).values  # (members, layers)
+    for layer in range(movement.shape[1]):
+        np.testing.assert_allclose(slope(movement[:, layer]), 1.0, atol=0.05)

@@ -40,8 +40,10 @@ def test_every_pack_of_cells_runs_as_its_own_gpu_job_on_slurm(tmp_path):
     if not slurm_available():
         pytest.fail(f"SLURM/munge not installed (missing: {missing_binaries()}); {INSTALL_HINT}")
     config = micro_config(losses=("mse",))
+    del config["experiments"]["mlp_mse"]["training"]  # no probes: what runs where is the question here
     config["experiments"]["mlp_mse_adaptive"] = config["experiments"]["mlp_mse"] | {"eta_grid": "adaptive"}
-    config["figures"]["coverage"] = {"plot": "adaptive_coverage", "experiments": ["mlp_mse_adaptive", "mlp_mse"]}
+    config["figures"] = {"phase": config["figures"]["phase_mlp_mse"],  # figures are local rules: two will do
+                         "coverage": {"plot": "adaptive_coverage", "experiments": ["mlp_mse_adaptive", "mlp_mse"]}}
     root = scratch_workflow(tmp_path / "workflow", config)
     profile = _site_profile(root, "debug")
     with local_slurm_cluster(tmp_path / "slurm") as cluster:

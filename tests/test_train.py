@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import make_setup
+from conftest import h5_datasets, make_setup
 
 from gammasweep.data import OnlineStream
 from gammasweep.jobs import train_pack
@@ -80,10 +80,11 @@ def test_identical_seeds_give_identical_cell_files(tmp_path, digits_files):
     pool, test = digits_files
     for name in ("a.h5", "b.h5"):
         train_pack([_params(tmp_path)], str(pool), str(test), [str(tmp_path / name)])
+    first, second = h5_datasets(tmp_path / "a.h5"), h5_datasets(tmp_path / "b.h5")
+    assert set(first) == set(second) and "test_loss" in first
+    for key, values in first.items():
+        np.testing.assert_array_equal(values, second[key], err_msg=key)
     with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
-        assert set(a) == set(b) and "test_loss" in a
-        for key in a:
-            np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=key)
         assert a.attrs["params"] == b.attrs["params"]
         assert a["test_loss"].dtype == np.float64 and a["test_loss"].shape == (2, len(eval_steps(25)))
 
@@ -111,14 +112,20 @@ def _alone(setup, stream, test_set, k: int, members: Members = PACK):
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5)], ids=["float64", "float32"])
 def test_a_pack_trains_each_cell_exactly_as_alone(digits_files, test_set, model, dtype, rtol):
     """A mix of gamma, eta and seeds trained as one pack equals each cell trained on its own."""
-    setup = make_setup(steps=30, dtype=dtype, model=model, probes={"sharpness": {"examples": 32, "iterations": 4}})
+    probes = {"sharpness": {"examples": 32, "iterations": 4}, "spectrum": {"examples": 32, "iterations": 4},
+              "alignment": {"examples": 12}, "outputs": {"examples": 12}, "representation": {"examples": 12},
+              "weight_movement": {}}
+    setup = make_setup(steps=30, dtype=dtype, model=model, probes=probes)
     stream = OnlineStream(digits_files[0], 16, 30, 0)
     pack = train(setup, PACK, stream, *test_set, **QUIET)
     assert not pack.diverged.any() and np.all(pack.test_loss[:, -1] < pack.test_loss[:, 0])
     for k in range(len(PACK.seeds)):
         alone = _alone(setup, stream, test_set, k)
-        for field in ("train_loss", "train_loss_at_step", "test_loss", "test_accuracy", "sharpness"):
-            np.testing.assert_allclose(getattr(pack, field)[k], getattr(alone, field)[0], rtol=rtol, err_msg=field)
+        assert sorted(pack.arrays()) == sorted(alone.arrays())
+        for field, values in pack.arrays().items():
+            if field not in ("step", "eval_step"):
+                scale = np.nanmax(np.abs(values[k])) if np.isfinite(values[k]).any() else 0.0  # centered outputs near 0
+                np.testing.assert_allclose(values[k], alone.arrays()[field][0], rtol=rtol, atol=rtol * scale, err_msg=field)
 
 
 @pytest.mark.parametrize("chunk_bytes", [train_module.CPU_CHUNK_BYTES, 1], ids=["one-chunk", "chunks-of-one"])

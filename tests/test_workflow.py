@@ -18,13 +18,14 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from conftest import h5_datasets
 from workflow_helpers import (REPO, assert_cells_equal_an_uninterrupted_run, job_table, long_pack_config,
                               micro_config, rule_counts, scratch_workflow, snakemake, snakemake_env)
 
 from gammasweep.config import Plan
-
 from gammasweep.cube import open_cube
 from gammasweep.figures import PLOTS
+from gammasweep.records import RECORDS
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,9 @@ def test_end_to_end_micro_run_builds_every_figure(micro_run):
     assert cube.sizes["gamma"] == 2 and cube.sizes["eta"] == 2 and cube.sizes["seed"] == 2
     assert cube["diverged"].sel(eta=1e6).all() and not cube["diverged"].sel(eta=1e-2).any()
     assert np.isfinite(cube["test_loss"].sel(eta=1e-2).isel(eval_step=-1)).all()
-    assert np.isfinite(cube["sharpness"].sel(eta=1e-2)).all()  # the probe is on for mlp_mse only
-    assert open_cube(micro_run / "results" / "cubes" / "mlp_cross_entropy.nc")["sharpness"].isnull().all()
+    for record in RECORDS:  # the probes are on for mlp_mse only
+        assert np.isfinite(cube[record].sel(eta=1e-2)).any(), record
+        assert record not in open_cube(micro_run / "results" / "cubes" / "mlp_cross_entropy.nc")
     toy = open_cube(micro_run / "results" / "cubes" / "toy" / "toy.nc")
     assert toy.attrs["model"] == "toy" and toy["diverged"].any() and not toy["diverged"].all()
     gate = json.loads((micro_run / "results" / "data" / "micro" / "quality.json").read_text())
@@ -155,7 +157,7 @@ def test_default_config_plans_the_quickstart(tmp_path):
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     plan = Plan(default, yaml.safe_load((REPO / "config" / "schema.yaml").read_text()))
     assert [len(p.cells) for p in plan.packs("mlp_mse")] == [12, 24, 24, 24]  # 7 x 12 cells, float64 first
-    assert counts["train_pack"] == 4 and counts["bracket_eta"] == 7 and len(default["figures"]) == 9
+    assert counts["train_pack"] == 4 and counts["bracket_eta"] == 7 and len(default["figures"]) == 16
     assert counts["figure_adaptive_coverage_mlp_mse"] == 1 and counts["simulate_toy"] == 2
 
 
@@ -240,8 +242,7 @@ def test_a_broken_generator_fails_the_quality_gate_and_nothing_trains(micro_run,
 def test_a_truncated_cell_file_is_reported_with_its_rebuild_command_and_rebuilt_identically(micro_run):
     """Runs last in this module: it damages and repairs the shared micro run."""
     cell = sorted((micro_run / "results" / "runs" / "mlp_mse").rglob("*.h5"))[0]
-    with h5py.File(cell) as f:
-        before = {k: f[k][()] for k in f}
+    before = h5_datasets(cell)
     cell.write_bytes(cell.read_bytes()[:200])  # a copy cut short, e.g. by a full disk
     again = snakemake(micro_run, "--configfile", "micro.yaml", "--cores", "2")
     assert again.returncode != 0
@@ -252,6 +253,7 @@ def test_a_truncated_cell_file_is_reported_with_its_rebuild_command_and_rebuilt_
     rebuilt = snakemake(micro_run, "--configfile", "micro.yaml", "--cores", "2", str(relative))
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert snakemake(micro_run, "--configfile", "micro.yaml", "--cores", "2").returncode == 0
-    with h5py.File(cell) as f:
-        for key, value in before.items():
-            np.testing.assert_array_equal(f[key][()], value, err_msg=key)
+    after = h5_datasets(cell)
+    assert after.keys() == before.keys() and any(key.startswith("probes/") for key in after)
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)

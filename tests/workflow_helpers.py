@@ -15,6 +15,8 @@ import h5py
 import numpy as np
 import yaml
 
+from conftest import h5_datasets
+
 from gammasweep.jobs import train_pack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +35,7 @@ MICRO_DATASET = {
 
 def micro_config(losses: tuple[str, ...] = ("mse", "cross_entropy")) -> dict:
     """Two experiments (one per loss) of 2 gamma x 2 eta cells in 2 packs, each with its three figures;
-    the MSE one also carries the sharpness probe and the figures that need it, and a toy model has its
+    the MSE one also carries every probe and the figures that need them, and a toy model has its
     figure: every plot kind runs."""
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     experiment = {"dataset": "micro", "model": {"name": "mlp", "width": 16, "depth": 3}, "batch_size": 8,
@@ -48,7 +50,13 @@ def micro_config(losses: tuple[str, ...] = ("mse", "cross_entropy")) -> dict:
                               f"curves_{name}": {"plot": "loss_curves", "experiments": [name]},
                               f"scaling_{name}": {"plot": "eta_star_scaling", "experiments": [name]}}
     if "mse" in losses:
-        config["experiments"]["mlp_mse"]["training"] = {"probes": {"sharpness": {"examples": 32, "iterations": 4}}}
+        config["experiments"]["mlp_mse"]["training"] = {"probes": {
+            "sharpness": {"examples": 32, "iterations": 4}, "spectrum": {"examples": 32, "iterations": 4},
+            "alignment": {"examples": 8}, "outputs": {"examples": 32}, "representation": {"examples": 8},
+            "weight_movement": {}}}
+        config["figures"] |= {plot: {"plot": plot, "experiments": ["mlp_mse"]} for plot in (
+            "catapult", "hessian_spectrum", "silent_alignment", "output_agreement", "representation_similarity",
+            "weight_movement")}
         config["figures"] |= {
             "phase_steps_mlp_mse": {"plot": "phase_portrait", "experiments": ["mlp_mse"], "options": {"steps": [5, 20]}},
             "performance_mlp_mse": {"plot": "performance_vs_gamma", "experiments": ["mlp_mse"]},
@@ -67,7 +75,8 @@ def long_pack_config(width: int, steps: int) -> dict:
     config = micro_config(losses=("mse",))
     config["datasets"]["micro"]["sampling"]["images"] = steps
     config["experiments"]["mlp_mse"] |= {"model": {"name": "mlp", "width": width, "depth": 4}, "batch_size": 1,
-                                         "steps": steps, "gamma": [0.1, 10.0], "eta": [1e-3], "pack_size": 2}
+                                         "steps": steps, "gamma": [0.1, 10.0], "eta": [1e-3], "pack_size": 2,
+                                         "training": {"probes": {"weight_movement": {}}}}  # a cheap probe resumes too
     config["figures"] = {"curves_mlp_mse": {"plot": "loss_curves", "experiments": ["mlp_mse"]}}
     return config
 
@@ -122,7 +131,7 @@ def assert_cells_equal_an_uninterrupted_run(root: Path, experiment: str, scratch
     train_pack(params, str(root / "results" / "data" / "micro" / "pool.h5"),
                str(root / "results" / "data" / "sources" / "sklearn_digits" / "test.h5"), reference)
     for resumed, uninterrupted in zip(cells, reference, strict=True):
-        with h5py.File(resumed) as a, h5py.File(uninterrupted) as b:
-            assert a.keys() == b.keys()
-            for key in b:
-                np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=f"{resumed}: {key}")
+        a, b = h5_datasets(resumed), h5_datasets(uninterrupted)
+        assert a.keys() == b.keys()
+        for key in b:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{resumed}: {key}")

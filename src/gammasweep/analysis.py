@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 
 from gammasweep.adaptive import TRAINED
+from gammasweep.records import probe_of
 
 HIGHER_IS_BETTER = {"test_accuracy": True, "test_loss": False, "train_loss": False}
 
@@ -74,12 +75,31 @@ def best_over_eta(cube: xr.Dataset, metric: str = "test_accuracy", step: int | N
     return xr.Dataset({"eta_best": best, "mean": seeds.mean("seed"), "min": seeds.min("seed"), "max": seeds.max("seed")})
 
 
-def measured_sharpness(cube: xr.Dataset) -> xr.DataArray:
-    """(gamma, eta, seed, eval_step): the sharpness probe's record; ValueError if the probe was off."""
-    if "sharpness" not in cube or not cube["sharpness"].notnull().any():
-        raise ValueError(f"experiment {cube.attrs.get('experiment')!r} has no sharpness measurements: switch the "
-                         "sharpness probe on in its config entry (training: {probes: {sharpness: ...}}) and retrain")
-    return cube["sharpness"]
+def pick_gammas(best: xr.DataArray, requested: list[float] | None = None, count: int = 3) -> list[float]:
+    """Grid gammas to show, from ``best`` = eta*(gamma): each ``requested`` value read as the nearest
+    grid gamma (duplicates dropped), or by default ``count`` spread evenly over the gammas with a
+    finite eta*, smallest and largest included. ValueError where a gamma has no eta* (every cell of
+    it diverged): a figure option naming it needs another gamma."""
+    finite = best["gamma"].values[np.isfinite(best.values)]
+    if requested is None:
+        if not finite.size:
+            raise ValueError("every cell diverged: no gamma has an eta* to show")
+        requested = finite[np.unique(np.round(np.linspace(0, len(finite) - 1, count)).astype(int))]
+    chosen = list(dict.fromkeys(float(best.sel(gamma=g, method="nearest")["gamma"]) for g in requested))
+    if missing := [g for g in chosen if g not in finite]:
+        raise ValueError(f"figure option gammas: every cell of gamma {missing} diverged, so it has no eta*; "
+                         f"gammas with one: {finite.tolist()}")
+    return chosen
+
+
+def probed(cube: xr.Dataset, record: str) -> xr.DataArray:
+    """A probe's record (``gammasweep.records``), e.g. (gamma, eta, seed, eval_step) for the
+    sharpness; ValueError naming the probe to switch on if the experiment has no such measurements."""
+    if record not in cube or not cube[record].notnull().any():
+        probe = probe_of(record)
+        raise ValueError(f"experiment {cube.attrs.get('experiment')!r} has no {record} measurements: switch the "
+                         f"{probe} probe on in its config entry (training: {{probes: {{{probe}: ...}}}}) and retrain")
+    return cube[record]
 
 
 def adaptive_cost(cube: xr.Dataset) -> dict[str, int]:

@@ -78,9 +78,10 @@ def validate(config: dict, schema: dict) -> None:
         grid_values(exp["gamma"], f"{where}.gamma")
         grid_values(exp["eta"], f"{where}.eta")
         training = {**config["training"], **exp.get("training", {})}
-        if training.get("probes", {}).get("sharpness", {}).get("examples", 0) > training["test_examples"]:
-            raise ConfigError(f"config key '{where}.training.probes.sharpness.examples': more than the "
-                              f"{training['test_examples']} test_examples the probe batch is taken from")
+        for probe, settings in training.get("probes", {}).items():
+            if settings.get("examples", 0) > training["test_examples"]:
+                raise ConfigError(f"config key '{where}.training.probes.{probe}.examples': more than the "
+                                  f"{training['test_examples']} test_examples the probe batch is taken from")
         if "adaptive" in exp and exp.get("eta_grid") != "adaptive":
             raise ConfigError(f"config key '{where}.adaptive': only used with `eta_grid: adaptive`; set it or remove the block")
         if exp.get("adaptive", {}).get("bracket_steps", 0) > exp["steps"]:

@@ -1,7 +1,9 @@
 """Aggregate the cell files of an experiment into one xarray Dataset (a 'cube') stored as NetCDF4.
 
-Dimensions: gamma, eta, seed, step (train-loss records) and eval_step (test evaluations).
-Values after a member's divergence are NaN; ``diverged`` and ``diverged_step`` say when.
+Dimensions: gamma, eta, seed, step (train-loss records) and eval_step (test evaluations), plus
+those of the probes' records (``gammasweep.probes``: e.g. layer, ritz, probe_example), which are
+variables of the cube only where the experiment switched their probe on. Values after a member's
+divergence are NaN; ``diverged`` and ``diverged_step`` say when.
 """
 
 from __future__ import annotations
@@ -16,19 +18,18 @@ import xarray as xr
 from gammasweep.adaptive import INFERRED_DIVERGED, SKIPPED, STATUS_MEANINGS, TRAINED
 from gammasweep.cells import read_cell
 from gammasweep.io import atomic_path
+from gammasweep.records import RECORDS
 
 _ATTRS = {
     "train_loss": ("training loss, mean over the steps since the previous record", "1"),
     "train_loss_at_step": ("training loss of the batch at this step", "1"),
     "test_loss": ("test loss", "1"),
     "test_accuracy": ("test accuracy", "1"),
-    "sharpness": ("top Hessian eigenvalue of the loss on the probe batch (N x that of the weights' Hessian); "
-                  "GD on the batch is unstable above 2/eta. NaN where not probed", "1/eta"),
     "diverged": ("loss became non-finite or exceeded the divergence cap", "1"),
     "diverged_step": ("first diverged step, -1 if none (or, for an inferred-diverged cell, never run)", "steps"),
     "wall_time": ("wall-clock time of the job that trained the cell (its whole pack)", "s"),
 }
-EVAL_VARIABLES = ("test_loss", "test_accuracy", "sharpness")  # recorded at the eval steps
+EVAL_VARIABLES = ("test_loss", "test_accuracy")  # recorded at the eval steps
 
 
 def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None = None,
@@ -50,15 +51,22 @@ def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None 
     shape = (len(gammas), len(etas), len(seeds))
     data = {name: np.full(shape + (len(steps),), np.nan) for name in ("train_loss", "train_loss_at_step")}
     data |= {name: np.full(shape + (len(evals),), np.nan) for name in EVAL_VARIABLES}
+    probes = {name: (record.dims[1:], np.full(shape + record.shape[1:], np.nan), record.coords)
+              for name, record in first.probes.items()}
     diverged, diverged_step = np.zeros(shape, bool), np.full(shape, -1, np.int64)
     wall_time, status = np.full(shape[:2], np.nan), np.full(shape[:2], SKIPPED, np.int8)
     for curves, params, prov, path in cells:
         if not (np.array_equal(curves.step, steps) and np.array_equal(curves.eval_step, evals)
                 and params["seeds"] == params0["seeds"]):
             raise ValueError(f"cell file {path} has other steps or seeds than {cells[0][3]}: rebuild it")
+        if sorted(curves.probes) != sorted(probes):
+            raise ValueError(f"cell file {path} holds the probe records {sorted(curves.probes)}, {cells[0][3]} "
+                             f"{sorted(probes)}: rebuild it")
         i, j = gammas.index(params["gamma"]), etas.index(params["eta"])
         for name in data:
             data[name][i, j] = getattr(curves, name)
+        for name, (_, values, _) in probes.items():
+            values[i, j] = curves.probes[name].values
         diverged[i, j], diverged_step[i, j] = curves.diverged, curves.diverged_step
         wall_time[i, j], status[i, j] = prov.get("wall_time_s", np.nan), TRAINED
     dims3, coords = ("gamma", "eta", "seed"), {"gamma": gammas, "eta": etas, "seed": seeds, "step": steps, "eval_step": evals}
@@ -66,8 +74,11 @@ def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None 
     variables |= {name: ((*dims3, "eval_step"), values) for name, values in data.items() if name in EVAL_VARIABLES}
     variables |= {"diverged": (dims3, diverged), "diverged_step": (dims3, diverged_step),
                   "wall_time": (("gamma", "eta"), wall_time), "cell_status": (("gamma", "eta"), status)}
+    variables |= {name: ((*dims3, *dims), values) for name, (dims, values, _) in probes.items()}
+    for _, _, labelled in probes.values():
+        coords |= {d: labelled[d].values for d in labelled if d not in coords}
     cube = xr.Dataset(variables, coords=coords)
-    for name, (long_name, units) in _ATTRS.items():
+    for name, (long_name, units) in (_ATTRS | {r: RECORDS[r][1:] for r in probes}).items():
         cube[name].attrs.update(long_name=long_name, units=units)
     cube["cell_status"].attrs.update(long_name="how the cell's result was obtained (adaptive eta)",
                                      flag_values=np.array([TRAINED, INFERRED_DIVERGED, SKIPPED], np.int8),

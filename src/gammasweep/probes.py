@@ -2,28 +2,86 @@
 
 A probe reads the weights and never writes them, and draws its random numbers from its own
 generators, so a run with probes follows exactly the trajectory of the same run without them.
-Probes are switched on per experiment (``training: {probes: {...}}`` in the config); a probe that
-is off is recorded as NaN.
+Probes are switched on per experiment (``training: {probes: {<name>: {settings}}}`` in the config);
+a probe that is off records nothing. Each probe measures on a fixed probe batch, the first
+``examples`` test images (the same for every run of a dataset), and records one or more
+variables per member: at every eval step, or (``final_only``) once, after the last step.
+
+| probe | records | what |
+|---|---|---|
+| sharpness | sharpness | top Hessian eigenvalue of the loss (power iteration), units 1/eta |
+| spectrum | hessian_ritz_value, hessian_ritz_weight | Lanczos nodes and weights of the Hessian's spectral density (SLQ), units 1/eta |
+| alignment | feature_alignment, ntk_alignment | centered kernel alignment of the last hidden layer's kernel and of the empirical NTK with the labels' kernel |
+| outputs | probe_output | the centered outputs f(x) after the last step (final only) |
+| representation | feature_kernel | the last hidden layer's kernel after the last step (final only): CKA between networks |
+| weight_movement | weight_movement | per layer, the relative distance from init, \\|theta - theta_0\\| / \\|theta_0\\| |
+
+Hessians are taken with respect to the stored weights and multiplied by N (``Network.lr_unit``):
+SGD's learning rate is N eta, so gradient descent on the probe batch is unstable above 2/eta and
+the theory's sharpness (``gammasweep.theory``) applies unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
+import xarray as xr
+from torch import nn
+from torch.func import functional_call, jacrev, vmap
+
+from gammasweep.kernels import centered_alignment
 
 Weights = dict[str, torch.Tensor]  # stacked weights: every tensor has the rows (members) first
 
 
 @dataclass(frozen=True)
-class SharpnessProbe:
-    """The top Hessian eigenvalue of the training loss on a fixed batch: the first ``examples``
-    test images (the same for every run of a dataset), by power iteration: ``iterations`` steps in
-    each of its two phases (``top_hessian_eigenvalue``)."""
+class Network:
+    """What a probe may read of a training run.
 
+    ``centered(rows, weights, x, g0)``: centered outputs f (rows, B, C) of the rows' ``weights`` on
+    x (B, H, W, C), given theta_0's outputs ``g0`` (S, B, C), one per distinct seed.
+    ``initial(rows)``: theta_0 of those rows. ``initial_output(x)``: theta_0's outputs (S, B, C).
+    ``lr_unit``: SGD's learning rate per unit eta (the width N).
+    """
+
+    model: nn.Module
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    centered: Callable[[slice, Weights, torch.Tensor, torch.Tensor], torch.Tensor]
+    initial: Callable[[slice], Weights]
+    initial_output: Callable[[torch.Tensor], torch.Tensor]
+    lr_unit: float
+
+
+@dataclass(frozen=True)
+class ProbeBatch:
+    """The fixed probe batch: normalized images x (P, H, W, C), labels y (P,), theta_0's outputs g0 (S, P, C)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    g0: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A measurement: ``measure`` returns, for each of its ``records``, values (rows, *dims) for the
+    rows of one chunk of the pack."""
+
+    name: ClassVar[str]
+    records: ClassVar[tuple[str, ...]]  # the recorded variables (``gammasweep.records``)
+    final_only: ClassVar[bool] = False
     examples: int = 256
-    iterations: int = 20
+
+    def dims(self, net: Network, num_classes: int) -> dict[str, dict[str, int | list[str]]]:
+        """Per record, its dimensions after (member[, eval_step]): name -> size, or labels."""
+        return {record: {} for record in self.records}
+
+    def measure(self, net: Network, batch: ProbeBatch, rows: slice, weights: Weights,
+                row_seeds: Sequence[int]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
 
 
 def row_dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -48,38 +106,308 @@ def start_vectors(weights: Weights, row_seeds: Sequence[int]) -> list[torch.Tens
     return [v / per_row(norm, v) for v in vectors]
 
 
+class Hessian:
+    """Hessian-vector products of ``loss_of(weights)[row]`` with respect to that row's weights, for
+    every row at once: rows are independent, so one double-backward pass of their summed losses
+    gives each row's product. Use inside ``torch.enable_grad()``."""
+
+    def __init__(self, loss_of: Callable[[Weights], torch.Tensor], weights: Weights) -> None:
+        self.params = {k: w.detach().requires_grad_() for k, w in weights.items()}
+        self.grads = torch.autograd.grad(loss_of(self.params).sum(), list(self.params.values()), create_graph=True)
+
+    def __call__(self, vectors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        products = torch.autograd.grad(self.grads, list(self.params.values()), grad_outputs=list(vectors),
+                                       retain_graph=True)
+        return [p.detach() for p in products]
+
+
 def top_hessian_eigenvalue(loss_of: Callable[[Weights], torch.Tensor], weights: Weights, iterations: int,
                            row_seeds: Sequence[int]) -> torch.Tensor:
     """Per row, the top (largest algebraic) eigenvalue of the Hessian of ``loss_of(weights)[row]``
     with respect to that row's weights, by power iteration on Hessian-vector products (rows,).
 
-    ``loss_of`` maps stacked weights to per-row losses (rows,). Rows are independent, so one
-    double-backward pass of their sum gives every row's Hessian-vector product at once. Power
-    iteration finds the eigenvalue of largest magnitude, lambda_1; where that is negative (a saddle,
-    as at init in the rich regime) a second run on H - lambda_1 I, whose spectrum is >= 0, finds the
-    top one. Rows with lambda_1 >= 0 spend the second run refining it. 2 x ``iterations`` products.
+    ``loss_of`` maps stacked weights to per-row losses (rows,). Power iteration finds the
+    eigenvalue of largest magnitude, lambda_1; where that is negative (a saddle, as at init in the
+    rich regime) a second run on H - lambda_1 I, whose spectrum is >= 0, finds the top one. Rows
+    with lambda_1 >= 0 spend the second run refining it. 2 x ``iterations`` products.
     """
-    params = {k: w.detach().requires_grad_() for k, w in weights.items()}
     with torch.enable_grad():
-        grads = torch.autograd.grad(loss_of(params).sum(), list(params.values()), create_graph=True)
-        start = start_vectors(params, row_seeds)
-        no_shift = torch.zeros(len(row_seeds), dtype=grads[0].dtype, device=grads[0].device)
-        largest, vectors = _power_iteration(grads, params, start, no_shift, iterations)
+        hessian = Hessian(loss_of, weights)
+        start = start_vectors(hessian.params, row_seeds)
+        no_shift = torch.zeros(len(row_seeds), dtype=start[0].dtype, device=start[0].device)
+        largest, vectors = _power_iteration(hessian, start, no_shift, iterations)
         shift = largest.clamp(max=0.0)
         vectors = [torch.where(per_row(shift < 0, s), s, v) for s, v in zip(start, vectors)]
-        shifted, _ = _power_iteration(grads, params, vectors, shift, iterations)
-    return (shifted + shift).detach()
+        shifted, _ = _power_iteration(hessian, vectors, shift, iterations)
+    return shifted + shift
 
 
-def _power_iteration(grads: Sequence[torch.Tensor], params: Weights, vectors: list[torch.Tensor], shift: torch.Tensor,
+def _power_iteration(hessian: Hessian, vectors: list[torch.Tensor], shift: torch.Tensor,
                      iterations: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``iterations`` steps of power iteration on H - shift I (shift: (rows,)) from unit ``vectors``:
     the dominant eigenvalue per row (Rayleigh quotient) and the last unit vectors."""
     eigenvalue = torch.zeros_like(shift)
     for _ in range(iterations):
-        products = torch.autograd.grad(grads, list(params.values()), grad_outputs=vectors, retain_graph=True)
-        products = [p - per_row(shift, p) * v for p, v in zip(products, vectors)]
+        products = [p - per_row(shift, p) * v for p, v in zip(hessian(vectors), vectors)]
         eigenvalue = row_dot(vectors, products)  # the vectors have unit norm
         norm = row_dot(products, products).sqrt().clamp_min(torch.finfo(eigenvalue.dtype).tiny)
-        vectors = [p.detach() / per_row(norm, p) for p in products]
-    return eigenvalue.detach(), vectors
+        vectors = [p / per_row(norm, p) for p in products]
+    return eigenvalue, vectors
+
+
+def lanczos_quadrature(hessian: Hessian, start: list[torch.Tensor], steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gauss quadrature of each row's spectral measure seen from its unit ``start`` vector: ``steps``
+    Lanczos steps with full reorthogonalization give nodes theta_j and weights tau_j (rows, steps)
+    with sum_j tau_j theta_j^k = v^T H^k v exactly for k < 2 x steps (stochastic Lanczos quadrature
+    averages this over random v). Nodes are the Ritz values (the largest converge to the top
+    eigenvalues first); where the Krylov space is exhausted early (fewer dimensions than steps) the
+    rest are NaN with weight 0. Memory: ``steps`` vectors of the rows' size."""
+    rows, dtype = len(start[0]), start[0].dtype
+    alphas, betas = torch.zeros(rows, steps, dtype=torch.float64), torch.zeros(rows, steps, dtype=torch.float64)
+    krylov, size = torch.full((rows,), steps), torch.zeros(rows, dtype=torch.float64)
+    basis, vectors = [], start
+    for j in range(steps):
+        basis.append(vectors)
+        products = hessian(vectors)
+        alpha = row_dot(vectors, products)
+        for _ in range(2):  # full reorthogonalization against the whole basis, twice (Kahan's rule)
+            for q in basis:
+                overlap = row_dot(q, products)
+                products = [p - per_row(overlap, p) * v for p, v in zip(products, q)]
+        beta = row_dot(products, products).sqrt()
+        alphas[:, j], betas[:, j] = alpha.double().cpu(), beta.double().cpu()
+        size = torch.maximum(size, alphas[:, j].abs() + betas[:, j])  # a running bound on the norm of H
+        ended = (betas[:, j] <= math.sqrt(torch.finfo(dtype).eps) * size) & (krylov == steps)
+        krylov[ended] = j + 1
+        scale = torch.where(beta > 0, 1.0 / beta.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(beta))
+        vectors = [p * per_row(scale, p) for p in products]
+    nodes, weights = torch.full((rows, steps), math.nan, dtype=torch.float64), torch.zeros(rows, steps, dtype=torch.float64)
+    for r in range(rows):  # tiny tridiagonal eigenproblems, one per row, in float64 on the CPU
+        k = int(krylov[r])
+        tridiagonal = torch.diag(alphas[r, :k]) + torch.diag(betas[r, :k - 1], 1) + torch.diag(betas[r, :k - 1], -1)
+        values, eigvecs = torch.linalg.eigh(tridiagonal)
+        nodes[r, :k], weights[r, :k] = values, eigvecs[0] ** 2
+    return nodes, weights
+
+
+def last_features(model: nn.Module, weights: Weights, x: torch.Tensor) -> torch.Tensor:
+    """The last hidden layer's activations (rows, B, F): the input of the model's ``readout``."""
+    captured = []
+    handle = model.readout.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    try:
+        functional_call(model, weights, (x,))
+    finally:
+        handle.remove()
+    return captured[0]
+
+
+def tangent_kernel(model: nn.Module, weights: Weights, x: torch.Tensor) -> torch.Tensor:
+    """The empirical NTK of each row's raw output g, traced over the classes (rows, P, P):
+    K(x, x') = sum_c grad g_c(x) . grad g_c(x'). Row by row, from per-example Jacobians (vmap over
+    the examples of ``jacrev``): memory P x classes x parameters of one member; compute
+    P^2 x classes x parameters per member for the Gram matrix."""
+    def output(w: Weights, example: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, w, (example.unsqueeze(0),))[0, 0]  # (C,)
+
+    kernels = []
+    for r in range(len(next(iter(weights.values())))):
+        row = {k: v[r:r + 1].detach() for k, v in weights.items()}
+        jacobian = vmap(jacrev(output), in_dims=(None, 0))(row, x)  # name -> (P, C, 1, *shape)
+        flat = torch.cat([j.flatten(2) for j in jacobian.values()], dim=2)  # (P, C, parameters)
+        kernels.append(torch.einsum("pcf,qcf->pq", flat, flat))
+    return torch.stack(kernels)
+
+
+def label_kernel(labels: torch.Tensor, classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """The target's kernel Y Y^T of one-hot labels (P,) -> (P, P)."""
+    onehot = nn.functional.one_hot(labels, classes).to(dtype)
+    return onehot @ onehot.T
+
+
+@dataclass(frozen=True)
+class SharpnessProbe(Probe):
+    """The top Hessian eigenvalue of the loss on the probe batch, by power iteration:
+    ``iterations`` steps in each of its two phases (``top_hessian_eigenvalue``)."""
+
+    name: ClassVar[str] = "sharpness"
+    records: ClassVar[tuple[str, ...]] = ("sharpness",)
+    iterations: int = 20
+
+    def measure(self, net, batch, rows, weights, row_seeds):
+        loss_of = lambda w: net.loss(net.centered(rows, w, batch.x, batch.g0), batch.y)  # noqa: E731
+        return {"sharpness": top_hessian_eigenvalue(loss_of, weights, self.iterations, row_seeds) * net.lr_unit}
+
+
+@dataclass(frozen=True)
+class SpectrumProbe(Probe):
+    """The Hessian's spectral density by stochastic Lanczos quadrature: ``vectors`` random starts of
+    ``iterations`` Lanczos steps each (``lanczos_quadrature``), recorded over (start, ritz): the nodes
+    and their weights (summing to 1 per member over all starts). The top nodes of one start
+    approximate the top eigenvalues."""
+
+    name: ClassVar[str] = "spectrum"
+    records: ClassVar[tuple[str, ...]] = ("hessian_ritz_value", "hessian_ritz_weight")
+    iterations: int = 30
+    vectors: int = 1
+
+    def dims(self, net, num_classes):
+        return {record: {"start": self.vectors, "ritz": self.iterations} for record in self.records}
+
+    def measure(self, net, batch, rows, weights, row_seeds):
+        loss_of = lambda w: net.loss(net.centered(rows, w, batch.x, batch.g0), batch.y)  # noqa: E731
+        nodes, masses = [], []
+        with torch.enable_grad():
+            hessian = Hessian(loss_of, weights)
+            for k in range(self.vectors):
+                start = start_vectors(hessian.params, [seed * 101 + k for seed in row_seeds])
+                values, weight = lanczos_quadrature(hessian, start, self.iterations)
+                nodes.append(values)
+                masses.append(weight / self.vectors)
+        device = batch.x.device
+        return {"hessian_ritz_value": torch.stack(nodes, 1).to(device) * net.lr_unit,
+                "hessian_ritz_weight": torch.stack(masses, 1).to(device)}
+
+
+@dataclass(frozen=True)
+class AlignmentProbe(Probe):
+    """Kernel-target alignment (silent alignment, Fig. 5): the centered alignment with the labels'
+    kernel Y Y^T of (a) the last hidden layer's kernel and (b) the empirical NTK, on the probe batch.
+    The NTK costs a Jacobian of P x classes x parameters per member (``tangent_kernel``)."""
+
+    name: ClassVar[str] = "alignment"
+    records: ClassVar[tuple[str, ...]] = ("feature_alignment", "ntk_alignment")
+    examples: int = 64
+
+    def measure(self, net, batch, rows, weights, row_seeds):
+        target = label_kernel(batch.y, batch.g0.shape[-1], batch.x.dtype)
+        with torch.no_grad():
+            features = last_features(net.model, weights, batch.x)
+        return {"feature_alignment": centered_alignment(features @ features.transpose(1, 2), target),
+                "ntk_alignment": centered_alignment(tangent_kernel(net.model, weights, batch.x), target)}
+
+
+@dataclass(frozen=True)
+class OutputsProbe(Probe):
+    """The centered outputs f(x) on the probe batch after the last step (Fig. 6a: networks of
+    different gamma compared on the same inputs)."""
+
+    name: ClassVar[str] = "outputs"
+    records: ClassVar[tuple[str, ...]] = ("probe_output",)
+    final_only: ClassVar[bool] = True
+
+    def dims(self, net, num_classes):
+        return {"probe_output": {"output_example": self.examples, "class": num_classes}}
+
+    def measure(self, net, batch, rows, weights, row_seeds):
+        with torch.no_grad():
+            return {"probe_output": net.centered(rows, weights, batch.x, batch.g0)}
+
+
+@dataclass(frozen=True)
+class RepresentationProbe(Probe):
+    """The last hidden layer's kernel Phi Phi^T / F on the probe batch after the last step, from
+    which the figures compute representation similarity (linear CKA) between any two networks."""
+
+    name: ClassVar[str] = "representation"
+    records: ClassVar[tuple[str, ...]] = ("feature_kernel",)
+    final_only: ClassVar[bool] = True
+    examples: int = 64
+
+    def dims(self, net, num_classes):
+        return {"feature_kernel": {"kernel_example": self.examples, "kernel_example_b": self.examples}}
+
+    def measure(self, net, batch, rows, weights, row_seeds):
+        with torch.no_grad():
+            features = last_features(net.model, weights, batch.x)
+        return {"feature_kernel": features @ features.transpose(1, 2) / features.shape[-1]}
+
+
+def weight_layers(names: Sequence[str]) -> list[str]:
+    """The layers of a model's parameter names: the prefixes of its ``.weight`` tensors, in order."""
+    return [name.removesuffix(".weight") for name in names if name.endswith(".weight")]
+
+
+@dataclass(frozen=True)
+class WeightMovementProbe(Probe):
+    """Per layer, |theta_l - theta_0,l| / |theta_0,l| (weight and bias; biases start at 0): small,
+    ~ gamma, in the lazy regime and O(1) in the rich one."""
+
+    name: ClassVar[str] = "weight_movement"
+    records: ClassVar[tuple[str, ...]] = ("weight_movement",)
+    examples: int = 0  # reads no data
+
+    def dims(self, net, num_classes):
+        return {"weight_movement": {"layer": weight_layers([n for n, _ in net.model.named_parameters()])}}
+
+    def measure(self, net, batch, rows, weights, row_seeds):
+        initial = net.initial(rows)
+        moved = []
+        for layer in weight_layers(list(weights)):
+            names = [n for n in weights if n.removesuffix(".weight").removesuffix(".bias") == layer]
+            distance = sum(((weights[n] - initial[n]) ** 2).flatten(1).sum(1) for n in names).sqrt()
+            moved.append(distance / initial[f"{layer}.weight"].flatten(1).norm(dim=1))
+        return {"weight_movement": torch.stack(moved, 1).detach()}
+
+
+PROBES: dict[str, type[Probe]] = {p.name: p for p in (SharpnessProbe, SpectrumProbe, AlignmentProbe, OutputsProbe,
+                                                       RepresentationProbe, WeightMovementProbe)}
+
+
+def make_probes(settings: dict[str, dict]) -> list[Probe]:
+    """The probes a config switches on: ``{name: {setting: value}}`` (``PROBES``)."""
+    unknown = sorted(set(settings) - set(PROBES))
+    if unknown:
+        raise ValueError(f"unknown probes {unknown}; known: {sorted(PROBES)}")
+    return [PROBES[name](**values) for name, values in settings.items()]
+
+
+class ProbeRecorder:
+    """The probes of one run and their records: tensors (members, evals, *dims), or (members, *dims)
+    for final-only probes, NaN until measured and for members diverged by then."""
+
+    def __init__(self, settings: dict[str, dict], net: Network, x_test: torch.Tensor, y_test: torch.Tensor,
+                 member_seeds: Sequence[int], evals: int, num_classes: int) -> None:
+        self.probes, self.net, self.member_seeds, self.evals = make_probes(settings), net, list(member_seeds), evals
+        dtype, device = x_test.dtype, x_test.device
+        self.batches: dict[str, ProbeBatch | None] = {}
+        for probe in self.probes:  # theta_0's outputs on each probe batch, computed once
+            x = x_test[:probe.examples]
+            with torch.no_grad():
+                self.batches[probe.name] = ProbeBatch(x, y_test[:probe.examples], net.initial_output(x)) if len(x) else None
+        self.dims = {record: dims for probe in self.probes for record, dims in probe.dims(net, num_classes).items()}
+        self.final = {record for probe in self.probes if probe.final_only for record in probe.records}
+        self.records = {record: torch.full((len(self.member_seeds), *([] if record in self.final else [evals]),
+                                            *[d if isinstance(d, int) else len(d) for d in dims.values()]),
+                                           math.nan, dtype=dtype, device=device)
+                        for record, dims in self.dims.items()}
+
+    def measure(self, column: int, step: int, chunks: Sequence[tuple[slice, Weights]], member: torch.Tensor,
+                alive: torch.Tensor) -> None:
+        """Measure every probe due at eval ``column`` (after ``step`` updates) on the rows of each chunk;
+        ``member``: which member each row is; ``alive``: (rows,) not diverged."""
+        for probe in self.probes:
+            if probe.final_only and column != self.evals - 1:
+                continue
+            for rows, weights in chunks:  # start vectors seeded by (member's seed, step) only
+                row_seeds = [self.member_seeds[m] * 1_000_003 + step for m in member[rows].tolist()]
+                for record, values in probe.measure(self.net, self.batches[probe.name], rows, weights, row_seeds).items():
+                    values = torch.where(per_row(alive[rows], values), values.to(self.records[record].dtype), math.nan)
+                    if record in self.final:
+                        self.records[record][member[rows]] = values
+                    else:
+                        self.records[record][member[rows], column] = values
+
+    def curves(self, eval_steps: Sequence[int]) -> dict[str, xr.DataArray]:
+        """The records as DataArrays over (member, [eval_step,] *dims), float64 on the CPU."""
+        out = {}
+        for record, values in self.records.items():
+            dims, coords = ["member"] + ([] if record in self.final else ["eval_step"]), {}
+            if record not in self.final:
+                coords["eval_step"] = list(eval_steps)
+            for dim, size in self.dims[record].items():
+                dims.append(dim)
+                if not isinstance(size, int):
+                    coords[dim] = size
+            out[record] = xr.DataArray(values.detach().to("cpu", torch.float64).numpy(), dims=dims, coords=coords,
+                                       name=record)
+        return out

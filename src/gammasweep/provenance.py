@@ -1,4 +1,5 @@
-"""What produced an output: package versions, git revision, device."""
+"""What produced an output: package versions, git revision, device. Only the device functions
+import torch, when called: figures record their provenance without loading it."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 import gammasweep
+
+if TYPE_CHECKING:
+    import torch
 
 _PACKAGES = ("torch", "numpy", "h5py", "xarray", "h5netcdf", "snakemake", "denoising-diffusion-pytorch", "seaborn")
 
@@ -37,6 +40,8 @@ def versions() -> dict[str, str]:
 
 def device_name(device: torch.device) -> str:
     """A human-readable device name, e.g. 'cpu (x86_64)' or 'cuda: NVIDIA H100'."""
+    import torch
+
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     return f"{device.type} ({platform.machine()})"
@@ -44,6 +49,8 @@ def device_name(device: torch.device) -> str:
 
 def resolve_device(requested: str) -> torch.device:
     """'auto' -> the first CUDA GPU if there is one, else the CPU; anything else as given."""
+    import torch
+
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)

@@ -14,33 +14,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from gammasweep.checkpoints import STOP, Checkpoint, Interrupted, fingerprint
+from gammasweep.curves import Curves, eval_steps, record_steps
 from gammasweep.data import OnlineStream, normalize
 from gammasweep.losses import LOSSES
 from gammasweep.models import build_model
 from gammasweep.parameterization import centered_output, learning_rate
-from gammasweep.probes import SharpnessProbe, top_hessian_eigenvalue
-
-
-def eval_steps(total_steps: int) -> np.ndarray:
-    """Test-evaluation steps 0, 1, 2, 5, 10, 20, 50, ... up to and including ``total_steps``."""
-    steps = {0, total_steps}
-    decade = 1
-    while decade <= total_steps:
-        steps.update(m * decade for m in (1, 2, 5) if m * decade <= total_steps)
-        decade *= 10
-    return np.array(sorted(steps), dtype=np.int64)
-
-
-def record_steps(total_steps: int, count: int) -> np.ndarray:
-    """About ``count`` log-spaced training steps in [0, total_steps - 1] at which the loss is recorded."""
-    grid = np.round(np.geomspace(1, max(total_steps - 1, 1), max(count - 1, 1))).astype(np.int64)
-    return np.unique(np.concatenate([[0], grid, [total_steps - 1]]))
+from gammasweep.probes import Network, ProbeRecorder
 
 
 @dataclass(frozen=True)
@@ -50,26 +34,6 @@ class Members:
     seeds: list[int]
     gammas: list[float]
     etas: list[float]
-
-
-@dataclass
-class Curves:
-    """What a training run records. E members, R record steps, V evaluation steps."""
-
-    step: np.ndarray  # (R,) training steps of the train-loss records
-    train_loss: np.ndarray  # (E, R) mean batch loss over the steps since the previous record
-    train_loss_at_step: np.ndarray  # (E, R) the batch loss at exactly that step
-    eval_step: np.ndarray  # (V,) number of SGD updates done when the test set was evaluated
-    test_loss: np.ndarray  # (E, V)
-    test_accuracy: np.ndarray  # (E, V) fraction in [0, 1]
-    diverged: np.ndarray  # (E,) bool
-    diverged_step: np.ndarray  # (E,) first step whose loss was non-finite or above the cap; -1 if none
-    sharpness: np.ndarray  # (E, V) top Hessian eigenvalue in units of 1/eta (``probes``); NaN if not probed
-
-    def members(self, rows: slice) -> Curves:
-        """The curves of members ``rows`` only (e.g. one cell's seeds out of a pack)."""
-        shared = {"step": self.step, "eval_step": self.eval_step}
-        return Curves(**shared, **{k: v[rows] for k, v in vars(self).items() if k not in shared})
 
 
 @dataclass(frozen=True)
@@ -155,31 +119,25 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
         test_batches = [(x, y, functional_call(model, init, (x,))) for x, y in
                         zip(x_test.split(setup.test_batch_size), y_test.split(setup.test_batch_size))]
 
-    probe = SharpnessProbe(**setup.probes["sharpness"]) if "sharpness" in setup.probes else None
-    if probe:  # a fixed batch: the first test images, theta_0's output on them computed once
-        x_probe, y_probe = x_test[:probe.examples], y_test[:probe.examples]
-        with torch.no_grad():
-            g0_probe = functional_call(model, init, (x_probe,))
+    rec, evals = record_steps(setup.steps, setup.record_points), eval_steps(setup.steps)
+    net = Network(model=model, loss=loss_fn, centered=centered,
+                  initial=lambda rows: {k: v[seed_row[rows]] for k, v in init.items()},
+                  initial_output=lambda x: functional_call(model, init, (x,)), lr_unit=learning_rate(model.width, 1.0))
+    probes = ProbeRecorder(setup.probes, net, x_test, y_test, members.seeds, len(evals), setup.num_classes)
 
     def evaluate(column: int) -> None:
         """Test loss and accuracy (and the probes) of the current weights into ``column``; NaN for
         diverged members."""
         total_loss, correct = torch.zeros(len(member), dtype=dt, device=dev), torch.zeros(len(member), dtype=dt, device=dev)
-        with torch.no_grad():
+        with torch.no_grad():  # (the Hessian probes switch gradients on for themselves)
             for x, y, g0 in test_batches:
                 for rows, weights in chunks:
                     out = centered(rows, weights, x, g0)
                     total_loss[rows] += loss_fn(out, y) * len(y)
                     correct[rows] += (out.argmax(-1) == y).sum(-1)
+            probes.measure(column, int(evals[column]), chunks, member, alive)
         test_loss[member, column] = torch.where(alive, total_loss / len(y_test), torch.nan)
         test_acc[member, column] = torch.where(alive, correct / len(y_test), torch.nan)
-        if probe:  # in units of 1/eta: lr = N eta, so GD on the batch is stable below 2/eta
-            tops = []
-            for rows, weights in chunks:  # start vectors seeded by (member's seed, step) only
-                row_seeds = [members.seeds[m] * 1_000_003 + int(evals[column]) for m in member[rows].tolist()]
-                probe_loss = lambda w, rows=rows: loss_fn(centered(rows, w, x_probe, g0_probe), y_probe)  # noqa: E731
-                tops.append(top_hessian_eigenvalue(probe_loss, weights, probe.iterations, row_seeds))
-            sharpness[member, column] = torch.where(alive, torch.cat(tops) * learning_rate(model.width, 1.0), torch.nan)
 
     def fine(loss: torch.Tensor) -> torch.Tensor:
         return torch.isfinite(loss) & (loss <= setup.divergence_cap)
@@ -199,28 +157,27 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
             loss[rows] = chunk_loss.detach()
         return loss
 
-    rec, evals = record_steps(setup.steps, setup.record_points), eval_steps(setup.steps)
     rec_index, eval_index = {int(s): i for i, s in enumerate(rec)}, {int(s): i for i, s in enumerate(evals)}
     blank = lambda cols: torch.full((n, cols), float("nan"), dtype=dt, device=dev)  # noqa: E731
     train_mean, train_at, test_loss, test_acc = blank(len(rec)), blank(len(rec)), blank(len(evals)), blank(len(evals))
-    sharpness = blank(len(evals))
     alive = torch.ones(n, dtype=torch.bool, device=dev)
     diverged_step = torch.full((n,), -1, dtype=torch.int64, device=dev)
     block_sum, block_len = torch.zeros(n, dtype=dt, device=dev), 0
     report_every, start, first = max(setup.steps // 10, 1), time.perf_counter(), 0
     run_key = fingerprint(setup, members, check_every, per_chunk)  # all that shapes the numbers
     mutable = ("seed_row", "gamma", "lr", "member", "alive", "diverged_step", "block_sum",
-               "train_mean", "train_at", "test_loss", "test_acc", "sharpness")
+               "train_mean", "train_at", "test_loss", "test_acc")
     if checkpoint and (saved := checkpoint.load(run_key)):
         first, block_len = saved["step"], saved["block_len"]
         (seed_row, gamma, lr, member, alive, diverged_step, block_sum,
-         train_mean, train_at, test_loss, test_acc, sharpness) = (saved[k].to(dev) for k in mutable)
+         train_mean, train_at, test_loss, test_acc) = (saved[k].to(dev) for k in mutable)
+        probes.records = {k: v.to(dev) for k, v in saved["probes"].items()}
         chunks = split({k: v.to(dev) for k, v in saved["weights"].items()})
     for t in range(first, setup.steps):
         if checkpoint and t > first and checkpoint.due():
-            values = (seed_row, gamma, lr, member, alive, diverged_step, block_sum, train_mean, train_at, test_loss,
-                      test_acc, sharpness)
-            checkpoint.save({"step": t, "block_len": block_len, "weights": stacked(), **dict(zip(mutable, values))}, run_key)
+            values = (seed_row, gamma, lr, member, alive, diverged_step, block_sum, train_mean, train_at, test_loss, test_acc)
+            checkpoint.save({"step": t, "block_len": block_len, "weights": stacked(), "probes": probes.records,
+                             **dict(zip(mutable, values))}, run_key)
             if STOP.is_set():
                 raise Interrupted(f"stopped before step {t} of {setup.steps}; rerun to resume from {checkpoint.path}")
         if t in eval_index:
@@ -252,4 +209,4 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
     return Curves(step=rec, train_loss=as_np(train_mean), train_loss_at_step=as_np(train_at), eval_step=evals,
                   test_loss=as_np(test_loss), test_accuracy=as_np(test_acc),
                   diverged=(diverged_step >= 0).cpu().numpy(), diverged_step=diverged_step.cpu().numpy(),
-                  sharpness=as_np(sharpness))
+                  probes=probes.curves(evals))

@@ -22,13 +22,19 @@ import xarray as xr  # noqa: E402
 from gammasweep.cube import open_cube  # noqa: E402
 from gammasweep.figures import style  # noqa: E402
 from gammasweep.figures.adaptive_coverage import adaptive_coverage  # noqa: E402
+from gammasweep.figures.catapult import catapult  # noqa: E402
 from gammasweep.figures.eta_star_scaling import eta_star_scaling  # noqa: E402
+from gammasweep.figures.hessian_spectrum import hessian_spectrum  # noqa: E402
 from gammasweep.figures.loss_curves import loss_curves  # noqa: E402
+from gammasweep.figures.output_agreement import output_agreement  # noqa: E402
 from gammasweep.figures.performance_vs_gamma import performance_vs_gamma  # noqa: E402
 from gammasweep.figures.phase_portrait import phase_portrait  # noqa: E402
+from gammasweep.figures.representation_similarity import representation_similarity  # noqa: E402
 from gammasweep.figures.sharpness_trajectory import sharpness_trajectory  # noqa: E402
 from gammasweep.figures.sharpness_vs_gamma import sharpness_vs_gamma  # noqa: E402
+from gammasweep.figures.silent_alignment import silent_alignment  # noqa: E402
 from gammasweep.figures.toy_phase_portrait import toy_phase_portrait  # noqa: E402
+from gammasweep.figures.weight_movement import weight_movement  # noqa: E402
 from gammasweep.io import atomic_path  # noqa: E402
 from gammasweep.provenance import versions  # noqa: E402
 
@@ -42,6 +48,12 @@ PLOTS: dict[str, PlotFunction] = {
     "sharpness_vs_gamma": sharpness_vs_gamma,
     "sharpness_trajectory": sharpness_trajectory,
     "toy_phase_portrait": toy_phase_portrait,
+    "catapult": catapult,
+    "hessian_spectrum": hessian_spectrum,
+    "silent_alignment": silent_alignment,
+    "output_agreement": output_agreement,
+    "representation_similarity": representation_similarity,
+    "weight_movement": weight_movement,
 }
 TOY_PLOTS = {"toy_phase_portrait"}  # read toy-model cubes (``theory.toy_cube``), not experiment cubes
 

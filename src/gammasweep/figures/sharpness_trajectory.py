@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.analysis import cell_diverged, eta_star, measured_sharpness
+from gammasweep.analysis import cell_diverged, eta_star, pick_gammas, probed
 from gammasweep.figures.style import label_log_axes
 
 
@@ -21,24 +21,17 @@ def sharpness_trajectory(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Fi
     recorded without the sharpness probe.
     """
     cube = cubes[0]
-    sharpness, best = measured_sharpness(cube), eta_star(cube, options.get("metric", "test_loss"))
-    finite = best["gamma"].values[np.isfinite(best.values)]
-    if not finite.size:
-        raise ValueError(f"experiment {cube.attrs['experiment']!r}: every cell diverged, no eta* to follow")
-    requested = options.get("gammas", [finite[0], finite[len(finite) // 2], finite[-1]])
-    gammas = list(dict.fromkeys(float(best.sel(gamma=g, method="nearest")["gamma"]) for g in requested))
+    sharpness, best = probed(cube, "sharpness"), eta_star(cube, options.get("metric", "test_loss"))
+    gammas = pick_gammas(best, options.get("gammas"))
     etas, diverged = np.sort(cube["eta"].values), cell_diverged(cube)
     steps = cube["eval_step"].values
     fig, axes = plt.subplots(1, len(gammas), figsize=(3.4 * len(gammas), 3.0), squeeze=False)
     rows = []
     for ax, gamma in zip(axes[0], gammas):
         eta_best = float(best.sel(gamma=gamma))
-        if np.isfinite(eta_best):
-            j = int(np.searchsorted(etas, eta_best))
-            chosen = [e for e in etas[max(j - options.get("etas_below", 2), 0):j + 1][::-1]
-                      if not diverged.sel(gamma=gamma, eta=e)]
-        else:
-            chosen = []
+        j = int(np.searchsorted(etas, eta_best))
+        chosen = [e for e in etas[max(j - options.get("etas_below", 2), 0):j + 1][::-1]
+                  if not diverged.sel(gamma=gamma, eta=e)]
         for color, eta in zip((f"C{i}" for i in range(10)), chosen):
             curve = sharpness.sel(gamma=gamma, eta=eta).mean("seed").values
             star = r" ($\eta^*$)" if eta == eta_best else ""
@@ -49,6 +42,5 @@ def sharpness_trajectory(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Fi
                      for s, v in zip(steps, curve)]
         label_log_axes(ax, "SGD step t + 1", r"sharpness (units of $1/\eta$); dashed: $2/\eta$" if ax is axes[0, 0] else "")
         ax.set_title(f"{cube.attrs['experiment']}: $\\gamma$ = {gamma:.3g}" if ax is axes[0, 0] else f"$\\gamma$ = {gamma:.3g}")
-        if chosen:
-            ax.legend()
+        ax.legend()
     return fig, pd.DataFrame(rows)

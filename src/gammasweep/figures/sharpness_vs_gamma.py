@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.analysis import at_eta, eta_max, eta_star, final_metric, fit_power_law, measured_sharpness
+from gammasweep.analysis import at_eta, eta_max, eta_star, final_metric, fit_power_law, probed
 from gammasweep.figures.style import depth_of, label_log_axes
 
 
@@ -21,7 +21,7 @@ def sharpness_vs_gamma(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figu
     """
     metric, lazy_max, rich_min = options.get("metric", "test_loss"), options.get("lazy_max", 0.1), options.get("rich_min", 10.0)
     for cube in cubes:
-        measured_sharpness(cube)
+        probed(cube, "sharpness")
     fig, axes = plt.subplots(1, len(cubes), figsize=(3.8 * len(cubes), 3.2), squeeze=False)
     rows = []
     for ax, cube in zip(axes[0], cubes):

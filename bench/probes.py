@@ -1,12 +1,11 @@
-"""What the sharpness probe costs: the same packed run with and without it, in this process.
+"""What each probe costs: the same packed run with and without it, in this process.
 
-One probe (2 x ``iterations`` Hessian-vector products on ``examples`` test images, every member of
-the pack at once) is reported in units of one training step of the run, so the overhead of any
-config follows: evals x (probe cost in steps) / steps. Best of three interleaved runs after a
-warm-up; 28x28x1 random images, batch 128, float32.
+Each probe (``gammasweep.probes``, with the settings below) is reported in units of one training
+step of the run, so the overhead in any config follows: evals x (probe cost in steps) / steps.
+Best of three interleaved runs after a warm-up; 28x28x1 random images, batch 128, float32.
 
-    python bench/sharpness_probe.py                     # MLP width 512, depth 3, K = 16 (the paper's MLP)
-    python bench/sharpness_probe.py --width 128 --steps 50
+    python bench/probes.py                       # MLP width 512, depth 3, K = 16 (the paper's MLP)
+    python bench/probes.py --width 128 --steps 50 --probes sharpness alignment
 """
 
 from __future__ import annotations
@@ -20,10 +19,16 @@ import numpy as np
 import torch
 
 from gammasweep.data import OnlineStream, write_images
+from gammasweep.probes import PROBES
 from gammasweep.provenance import device_name
 from gammasweep.train import Members, Setup, eval_steps, train
 
 BATCH, CLASSES, SHAPE = 128, 10, (28, 28, 1)
+
+
+SETTINGS = {"sharpness": {"examples": 256, "iterations": 20}, "spectrum": {"examples": 256, "iterations": 30},
+            "alignment": {"examples": 64}, "outputs": {"examples": 1000}, "representation": {"examples": 256},
+            "weight_movement": {}}  # the paper config's (config/paper.yaml)
 
 
 def main() -> None:
@@ -31,8 +36,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--members", type=int, default=16, help="members of the pack (cells x seeds)")
     parser.add_argument("--steps", type=int, default=100, help="SGD steps per run")
-    parser.add_argument("--examples", type=int, default=256, help="the probe batch")
-    parser.add_argument("--iterations", type=int, default=20, help="power-iteration steps per phase")
+    parser.add_argument("--probes", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     k = args.members
@@ -41,7 +45,6 @@ def main() -> None:
     setup = {"model": {"name": "mlp", "width": args.width, "depth": 3}, "input_shape": SHAPE, "num_classes": CLASSES,
              "loss": "mse", "steps": args.steps, "mean": (0.5,), "std": (0.25,), "dtype": torch.float32,
              "device": device, "divergence_cap": 1e4, "record_points": 10, "test_batch_size": 1000}
-    probes = {"sharpness": {"examples": args.examples, "iterations": args.iterations}}
     test = torch.randint(0, 256, (1000, *SHAPE), dtype=torch.uint8), torch.randint(0, CLASSES, (1000,))
     with tempfile.TemporaryDirectory() as tmp:
         pool = Path(tmp) / "pool.h5"
@@ -49,8 +52,9 @@ def main() -> None:
         write_images(pool, rng.integers(0, 256, (BATCH * args.steps, *SHAPE), dtype=np.uint8),
                      rng.integers(0, CLASSES, BATCH * args.steps))
         stream = OnlineStream(pool, BATCH, args.steps, data_seed=0)
+        variants = {"plain": {}} | {name: {name: SETTINGS[name]} for name in args.probes}
         runs = {name: (lambda s=Setup(**setup, probes=p): train(s, cells, stream, *test, log=lambda m: None))
-                for name, p in (("plain", {}), ("probed", probes))}
+                for name, p in variants.items()}
         best = {name: float("inf") for name in runs}
         for run in runs.values():
             run()  # warm-up
@@ -61,16 +65,17 @@ def main() -> None:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 best[name] = min(best[name], time.perf_counter() - start)
-    evals = len(eval_steps(args.steps))
+    evals, paper = len(eval_steps(args.steps)), eval_steps(7500)
     step = best["plain"] / args.steps  # includes the plain run's test evaluations: a slight overestimate
-    probe_in_steps = (best["probed"] - best["plain"]) / evals / step
-    paper = eval_steps(7500)
     print(f"device: {device_name(device)}; torch threads {torch.get_num_threads()}; MLP width {args.width}, depth 3; "
-          f"K = {k}; batch {BATCH}; {args.steps} steps, {evals} evals; probe {args.examples} images x "
-          f"2 x {args.iterations} iterations")
-    print(f"plain {best['plain']:.2f} s, probed {best['probed']:.2f} s: ratio {best['probed'] / best['plain']:.2f}")
-    print(f"one probe = {probe_in_steps:.1f} training steps; at the paper's 7,500 steps and {len(paper)} evals: "
-          f"+{100 * len(paper) * probe_in_steps / 7500:.0f}% of a run")
+          f"K = {k}; batch {BATCH}; {args.steps} steps, {evals} evals; plain run {best['plain']:.2f} s")
+    print("| probe | settings | run with it / plain | one measurement, in training steps | at the paper's 7,500 steps |")
+    print("|---|---|---|---|---|")
+    for name in args.probes:
+        measurements = 1 if PROBES[name].final_only else evals  # final-only probes measure once per run
+        in_steps = (best[name] - best["plain"]) / measurements / step
+        at_paper = (1 if measurements == 1 else len(paper)) * in_steps / 7500
+        print(f"| {name} | {SETTINGS[name]} | {best[name] / best['plain']:.2f} | {in_steps:.1f} | +{100 * at_paper:.1f}% |")
 
 
 if __name__ == "__main__":
