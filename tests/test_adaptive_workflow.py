@@ -21,10 +21,11 @@ ADAPTIVE = ("mlp_mse_adaptive", "mlp_mse_late")
 
 
 def adaptive_config() -> dict:
-    """The default config's two sweeps on the micro data, and a third whose 2-step bracketing runs
+    """The default config's two SGD sweeps on the micro data, and a third whose 2-step bracketing runs
     miss most divergences, so that its full-length runs must move the edge down."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    experiments = config["experiments"]
+    experiments = {name: config["experiments"][name] for name in ("mlp_mse", "mlp_mse_adaptive")}
+    config["experiments"] = experiments
     dataset = copy.deepcopy(MICRO_DATASET)
     dataset["sampling"] |= {"images": experiments["mlp_mse"]["steps"] * experiments["mlp_mse"]["batch_size"],
                             "batch_size": 800}

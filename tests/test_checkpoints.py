@@ -30,9 +30,9 @@ def _assert_same(a: Curves, b: Curves) -> None:
         np.testing.assert_array_equal(values, b.arrays()[name], err_msg=name)
 
 
-@pytest.fixture()
-def run(digits_files, test_set):
-    setup = make_setup(steps=60, dtype=torch.float32, probes=PROBES)
+@pytest.fixture(params=["sgd", "adam"])  # Adam's moments are part of the state too
+def run(digits_files, test_set, request):
+    setup = make_setup(steps=60, dtype=torch.float32, probes=PROBES, optimizer={"name": request.param})
     stream = OnlineStream(digits_files[0], 16, 60, 0)
 
     def go(**kwargs) -> Curves:

@@ -55,6 +55,10 @@ def test_cell_params_resolve_dtype_and_overrides(default_config, schema):
     assert plan.cell_identities("mlp_mse")[0] == {"experiment": "mlp_mse", "gamma": 1e-3, "eta": pytest.approx(1e-7)}
     with pytest.raises(ConfigError, match="no cell"):
         plan.cell_params("mlp_mse", "2.000e-03", "1.000e-07")
+    # the optimizer, resolved: what shapes the results, with Adam's defaults
+    assert small["optimizer"] == {"name": "sgd"}
+    assert plan.cell_params("mlp_mse_adam", "1.000e-03", "1.000e-07")["optimizer"] == \
+        {"name": "adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-12}
 
 
 def _mutate(config: dict, dotted: str, value) -> dict:
@@ -97,6 +101,8 @@ def _mutate(config: dict, dotted: str, value) -> dict:
     ("experiments.mlp_mse_adaptive.training.probes.weight_movement", {"examples": 3},
      r"'experiments.mlp_mse_adaptive.training.probes.weight_movement'.*'examples' was unexpected"),
     ("experiments.mlp_mse_adaptive.training.probes.hessian", {}, r"'experiments.mlp_mse_adaptive.training.probes'.*'hessian' was unexpected"),
+    ("experiments.mlp_mse_adam.optimizer.name", "lion", r"'experiments.mlp_mse_adam.optimizer.name': 'lion' is not one of"),
+    ("experiments.mlp_mse_adam.optimizer.beta2", 1.0, r"'experiments.mlp_mse_adam.optimizer.beta2': 1.0 is greater than or equal"),
     ("toy_models.toy_ce.loss", "hinge", r"'toy_models.toy_ce.loss': 'hinge' is not one of"),
     ("figures.toy_phase_portrait.toy_models", ["toy_l9"], r"'figures.toy_phase_portrait.toy_models': unknown toy_model 'toy_l9'"),
     ("figures.toy_phase_portrait.toy_models", KeyError, r"'figures.toy_phase_portrait'"),

@@ -23,7 +23,7 @@ from gammasweep.theory import toy_cube
 GAMMAS, ETAS = [0.1, 10.0], [1e-3, 1e-1, 1e4]
 PROBES = {"sharpness": {"examples": 32, "iterations": 4}, "spectrum": {"examples": 32, "iterations": 5},
           "alignment": {"examples": 16}, "outputs": {"examples": 32}, "representation": {"examples": 16},
-          "weight_movement": {}}  # every probe, so that every figure kind renders from this cube
+          "weight_movement": {}, "noether_charge": {}}  # every probe, so that every figure kind renders from this cube
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_cube_layout_units_and_divergence(cube_file):
     cube = open_cube(cube_file)
     assert dict(cube.sizes) == {"gamma": 2, "eta": 3, "seed": 2, "step": len(cube["step"]), "eval_step": 7,
                                 "layer": 3, "start": 1, "ritz": 5, "output_example": 32, "class": 10,
-                                "kernel_example": 16, "kernel_example_b": 16}
+                                "kernel_example": 16, "kernel_example_b": 16, "layer_pair": 2}
     assert cube["train_loss"].dims == ("gamma", "eta", "seed", "step")
     assert cube["test_loss"].dims == ("gamma", "eta", "seed", "eval_step")
     assert cube["gamma"].values.tolist() == GAMMAS and cube["eta"].values.tolist() == ETAS

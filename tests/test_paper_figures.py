@@ -63,7 +63,7 @@ def _cube(sharpness: str = "measured") -> xr.Dataset:
              "diverged": (("gamma", "eta", "seed"), diverged_step >= 0),
              "diverged_step": (("gamma", "eta", "seed"), diverged_step),
              "cell_status": (("gamma", "eta"), np.zeros(shape[:2], np.int8))}
-    params = {"model": {"name": "mlp", "depth": 3, "width": 128}, "steps": int(EVALS[-1]), "seeds": SEEDS}
+    params = {"model": {"name": "mlp", "depth": 3, "width": 128}, "loss": "mse", "steps": int(EVALS[-1]), "seeds": SEEDS}
     return xr.Dataset(data, coords={"gamma": GAMMAS, "eta": ETAS, "seed": SEEDS, "step": STEPS, "eval_step": EVALS},
                       attrs={"experiment": "synthetic", "cell_params": json.dumps(params)})
 

@@ -68,7 +68,7 @@ def _cube(drop_step: float = 40.0, rise_step: float = 4.0) -> xr.Dataset:
     variables |= {"diverged": (("gamma", "eta", "seed"), diverged_step >= 0),
                   "diverged_step": (("gamma", "eta", "seed"), diverged_step),
                   "cell_status": (("gamma", "eta"), np.zeros((g, e), np.int8))}
-    params = {"model": {"name": "mlp", "depth": 2, "width": 16}, "steps": 100, "seeds": SEEDS}
+    params = {"model": {"name": "mlp", "depth": 2, "width": 16}, "loss": "mse", "steps": 100, "seeds": SEEDS}
     return xr.Dataset(variables, coords={"gamma": GAMMAS, "eta": ETAS, "seed": SEEDS, "step": STEPS, "eval_step": EVALS,
                                          "layer": LAYERS},
                       attrs={"experiment": "synthetic", "cell_params": json.dumps(params)})

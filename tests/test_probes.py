@@ -209,3 +209,27 @@ def test_lazy_regime_scalings_at_init_and_after_training(digits_files, test_set)
     movement = curves.probes["weight_movement"].isel(eval_step=-1).values  # (members, layers)
     for layer in range(movement.shape[1]):
         np.testing.assert_allclose(slope(movement[:, layer]), 1.0, atol=0.05)
+
+
+def test_the_noether_charge_moves_only_at_second_order_in_the_step(digits_files, test_set):
+    """One SGD step moves Q = |W_l|^2 + |b_l|^2 - |W_l+1|^2 by exactly lr^2 (|g_Wl|^2 + |g_bl|^2 - |g_Wl+1|^2):
+    the first-order term -2 lr (<W_l, g_Wl> + <b_l, g_bl> - <W_l+1, g_Wl+1>) vanishes by the symmetry."""
+    width, gamma, eta = 16, 1.0, 0.05
+    setup = make_setup(steps=1, dtype=torch.float64, width=width, probes={"noether_charge": {}})
+    stream = OnlineStream(digits_files[0], 16, 1, 0)
+    charge = train(setup, Members([3], [gamma], [eta]), stream, *test_set, **QUIET).probes["noether_charge"]
+    assert charge["layer_pair"].values.tolist() == ["hidden.0|hidden.1", "hidden.1|readout"]
+    net, frozen = (build_model(setup.model, (8, 8, 1), 10, seeds=[3]).double() for _ in range(2))
+    images, labels = stream.batch(0)
+    x = normalize(images, setup.mean, setup.std, torch.float64)
+    LOSSES["mse"](centered_output(net(x), frozen(x), gamma), labels).sum().backward()
+    params, lr = dict(net.named_parameters()), width * eta
+    sq = lambda name: params[name].grad.pow(2).sum().item()  # noqa: E731
+    dot = lambda name: (params[name] * params[name].grad).sum().item()  # noqa: E731
+    expected = [lr**2 * (sq("hidden.0.weight") + sq("hidden.0.bias") - sq("hidden.1.weight")),
+                lr**2 * (sq("hidden.1.weight") + sq("hidden.1.bias") - sq("readout.weight"))]
+    np.testing.assert_allclose(charge.values[0, 1] - charge.values[0, 0], expected, rtol=1e-6)
+    first_order = 2 * lr * abs(dot("hidden.0.weight") + dot("hidden.0.bias"))
+    assert first_order > 100 * abs(expected[0])  # each layer's own term is large; they cancel
+    at_init = params["hidden.0.weight"].pow(2).sum() - params["hidden.1.weight"].pow(2).sum()  # biases start at 0
+    assert charge.values[0, 0, 0] == pytest.approx(at_init.item(), rel=1e-12)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
 import torch
 from conftest import h5_datasets, make_setup
 
+from gammasweep.cells import read_cell
 from gammasweep.data import OnlineStream
 from gammasweep.jobs import train_pack
 from gammasweep.models import build_model
@@ -89,6 +92,23 @@ def test_identical_seeds_give_identical_cell_files(tmp_path, digits_files):
         assert a["test_loss"].dtype == np.float64 and a["test_loss"].shape == (2, len(eval_steps(25)))
 
 
+def test_a_cells_optimizer_reaches_its_training_job(tmp_path, digits_files, test_set):
+    """A cell's `optimizer` (the config's, resolved) is the one its job trains with."""
+    pool, test = digits_files
+    cell = _params(tmp_path, gamma=1.0, eta=1e-2, optimizer={"name": "signsgd"})
+    train_pack([cell], str(pool), str(test), [str(tmp_path / "sign.h5")])
+    curves, params, _ = read_cell(tmp_path / "sign.h5")
+    assert params["optimizer"] == {"name": "signsgd"}
+    setup = make_setup(steps=25, dtype=torch.float64, loss="cross_entropy", width=32, test_batch_size=100)
+    stream = OnlineStream(pool, 16, 25, 0)
+    images, labels = test_set[0][:300], test_set[1][:300]
+    sign = train(dataclasses.replace(setup, optimizer={"name": "signsgd"}), Members([0, 1], [1.0] * 2, [1e-2] * 2),
+                 stream, images, labels, **QUIET)
+    plain = train(setup, Members([0, 1], [1.0] * 2, [1e-2] * 2), stream, images, labels, **QUIET)
+    np.testing.assert_array_equal(curves.test_loss, sign.test_loss)
+    assert not np.allclose(sign.test_loss[:, -1], plain.test_loss[:, -1])
+
+
 def test_float64_cells_keep_precision_at_tiny_gamma(digits_files, test_set):
     """At gamma = 1e-5 the centered difference needs float64: float32 loses the signal."""
     stream = OnlineStream(digits_files[0], 16, 20, 0)
@@ -114,7 +134,7 @@ def test_a_pack_trains_each_cell_exactly_as_alone(digits_files, test_set, model,
     """A mix of gamma, eta and seeds trained as one pack equals each cell trained on its own."""
     probes = {"sharpness": {"examples": 32, "iterations": 4}, "spectrum": {"examples": 32, "iterations": 4},
               "alignment": {"examples": 12}, "outputs": {"examples": 12}, "representation": {"examples": 12},
-              "weight_movement": {}}
+              "weight_movement": {}, "noether_charge": {}}
     setup = make_setup(steps=30, dtype=dtype, model=model, probes=probes)
     stream = OnlineStream(digits_files[0], 16, 30, 0)
     pack = train(setup, PACK, stream, *test_set, **QUIET)

@@ -123,12 +123,13 @@ def test_paper_config_dry_runs_the_full_dag(tmp_path):
     result = snakemake(root, "--configfile", "config/paper.yaml", "-n", "--quiet", "rules")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = rule_counts(result.stdout)
-    # 5 experiments x 21 gamma x 49 eta cells; per MLP experiment 6 gamma < 1e-2 in float64 (294 cells,
-    # 5 packs of <= 64) and 15 in float32 (735 cells, 12 packs): 4 x 17 = 68 GPU jobs.
+    # 7 experiments x 21 gamma x 49 eta cells; per MLP experiment (SGD at L = 2, 3, 4 with MSE, L = 3 with
+    # CE, SignSGD, Adam) 6 gamma < 1e-2 in float64 (294 cells, 5 packs of <= 64) and 15 in float32
+    # (735 cells, 12 packs): 6 x 17 = 102 GPU jobs.
     plan = Plan.from_files(REPO / "config" / "paper.yaml", REPO / "config" / "schema.yaml")
-    assert sum(len(p.cells) for e in plan.config["experiments"] for p in plan.packs(e)) == 5 * 21 * 49
+    assert sum(len(p.cells) for e in plan.config["experiments"] for p in plan.packs(e)) == 7 * 21 * 49
     # The CNN on CIFAR-5M: 6 x 49 float64 cells in 19 packs of <= 16, 15 x 49 float32 ones in 46.
-    assert counts["train_pack"] == 68 + 65 and counts["sample_shard"] == 10 and counts["aggregate"] == 5
+    assert counts["train_pack"] == 102 + 65 and counts["sample_shard"] == 10 and counts["aggregate"] == 7
     # MNIST-1M: fetch MNIST -> generator -> 10 shards -> pool -> gate; CIFAR-5M: only the 2 parts
     # its 10,000 x 128 images need (and CIFAR-10 for the test set).
     assert counts["fetch_source"] == 2 and counts["quality_gate"] == 1 and counts["fetch_part"] == 2
@@ -157,7 +158,8 @@ def test_default_config_plans_the_quickstart(tmp_path):
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     plan = Plan(default, yaml.safe_load((REPO / "config" / "schema.yaml").read_text()))
     assert [len(p.cells) for p in plan.packs("mlp_mse")] == [12, 24, 24, 24]  # 7 x 12 cells, float64 first
-    assert counts["train_pack"] == 4 and counts["bracket_eta"] == 7 and len(default["figures"]) == 16
+    assert [len(p.cells) for p in plan.packs("mlp_mse_adam")] == [12, 48, 24]
+    assert counts["train_pack"] == 4 + 2 * 3 and counts["bracket_eta"] == 7 and len(default["figures"]) == 19
     assert counts["figure_adaptive_coverage_mlp_mse"] == 1 and counts["simulate_toy"] == 2
 
 

@@ -53,7 +53,7 @@ def micro_config(losses: tuple[str, ...] = ("mse", "cross_entropy")) -> dict:
         config["experiments"]["mlp_mse"]["training"] = {"probes": {
             "sharpness": {"examples": 32, "iterations": 4}, "spectrum": {"examples": 32, "iterations": 4},
             "alignment": {"examples": 8}, "outputs": {"examples": 32}, "representation": {"examples": 8},
-            "weight_movement": {}}}
+            "weight_movement": {}, "noether_charge": {}}}
         config["figures"] |= {plot: {"plot": plot, "experiments": ["mlp_mse"]} for plot in (
             "catapult", "hessian_spectrum", "silent_alignment", "output_agreement", "representation_similarity",
             "weight_movement")}

@@ -19,6 +19,7 @@ import yaml
 from gammasweep.adaptive import AdaptiveSettings, eta_guess, nearest_index
 from gammasweep.diffusion import GeneratorConfig
 from gammasweep.models import MODELS, PACK_SIZES, layer_count
+from gammasweep.optimizers import Optimizer
 from gammasweep.sources import SOURCES
 from gammasweep.parameterization import dtype_for_gamma
 
@@ -170,6 +171,7 @@ class Plan:
             "experiment": experiment, "dataset": exp["dataset"], "model": exp["model"], "loss": exp["loss"],
             "batch_size": exp["batch_size"], "steps": exp["steps"], "seeds": list(range(exp["seeds"])),
             "data_seed": exp.get("data_seed", 0), "gamma": gamma, "eta": etas[eta_key],
+            "optimizer": Optimizer(**exp.get("optimizer", {})).settings(),
             "dtype": str(dtype_for_gamma(gamma, training["float64_below_gamma"])).removeprefix("torch."),
             "input_shape": list(source.shape), "num_classes": source.num_classes,
             "normalization": dataset["normalization"], **training,

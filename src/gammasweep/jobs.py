@@ -154,7 +154,8 @@ def run_cells(cells: Sequence[dict], pool: str | Sequence[str], test: str, label
                   loss=first["loss"], steps=steps, mean=tuple(norm["mean"]), std=tuple(norm["std"]),
                   dtype=torch.float64 if first["dtype"] == "float64" else torch.float32, device=device,
                   divergence_cap=first["divergence_cap"], record_points=first["record_points"],
-                  test_batch_size=first["test_batch_size"], probes=first.get("probes", {}))
+                  test_batch_size=first["test_batch_size"], probes=first.get("probes", {}),
+                  optimizer=first.get("optimizer", {}))
     members = Members(seeds=[s for _ in cells for s in seeds], gammas=[c["gamma"] for c in cells for _ in seeds],
                       etas=[c["eta"] for c in cells for _ in seeds])
     log = lambda msg: print(msg, flush=True)  # noqa: E731

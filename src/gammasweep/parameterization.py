@@ -7,6 +7,10 @@
 - Centered model: f(x) = (g(x; theta) - g(x; theta_0)) / gamma with theta_0 a frozen copy of the
   initial weights, so f == 0 exactly at initialization.
 - Plain SGD with learning rate ``width * eta``: eta is the swept quantity and the axis of the figures.
+- SignSGD and Adam (the paper's appendix): every entry moves by ~ its learning rate whatever the
+  gradient's size, so the rate is eta x 1 / (multiplier x fan_in) for a layer's weight (1/sqrt(N)
+  for a hidden layer, 1 for the muP readout) and eta for a bias: the muP scaling for such updates
+  (each layer's feature updates stay O(eta) as the width grows).
 - float64 for small gamma (the authors switch below gamma = 1e-2; configurable here).
 
 Every layer holds K *members* (independent networks) stacked along a leading dimension, so a
@@ -43,7 +47,8 @@ class MuLinear(nn.Module):
         super().__init__()
         self.weight = _normal((fan_out, fan_in), generators)
         self.bias = nn.Parameter(torch.zeros(len(generators), fan_out)) if bias else None
-        self.scale = 1.0 / math.sqrt(fan_in) if scale is None else scale
+        self.scale = 1.0 / math.sqrt(fan_in) if scale is None else scale  # the forward multiplier
+        self.fan_in = fan_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         members, fan_out, fan_in = self.weight.shape
@@ -72,7 +77,8 @@ class MuConv2d(nn.Module):
         super().__init__()
         self.weight = _normal((c_out, c_in, 3, 3), generators)
         self.bias = nn.Parameter(torch.zeros(len(generators), c_out))
-        self.scale = 1.0 / math.sqrt(c_in)
+        self.scale = 1.0 / math.sqrt(c_in)  # the forward multiplier, as the authors' code
+        self.fan_in = 9 * c_in  # terms summed per output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         members, c_out, c_in = self.weight.shape[:3]
@@ -91,9 +97,21 @@ def centered_output(g: torch.Tensor, g_init: torch.Tensor, gamma: torch.Tensor |
     return (g - g_init) / gamma
 
 
-def learning_rate(width: int, eta: float) -> float:
-    """SGD learning rate of the paper's code: width N times the swept eta."""
-    return width * eta
+def learning_rate(width: int, eta: float, optimizer: str = "sgd") -> float:
+    """The learning rate of swept ``eta``: width N times eta for SGD (the paper's code); eta itself for
+    SignSGD and Adam, whose per-tensor factors are ``update_scales``."""
+    return width * eta if optimizer == "sgd" else eta
+
+
+def update_scales(model: nn.Module, optimizer: str = "sgd") -> dict[str, float]:
+    """Per parameter name, the factor on the learning rate: 1 for SGD; for SignSGD and Adam
+    1 / (multiplier x fan_in) for the weight of a MuLinear or MuConv2d layer, 1 for a bias."""
+    scales = {name: 1.0 for name, _ in model.named_parameters()}
+    if optimizer != "sgd":
+        for prefix, module in model.named_modules():
+            if isinstance(module, (MuLinear, MuConv2d)):
+                scales[f"{prefix}.weight"] = 1.0 / (module.scale * module.fan_in)
+    return scales
 
 
 def dtype_for_gamma(gamma: float, float64_below: float) -> torch.dtype:

@@ -15,6 +15,7 @@ variables per member: at every eval step, or (``final_only``) once, after the la
 | outputs | probe_output | the centered outputs f(x) after the last step (final only) |
 | representation | feature_kernel | the last hidden layer's kernel after the last step (final only): CKA between networks |
 | weight_movement | weight_movement | per layer, the relative distance from init, \\|theta - theta_0\\| / \\|theta_0\\| |
+| noether_charge | noether_charge | per pair of consecutive layers, the charge of their rescaling symmetry |
 
 Hessians are taken with respect to the stored weights and multiplied by N (``Network.lr_unit``):
 SGD's learning rate is N eta, so gradient descent on the probe batch is unstable above 2/eta and
@@ -349,8 +350,37 @@ class WeightMovementProbe(Probe):
         return {"weight_movement": torch.stack(moved, 1).detach()}
 
 
+def layer_norms(weights: Weights, layer: str, with_bias: bool) -> torch.Tensor:
+    """Per row, |W|^2 (+ |b|^2) of one layer's stacked parameters (rows,)."""
+    names = [f"{layer}.weight"] + ([f"{layer}.bias"] if with_bias and f"{layer}.bias" in weights else [])
+    return sum(weights[n].flatten(1).pow(2).sum(1) for n in names)
+
+
+@dataclass(frozen=True)
+class NoetherChargeProbe(Probe):
+    """Per pair of consecutive layers (joined by ReLU and average pooling, both positively
+    homogeneous), the charge of their rescaling symmetry (W_l, b_l) -> c (W_l, b_l), W_l+1 -> W_l+1 / c:
+    Q = |W_l|^2 + |b_l|^2 - |W_l+1|^2 of the stored weights. Gradient flow with one learning rate for
+    both layers (SGD) conserves it; finite steps and SGD's noise move it (by lr^2 x the difference
+    of the gradients' squared norms per step), which ties the sweep to the noise-equilibrium paper."""
+
+    name: ClassVar[str] = "noether_charge"
+    records: ClassVar[tuple[str, ...]] = ("noether_charge",)
+    examples: int = 0  # reads no data
+
+    def dims(self, net, num_classes):
+        layers = weight_layers([n for n, _ in net.model.named_parameters()])
+        return {"noether_charge": {"layer_pair": [f"{a}|{b}" for a, b in zip(layers[:-1], layers[1:])]}}
+
+    def measure(self, net, batch, rows, weights, row_seeds):
+        layers = weight_layers(list(weights))
+        charges = [layer_norms(weights, a, with_bias=True) - layer_norms(weights, b, with_bias=False)
+                   for a, b in zip(layers[:-1], layers[1:])]
+        return {"noether_charge": torch.stack(charges, 1).detach()}
+
+
 PROBES: dict[str, type[Probe]] = {p.name: p for p in (SharpnessProbe, SpectrumProbe, AlignmentProbe, OutputsProbe,
-                                                       RepresentationProbe, WeightMovementProbe)}
+                                                       RepresentationProbe, WeightMovementProbe, NoetherChargeProbe)}
 
 
 def make_probes(settings: dict[str, dict]) -> list[Probe]:

@@ -19,6 +19,8 @@ RECORDS: dict[str, tuple[str, str, str]] = {
                        "last step", "1"),
     "weight_movement": ("weight_movement", "relative distance of each layer's parameters from init, "
                         "|theta - theta_0| / |theta_0|", "1"),
+    "noether_charge": ("noether_charge", "charge of the rescaling symmetry of two consecutive layers, "
+                       "|W_l|^2 + |b_l|^2 - |W_l+1|^2 of the stored weights", "1"),
 }
 
 

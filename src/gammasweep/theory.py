@@ -160,6 +160,18 @@ def toy_cube(gammas: Sequence[float], etas: Sequence[float], depth: int, steps: 
     return cube
 
 
+def divergence_slopes(loss: str, optimizer: str = "sgd", depth: int | None = None) -> tuple[float, float]:
+    """(lazy, rich) exponents of the divergence edge, eta_max ~ gamma^slope, for gamma << 1 and >> 1:
+    SGD with MSE gamma^2 and gamma^(2/L) (``eta_max``); with cross-entropy the bounded gradient makes
+    the lazy edge gamma^1; SignSGD and Adam, whose steps do not scale with the gradient, gamma^1 and
+    gamma^(1/L) (the paper's appendix). The rich slope is NaN without a depth L."""
+    check_loss(loss)
+    sign_based = optimizer != "sgd"
+    lazy = 1.0 if sign_based or loss == "cross_entropy" else 2.0
+    rich = (1.0 if sign_based else 2.0) / depth if depth else np.nan
+    return lazy, rich
+
+
 def reference_line(gammas: np.ndarray, anchor_gamma: float, anchor_eta: float, exponent: float) -> np.ndarray:
     """eta = anchor_eta (gamma / anchor_gamma)^exponent: a guide line through one point of a figure."""
     return anchor_eta * (np.asarray(gammas, np.float64) / anchor_gamma) ** exponent

@@ -1,4 +1,5 @@
-"""The online trainer: E members of one model trained together with plain SGD.
+"""The online trainer: E members of one model trained together with plain SGD (the paper's; or
+SignSGD or Adam, ``gammasweep.optimizers``).
 
 Members are stacked along a leading dimension (the layers of ``gammasweep.parameterization`` are
 built for it) and each has its own seed, gamma and eta, so the seeds of one cell and a pack of
@@ -23,7 +24,8 @@ from gammasweep.curves import Curves, eval_steps, record_steps
 from gammasweep.data import OnlineStream, normalize
 from gammasweep.losses import LOSSES
 from gammasweep.models import build_model
-from gammasweep.parameterization import centered_output, learning_rate
+from gammasweep.optimizers import Optimizer
+from gammasweep.parameterization import centered_output, learning_rate, update_scales
 from gammasweep.probes import Network, ProbeRecorder
 
 
@@ -53,6 +55,7 @@ class Setup:
     record_points: int
     test_batch_size: int
     probes: dict = field(default_factory=dict)  # probe name -> its settings (``gammasweep.probes``)
+    optimizer: dict = field(default_factory=dict)  # ``gammasweep.optimizers.Optimizer`` settings; default SGD
 
 
 CPU_CHUNK_BYTES = 32 * 2**20  # on a CPU, members per chunk are capped so a chunk's working set stays in cache
@@ -81,7 +84,8 @@ def chunk_size(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tenso
 def train(setup: Setup, members: Members, stream: OnlineStream, test_images: torch.Tensor,
           test_labels: torch.Tensor, log: Callable[[str], None] = print, check_every: int = 16,
           checkpoint: Checkpoint | None = None) -> Curves:
-    """Train every member online for ``setup.steps`` SGD steps and record its curves.
+    """Train every member online for ``setup.steps`` steps of its optimizer (SGD unless
+    ``setup.optimizer`` says otherwise) and record its curves.
 
     The members' stacked weights are held in chunks (``chunk_size``), each a forward/backward
     pass per step. Every ``check_every`` steps (the only host synchronization besides progress
@@ -94,7 +98,9 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
     init = {k: v.detach() for k, v in model.named_parameters()}  # frozen theta_0, one per distinct seed
     seed_row = torch.tensor([seeds.index(s) for s in members.seeds], device=dev)  # (E,) member -> its seed
     gamma = torch.tensor(members.gammas, dtype=dt, device=dev)
-    lr = torch.tensor([learning_rate(model.width, eta) for eta in members.etas], dtype=dt, device=dev)
+    optimizer = Optimizer(**setup.optimizer)
+    scales = update_scales(model, optimizer.name)  # per tensor, the factor on a member's learning rate
+    lr = torch.tensor([learning_rate(model.width, eta, optimizer.name) for eta in members.etas], dtype=dt, device=dev)
     member = torch.arange(n, device=dev)  # which member each row is (rows shrink on compaction)
     loss_fn = LOSSES[setup.loss]
     x_test, y_test = normalize(test_images.to(dev), setup.mean, setup.std, dt), test_labels.to(dev)
@@ -106,6 +112,7 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
         return [(r, {k: v[r].detach().clone().requires_grad_() for k, v in stacked.items()}) for r in rows]
 
     chunks = split({k: v[seed_row] for k, v in init.items()})
+    moments = optimizer.state({k: v[seed_row] for k, v in init.items()})  # Adam's, every row; chunks update views
 
     def stacked() -> dict[str, torch.Tensor]:
         """The current weights of every row, the chunks joined again."""
@@ -142,8 +149,8 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
     def fine(loss: torch.Tensor) -> torch.Tensor:
         return torch.isfinite(loss) & (loss <= setup.divergence_cap)
 
-    def sgd_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One SGD step on batch (x, y) of every row whose loss is fine; returns the losses (rows,) before it."""
+    def optimizer_step(x: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
+        """Update ``t`` on batch (x, y) of every row whose loss is fine; returns the losses (rows,) before it."""
         with torch.no_grad():
             g0 = functional_call(model, init, (x,))
         loss = torch.empty(len(member), dtype=dt, device=dev)
@@ -152,8 +159,7 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
             grads = torch.autograd.grad(chunk_loss.sum(), list(weights.values()))
             with torch.no_grad():  # a diverged row's weights are garbage from here on and never read
                 step = -(lr[rows] * (alive[rows] & fine(chunk_loss)))
-                for p, grad in zip(weights.values(), grads):
-                    p.addcmul_(grad, step.view(-1, *([1] * (p.dim() - 1))))
+                optimizer.apply(weights, grads, {k: v[rows] for k, v in moments.items()}, step, scales, t)
             loss[rows] = chunk_loss.detach()
         return loss
 
@@ -171,19 +177,19 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
         first, block_len = saved["step"], saved["block_len"]
         (seed_row, gamma, lr, member, alive, diverged_step, block_sum,
          train_mean, train_at, test_loss, test_acc) = (saved[k].to(dev) for k in mutable)
-        probes.records = {k: v.to(dev) for k, v in saved["probes"].items()}
+        probes.records, moments = ({k: v.to(dev) for k, v in saved[part].items()} for part in ("probes", "moments"))
         chunks = split({k: v.to(dev) for k, v in saved["weights"].items()})
     for t in range(first, setup.steps):
         if checkpoint and t > first and checkpoint.due():
             values = (seed_row, gamma, lr, member, alive, diverged_step, block_sum, train_mean, train_at, test_loss, test_acc)
             checkpoint.save({"step": t, "block_len": block_len, "weights": stacked(), "probes": probes.records,
-                             **dict(zip(mutable, values))}, run_key)
+                             "moments": moments, **dict(zip(mutable, values))}, run_key)
             if STOP.is_set():
                 raise Interrupted(f"stopped before step {t} of {setup.steps}; rerun to resume from {checkpoint.path}")
         if t in eval_index:
             evaluate(eval_index[t])
         images, labels = stream.batch(t)
-        loss = sgd_step(normalize(images.to(dev), setup.mean, setup.std, dt), labels.to(dev))
+        loss = optimizer_step(normalize(images.to(dev), setup.mean, setup.std, dt), labels.to(dev), t)
         ok = fine(loss)
         diverged_step[member] = torch.where(alive & ~ok, t, diverged_step[member])
         alive = alive & ok
@@ -200,7 +206,7 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
             if len(keep) == 0:
                 log(f"all {n} members diverged; stopping at step {t + 1}")
                 break
-            kept = {k: v[keep] for k, v in stacked().items()}
+            kept, moments = ({k: v[keep] for k, v in part.items()} for part in (stacked(), moments))
             seed_row, gamma, lr, member, alive, block_sum = (a[keep] for a in (seed_row, gamma, lr, member, alive, block_sum))
             chunks = split(kept)
     else:

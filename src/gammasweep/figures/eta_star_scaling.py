@@ -8,7 +8,7 @@ import pandas as pd
 import xarray as xr
 
 from gammasweep.analysis import eta_max, eta_star, fit_power_law
-from gammasweep.figures.style import depth_of, label_log_axes
+from gammasweep.figures.style import depth_of, edge_slopes, label_log_axes
 
 
 def eta_star_scaling(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:
@@ -24,8 +24,7 @@ def eta_star_scaling(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure
         for name, values, marker in (("eta_max", eta_max(cube).values, "o"),
                                      ("eta_star", eta_star(cube, options.get("metric", "test_loss")).values, "*")):
             line = ax.plot(gammas, values, marker, label=name.replace("_", " "))[0]
-            for regime, lo, hi, expected in (("lazy", 0.0, lazy_max, 2.0),
-                                             ("rich", rich_min, np.inf, 2.0 / depth if depth else np.nan)):
+            for regime, lo, hi, expected in zip(("lazy", "rich"), (0.0, rich_min), (lazy_max, np.inf), edge_slopes(cube)):
                 fit, span = fit_power_law(gammas, values, lo, hi), gammas[(gammas >= lo) & (gammas <= hi)]
                 rows.append({"experiment": cube.attrs["experiment"], "depth": depth, "quantity": name,
                              "regime": regime, "slope": fit.slope, "expected_slope": expected,
@@ -36,6 +35,7 @@ def eta_star_scaling(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure
                     ax.annotate(f"{fit.slope:.2f}", (span[len(span) // 2], fit(span[len(span) // 2])),
                                 fontsize=7, color=line.get_color(), xytext=(4, -10), textcoords="offset points")
         label_log_axes(ax, r"$\gamma$", r"$\eta$")
-        ax.set_title(f"{cube.attrs['experiment']} (L = {depth}): fitted slopes, theory 2 and 2/L")
+        lazy, rich = edge_slopes(cube)
+        ax.set_title(f"{cube.attrs['experiment']} (L = {depth}): fitted slopes, theory {lazy:.3g} and {rich:.3g}")
         ax.legend()
     return fig, pd.DataFrame(rows)

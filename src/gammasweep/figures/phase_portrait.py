@@ -13,7 +13,7 @@ from matplotlib.colors import Colormap, LogNorm, Normalize
 
 from gammasweep.adaptive import SKIPPED
 from gammasweep.analysis import HIGHER_IS_BETTER, cell_diverged, eta_max, eta_star, final_metric
-from gammasweep.figures.style import SEQUENTIAL, depth_of, label_log_axes, log_edges
+from gammasweep.figures.style import SEQUENTIAL, edge_slopes, eta_label, label_log_axes, log_edges
 from gammasweep.theory import reference_line
 
 
@@ -54,18 +54,18 @@ def _draw(ax: plt.Axes, cube: xr.Dataset, metric: str, step: int | None, value: 
     edge, best = eta_max(cube, step), eta_star(cube, metric, step)
     ax.plot(gammas, edge, color="k", lw=1.2, drawstyle="steps-mid", label=r"divergence edge $\eta_{max}$")
     ax.plot(gammas, best, ls="none", marker="*", ms=7, color="white", mec="k", mew=0.5, label=r"$\eta^*$")
-    depth, ok = depth_of(cube), np.isfinite(edge.values)
+    (lazy_slope, rich_slope), ok = edge_slopes(cube), np.isfinite(edge.values)
     if ok.any():
         lo, hi = np.nonzero(ok)[0][[0, -1]]
         lazy, rich = gammas[gammas <= 1.0], gammas[gammas >= 1.0]  # each guide line over its own regime
-        ax.plot(lazy, reference_line(lazy, gammas[lo], edge.values[lo], 2.0), "--", color="C3", lw=1,
-                label=r"$\propto\gamma^2$ (lazy)")
-        if depth:
-            ax.plot(rich, reference_line(rich, gammas[hi], edge.values[hi], 2.0 / depth), ":", color="C1",
-                    lw=1.4, label=rf"$\propto\gamma^{{2/{depth}}}$ (rich)")
+        ax.plot(lazy, reference_line(lazy, gammas[lo], edge.values[lo], lazy_slope), "--", color="C3", lw=1,
+                label=rf"$\propto\gamma^{{{lazy_slope:.3g}}}$ (lazy)")
+        if np.isfinite(rich_slope):
+            ax.plot(rich, reference_line(rich, gammas[hi], edge.values[hi], rich_slope), ":", color="C1",
+                    lw=1.4, label=rf"$\propto\gamma^{{{rich_slope:.3g}}}$ (rich)")
     ax.set_xlim(log_edges(gammas)[[0, -1]])
     ax.set_ylim(log_edges(etas)[[0, -1]])
-    label_log_axes(ax, r"feature-learning strength $\gamma$", r"learning rate $\eta$ (SGD lr $= N\eta$)")
+    label_log_axes(ax, r"feature-learning strength $\gamma$", eta_label(cube))
     untrained = ", white = not trained (adaptive)" if skipped.any() else ""
     at = "" if step is None else f", T = {step}"
     ax.set_title(f"{cube.attrs['experiment']}{at}: grey = diverged{untrained}")  # masked cells: the colormap's 'bad' colour

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 import xarray as xr
+
+from gammasweep.theory import divergence_slopes
 
 SEQUENTIAL = "viridis"  # perceptually uniform and colour-blind safe
 RC = {"text.usetex": False, "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9,
@@ -40,9 +43,24 @@ def gamma_colors(gammas: np.ndarray) -> list:
 
 def depth_of(cube: xr.Dataset) -> int | None:
     """The model depth L recorded in a cube's cell parameters (None for depth-free models)."""
-    import json
-
     return json.loads(cube.attrs["cell_params"])["model"].get("depth")
+
+
+def optimizer_of(cube: xr.Dataset) -> str:
+    """The optimizer a cube's cells were trained with ('sgd' for cubes from before the option)."""
+    return json.loads(cube.attrs["cell_params"]).get("optimizer", {}).get("name", "sgd")
+
+
+def edge_slopes(cube: xr.Dataset) -> tuple[float, float]:
+    """The theory's (lazy, rich) exponents of eta_max(gamma) for a cube's loss, optimizer and depth
+    (``theory.divergence_slopes``)."""
+    return divergence_slopes(json.loads(cube.attrs["cell_params"])["loss"], optimizer_of(cube), depth_of(cube))
+
+
+def eta_label(cube: xr.Dataset) -> str:
+    """The learning-rate axis label: what eta means for the cube's optimizer."""
+    return r"learning rate $\eta$ (SGD lr $= N\eta$)" if optimizer_of(cube) == "sgd" else \
+        rf"learning rate $\eta$ ({optimizer_of(cube)}, muP per layer)"
 
 
 def label_log_axes(ax: plt.Axes, x: str, y: str) -> None:

@@ -10,10 +10,10 @@ import xarray as xr
 from matplotlib.colors import LogNorm
 
 from gammasweep.analysis import fit_power_law
+from gammasweep.theory import divergence_slopes
 from gammasweep.figures.style import SEQUENTIAL, label_log_axes, log_edges
 
 LOSS_NAMES = {"mse": "MSE", "cross_entropy": "cross-entropy"}
-LAZY_SLOPES = {"mse": 2.0, "cross_entropy": 1.0}  # measured edge ~ gamma^slope for gamma << 1
 LINES = (("eta_max_theory", "--", "C3", r"theory $\eta_{max}$"),
          ("eta_crit_theory", ":", "C0", r"theory $\eta_{crit}$"),
          ("eta_min_theory", "-.", "C1", r"theory $\eta_{min}(T)$"))
@@ -46,7 +46,7 @@ def toy_phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figu
         edge = cube["eta_max_measured"].values
         fits = {regime: fit_power_law(gammas, edge, lo, hi) for regime, lo, hi in
                 (("lazy", 0.0, lazy_max), ("rich", rich_min, np.inf))}
-        expected = {"lazy": LAZY_SLOPES[loss], "rich": 2.0 / depth}
+        expected = dict(zip(("lazy", "rich"), divergence_slopes(loss, "sgd", depth)))
         slopes = ", ".join(f"{f.slope:.2f} ({r})" for r, f in fits.items() if np.isfinite(f.slope))
         ax.plot(gammas, edge, color="k", lw=1.2, drawstyle="steps-mid",
                 label="measured edge" + (f", slopes {slopes}" if slopes else ""))
