@@ -1,7 +1,7 @@
 """Aggregate the cell files of an experiment into one xarray Dataset (a 'cube') stored as NetCDF4.
 
 Dimensions: gamma, eta, seed, step (train-loss records) and eval_step (test evaluations), plus
-those of the probes' records (``gammasweep.probes``: e.g. layer, ritz, probe_example), which are
+those of the probes' records (``gammasweep.probes``: e.g. layer, ritz, output_example), which are
 variables of the cube only where the experiment switched their probe on. Values after a member's
 divergence are NaN; ``diverged`` and ``diverged_step`` say when.
 """

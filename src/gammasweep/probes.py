@@ -225,6 +225,12 @@ def label_kernel(labels: torch.Tensor, classes: int, dtype: torch.dtype) -> torc
     return onehot @ onehot.T
 
 
+def batch_loss(net: Network, batch: ProbeBatch, rows: slice) -> Callable[[Weights], torch.Tensor]:
+    """Stacked weights of ``rows`` -> their losses (rows,) on the probe batch: what the Hessian probes
+    differentiate."""
+    return lambda weights: net.loss(net.centered(rows, weights, batch.x, batch.g0), batch.y)
+
+
 @dataclass(frozen=True)
 class SharpnessProbe(Probe):
     """The top Hessian eigenvalue of the loss on the probe batch, by power iteration:
@@ -235,7 +241,7 @@ class SharpnessProbe(Probe):
     iterations: int = 20
 
     def measure(self, net, batch, rows, weights, row_seeds):
-        loss_of = lambda w: net.loss(net.centered(rows, w, batch.x, batch.g0), batch.y)  # noqa: E731
+        loss_of = batch_loss(net, batch, rows)
         return {"sharpness": top_hessian_eigenvalue(loss_of, weights, self.iterations, row_seeds) * net.lr_unit}
 
 
@@ -255,7 +261,7 @@ class SpectrumProbe(Probe):
         return {record: {"start": self.vectors, "ritz": self.iterations} for record in self.records}
 
     def measure(self, net, batch, rows, weights, row_seeds):
-        loss_of = lambda w: net.loss(net.centered(rows, w, batch.x, batch.g0), batch.y)  # noqa: E731
+        loss_of = batch_loss(net, batch, rows)
         nodes, masses = [], []
         with torch.enable_grad():
             hessian = Hessian(loss_of, weights)
