@@ -22,6 +22,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/adaptive.smk"
 include: "workflow/rules/toy.smk"
+include: "workflow/rules/related.smk"
 include: "workflow/rules/figures.smk"
 
 

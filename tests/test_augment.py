@@ -3,11 +3,14 @@ torchvision's reference kernels with explicit parameters."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+from conftest import make_setup
 
 from gammasweep.augment import (
     BRIGHTNESS,
@@ -23,6 +26,8 @@ from gammasweep.augment import (
     sample_params,
     step_generator,
 )
+from gammasweep.data import OnlineStream
+from gammasweep.train import Members, train
 
 OFF = StrongAugment(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
                     hue=0.0, grayscale=0.0)
@@ -274,3 +279,20 @@ def test_augment_on_cuda():
     # Parameters drawn on the CPU give the CPU's batch (device-independent stream).
     on_cpu = augment(images.cpu(), s, step_generator(2, 9, "cpu"))
     torch.testing.assert_close(augment(images, s, step_generator(2, 9, "cpu")).cpu(), on_cpu, atol=1e-4, rtol=0)
+
+
+def test_the_trainer_augments_every_step_afresh_and_reproducibly(digits_files, test_set):
+    """`Setup.augment` (a dataset's `augment:`): with every randomness off it is the plain run;
+    switched on, each step's batch is augmented with that step's own generator, so two runs agree
+    to the bit and differ from the plain one."""
+    quiet = {"log": lambda message: None}
+    stream = OnlineStream(digits_files[0], 16, 20, data_seed=1)
+    members, setup = Members([0], [1.0], [0.5]), make_setup(steps=20)
+    plain = train(setup, members, stream, *test_set, **quiet)
+    off = {f: getattr(OFF, f) for f in ("scale", "ratio", "flip", "brightness", "contrast", "saturation", "hue", "grayscale")}
+    identity = train(dataclasses.replace(setup, augment=off), members, stream, *test_set, **quiet)
+    np.testing.assert_allclose(identity.test_loss, plain.test_loss, rtol=1e-4)
+    strong = [train(dataclasses.replace(setup, augment={"scale": [0.5, 1.0]}), members, stream, *test_set, **quiet)
+              for _ in range(2)]
+    np.testing.assert_array_equal(strong[0].test_loss, strong[1].test_loss)
+    assert not np.allclose(strong[0].test_loss[:, -1], plain.test_loss[:, -1], rtol=1e-3)

@@ -9,6 +9,7 @@ import yaml
 
 from gammasweep.config import ConfigError, Plan, cell_path, grid_values, load_schema, value_key
 from gammasweep.figures import PLOTS
+from gammasweep.related import KINDS
 from gammasweep.probes import PROBES
 
 
@@ -106,6 +107,15 @@ def _mutate(config: dict, dotted: str, value) -> dict:
     ("toy_models.toy_ce.loss", "hinge", r"'toy_models.toy_ce.loss': 'hinge' is not one of"),
     ("figures.toy_phase_portrait.toy_models", ["toy_l9"], r"'figures.toy_phase_portrait.toy_models': unknown toy_model 'toy_l9'"),
     ("figures.toy_phase_portrait.toy_models", KeyError, r"'figures.toy_phase_portrait'"),
+    ("training.schedule", {"decay": {"at": 1.5, "factor": 2}}, r"'training.schedule.decay.at': 1.5 is greater than the maximum"),
+    ("experiments.mlp_mse.training", {"schedule": {"warmup": {"steps": 10}}}, r"'start' is a required property"),
+    ("related.sparse_dln_sgd.kind", "resnet", r"'related.sparse_dln_sgd.kind': 'resnet' is not one of"),
+    ("related.sparse_dln_sgd.variants.constant.eta", KeyError, r"'related.sparse_dln_sgd.variants.constant': 'eta' is a required"),
+    ("related.sparse_dln_sgd.settings.dimension", 3, r"'related.sparse_dln_sgd.settings'.*'dimension' was unexpected"),
+    ("related.sparse_dln_sgd.variants.decay_10.settings", {"batch_size": 0},
+     r"'related.sparse_dln_sgd.variants.decay_10.settings.batch_size': 0 is less than the minimum"),
+    ("related.sparse_dln_sgd.variants.decay_10.decay", {"at": 0.1}, r"'factor' is a required property"),
+    ("figures.sparse_features_dln.related", ["dln"], r"'figures.sparse_features_dln.related': unknown related 'dln'"),
 ])
 def test_bad_configs_fail_naming_the_key(default_config, schema, key, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -117,6 +127,8 @@ def test_the_schema_knows_exactly_the_probes_and_plots_the_code_has(schema):
     assert set(probes) == set(PROBES)
     figure = schema["properties"]["figures"]["additionalProperties"]["properties"]
     assert set(figure["plot"]["enum"]) == set(PLOTS)
+    related = schema["properties"]["related"]["additionalProperties"]["properties"]
+    assert set(related["kind"]["enum"]) == set(KINDS)
 
 
 def test_default_config_is_valid(default_config, schema):

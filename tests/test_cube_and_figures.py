@@ -16,14 +16,15 @@ from gammasweep.adaptive import INFERRED_DIVERGED, SKIPPED, TRAINED
 from gammasweep.analysis import adaptive_cost, eta_max, eta_star, final_metric, fit_power_law
 from gammasweep.cells import BadCellFile
 from gammasweep.cube import build_cube, open_cube, set_column_status, write_cube
-from gammasweep.figures import PLOTS, TOY_PLOTS, render
+from gammasweep.figures import PLOTS, RELATED_PLOTS, TOY_PLOTS, render
 from gammasweep.jobs import train_pack
 from gammasweep.theory import toy_cube
 
 GAMMAS, ETAS = [0.1, 10.0], [1e-3, 1e-1, 1e4]
 PROBES = {"sharpness": {"examples": 32, "iterations": 4}, "spectrum": {"examples": 32, "iterations": 5},
           "alignment": {"examples": 16}, "outputs": {"examples": 32}, "representation": {"examples": 16},
-          "weight_movement": {}, "noether_charge": {}}  # every probe, so that every figure kind renders from this cube
+          "weight_movement": {}, "noether_charge": {}, "feature_sparsity": {"examples": 16}}  # every probe, so that
+# every figure kind renders from this cube
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_cube_layout_units_and_divergence(cube_file):
     cube = open_cube(cube_file)
     assert dict(cube.sizes) == {"gamma": 2, "eta": 3, "seed": 2, "step": len(cube["step"]), "eval_step": 7,
                                 "layer": 3, "start": 1, "ritz": 5, "output_example": 32, "class": 10,
-                                "kernel_example": 16, "kernel_example_b": 16, "layer_pair": 2}
+                                "kernel_example": 16, "kernel_example_b": 16, "layer_pair": 2, "stage": 2}
     assert cube["train_loss"].dims == ("gamma", "eta", "seed", "step")
     assert cube["test_loss"].dims == ("gamma", "eta", "seed", "eval_step")
     assert cube["gamma"].values.tolist() == GAMMAS and cube["eta"].values.tolist() == ETAS
@@ -160,7 +161,7 @@ def test_cubes_and_figures_are_read_without_torch(repo):
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("plot", sorted(PLOTS))
+@pytest.mark.parametrize("plot", sorted(set(PLOTS) - RELATED_PLOTS))  # those: tests/test_related*.py and the like
 def test_every_figure_kind_renders_from_a_cube(plot, cube_file, toy_cube_file, tmp_path):
     outputs = {fmt: tmp_path / f"fig.{fmt}" for fmt in ("pdf", "png", "csv")}
     render(plot, [toy_cube_file if plot in TOY_PLOTS else cube_file], {}, outputs, title=f"test {plot}")
@@ -178,3 +179,16 @@ def test_eta_star_table_holds_fits_with_expected_slopes(cube_file, tmp_path):
     table = pd.read_csv(outputs["csv"])
     assert set(table["quantity"]) == {"eta_max", "eta_star"} and set(table["regime"]) == {"lazy", "rich"}
     assert table.loc[table["regime"] == "rich", "expected_slope"].iloc[0] == pytest.approx(2 / 3)
+
+
+def test_feature_sparsity_curves_draw_every_trained_cell_or_each_gammas_eta_star(cube_file, tmp_path):
+    outputs = {fmt: tmp_path / f"f.{fmt}" for fmt in ("pdf", "png", "csv")}
+    render("feature_sparsity_curves", [cube_file], {}, outputs)
+    every = pd.read_csv(outputs["csv"])
+    assert len(every) == 2 * 2  # 2 gamma x the 2 etas that did not diverge
+    assert {"feature_sparsity_hidden.1", "feature_sparsity_readout"} <= set(every.columns)
+    assert every["feature_sparsity_readout"].between(0, 1).all()
+    render("feature_sparsity_curves", [cube_file], {"at_eta_star": True}, outputs)
+    best = pd.read_csv(outputs["csv"])
+    expected = eta_star(open_cube(cube_file))
+    assert sorted(zip(best["gamma"], best["eta"])) == sorted(zip(expected["gamma"].values, expected.values))

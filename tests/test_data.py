@@ -37,3 +37,20 @@ def test_a_missing_or_truncated_pool_is_a_clear_error(digits_files, tmp_path):
         OnlineStream(cut, 10, 2, 0)
     with pytest.raises(ValueError, match="needs steps x batch = 100 x 20 = 2000 samples, but the pool"):
         OnlineStream(digits_files[0], 20, 100, 0)
+
+
+def test_a_multi_epoch_stream_reshuffles_every_epoch_and_holds_the_pool_once(digits_files):
+    """epochs=True: 2.5 passes over the 1400 images; each epoch is a fresh seeded permutation (the
+    first the one-pass order), every image appears once per epoch, and only the pool is in memory."""
+    images, labels = read_images(digits_files[0])
+    steps, batch = 35, 100  # 3500 samples = 2.5 epochs
+    stream = OnlineStream(digits_files[0], batch, steps, data_seed=4, epochs=True)
+    got = _stream_batches(stream, steps)
+    rng = np.random.default_rng(4)
+    order = np.concatenate([rng.permutation(1400) for _ in range(3)])[:3500]
+    assert torch.equal(got[0], torch.from_numpy(images[order])) and torch.equal(got[1], torch.from_numpy(labels[order]))
+    assert not np.array_equal(order[:1400], order[1400:2800])
+    assert sorted(order[1400:2800].tolist()) == list(range(1400))
+    assert len(stream.images) == 1400
+    one_pass = OnlineStream(digits_files[0], batch, 14, data_seed=4)
+    assert torch.equal(_stream_batches(one_pass, 14)[0], got[0][:1400])

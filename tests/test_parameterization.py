@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import make_setup
+from torch import nn
 
 from gammasweep.data import OnlineStream, normalize
 from gammasweep.losses import mse
 from gammasweep.models import build_model
-from gammasweep.parameterization import centered_output, learning_rate
+from gammasweep.parameterization import MuBatchNorm2d, MuConv2d, centered_output, learning_rate
 from gammasweep.train import Members, train
 
 SPEC = {"name": "mlp", "depth": 3}
-EVERY_MODEL = [{"name": "mlp", "depth": 3, "width": 16}, {"name": "cnn", "width": 4}]
+EVERY_MODEL = [{"name": "mlp", "depth": 3, "width": 16}, {"name": "cnn", "width": 4}, {"name": "resnet18", "width": 2},
+               {"name": "vit", "width": 8, "depth": 2, "heads": 2, "patch": 4}]
+
+# Stacked, ResNet-18's 20 convolutions run grouped (one group per member), alone dense: they sum in
+# other orders, and 20 BatchNorms divide by the batch's deviations, so round-off reaches a few 1e-15
+# on outputs of O(1) (the other models stay below 1e-15).
+STACKING_ATOL = {"resnet18": 1e-14}
 
 
 @pytest.mark.parametrize("spec", EVERY_MODEL, ids=lambda s: s["name"])
@@ -33,31 +44,123 @@ def test_a_stacked_member_is_the_single_network_of_its_seed(spec):
         alone = build_model(spec, (8, 8, 1), 10, seeds=[seed]).double()
         for (name, p), q in zip(stacked.named_parameters(), alone.parameters()):
             assert torch.equal(p[k], q[0]), name
-        torch.testing.assert_close(stacked(x)[k], alone(x)[0], rtol=1e-13, atol=1e-15)
+        torch.testing.assert_close(stacked(x)[k], alone(x)[0], rtol=1e-13, atol=STACKING_ATOL.get(spec["name"], 1e-15))
 
 
-@pytest.mark.parametrize("spec,image", [(EVERY_MODEL[0], (8, 8, 1)), ({**EVERY_MODEL[1], "width": 32}, (4, 4, 3))],
-                         ids=["mlp", "cnn"])
-def test_mup_features_and_their_updates_are_width_independent_for_every_model(spec, image):
-    """Last hidden features are O(1) at init and move O(1) after one step with lr = N * eta, as the
-    width quadruples; the muP output at init shrinks like 1/sqrt(width)."""
+def _width_sweep(spec: dict, image: tuple[int, int, int], widths: list[int], seeds: list[int],
+                 activations: Callable[[nn.Module, torch.Tensor], list[torch.Tensor]],
+                 eta: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per width, on one batch: the RMS of each of ``activations(net, x)`` at init and its RMS change
+    after one SGD step (lr = width * eta, gamma = 1, MSE), (widths, activations) each; and
+    sqrt(width) x the RMS of the output at init, (widths,)."""
     torch.manual_seed(0)
     x, y = torch.randn(64, *image, dtype=torch.float64), torch.randint(0, 10, (64,))
     rms, change, out = [], [], []
-    widths = [spec["width"] * 4 ** i for i in range(3)]
     for width in widths:
-        net = build_model({**spec, "width": width}, image, 10, seeds=[0]).double()
-        before, g0 = net.features(x).detach(), net(x).detach()
+        net = build_model({**spec, "width": width}, image, 10, seeds=seeds).double()
+        before, g0 = [h.detach() for h in activations(net, x)], net(x).detach()
         mse(centered_output(net(x), g0, 1.0), y).sum().backward()
         with torch.no_grad():
             for p in net.parameters():
-                p -= learning_rate(width, 0.5) * p.grad
-        rms.append(before.pow(2).mean().sqrt().item())
-        change.append((net.features(x) - before).pow(2).mean().sqrt().item())
+                p -= learning_rate(width, eta) * p.grad
+            after = activations(net, x)
+        rms.append([h.pow(2).mean().sqrt().item() for h in before])
+        change.append([(a - b).pow(2).mean().sqrt().item() for a, b in zip(after, before)])
         out.append(g0.pow(2).mean().sqrt().item() * width ** 0.5)
+    return np.array(rms), np.array(change), np.array(out)
+
+
+def _within(values: np.ndarray, tolerance: float = 0.5) -> bool:
+    """Every row of ``values`` (widths, ...) within ``tolerance`` of the first width's, relatively."""
+    return bool(np.all(np.abs(values / values[0] - 1) < tolerance))
+
+
+# (spec, image, width factor): the width grows by the factor twice; doubling only for ResNet-18,
+# whose quadrupled width (64) alone would cost seconds.
+MUP_CASES = {"mlp": (EVERY_MODEL[0], (8, 8, 1), 4), "cnn": ({**EVERY_MODEL[1], "width": 32}, (4, 4, 3), 4),
+             "resnet18": ({**EVERY_MODEL[2], "width": 4}, (8, 8, 3), 2),
+             "vit": ({**EVERY_MODEL[3], "width": 16, "patch": 2}, (4, 4, 3), 4)}
+
+
+@pytest.mark.parametrize("spec,image,factor", MUP_CASES.values(), ids=MUP_CASES.keys())
+def test_mup_features_and_their_updates_are_width_independent_for_every_model(spec, image, factor):
+    """Last hidden features are O(1) at init and move O(1) after one step with lr = N * eta, as the
+    width grows; the muP output at init shrinks like 1/sqrt(width)."""
+    widths = [spec["width"] * factor ** i for i in range(3)]
+    rms, change, out = _width_sweep(spec, image, widths, [0], lambda net, x: [net.features(x)])
     for values in (rms, change, out):
-        assert np.all(np.abs(np.array(values) / values[0] - 1) < 0.5), (rms, change, out)
-    assert 0.1 < rms[0] < 10 and change[0] > 1e-3
+        assert _within(values), (rms, change, out)
+    assert 0.1 < rms[0, 0] < 10 and change[0, 0] > 1e-3
+
+
+def _part_outputs(part: str) -> Callable[[nn.Module, torch.Tensor], list[torch.Tensor]]:
+    """(net, x) -> the outputs of each submodule of ``net.<part>`` in one forward pass."""
+    def outputs(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+        captured = []
+        hooks = [m.register_forward_hook(lambda module, args, out: captured.append(out)) for m in getattr(net, part)]
+        try:
+            net(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return captured
+    return outputs
+
+
+@pytest.mark.parametrize("case,part", [("resnet18", "stages"), ("vit", "blocks")], ids=["resnet18", "vit"])
+def test_mup_hidden_activations_of_the_normalized_models_and_their_updates_are_width_independent(case, part):
+    """BatchNorm and LayerNorm make their outputs O(1) whatever the scale of the weights before them,
+    so the features' O(1) at init above holds by construction there and does not test muP. What muP
+    must still get right: the un-normalized activations (ResNet-18's stage outputs, a normalized
+    branch plus the shortcut, after ReLU; the ViT's residual stream after each block) stay O(1), and
+    one step with lr = N * eta moves each of them by a width-independent amount (lr = eta, the NTK
+    scaling's, would shrink the change like 1/N). Two members (seeds 0, 1) average the seed noise."""
+    spec, image, factor = MUP_CASES[case]
+    widths = [spec["width"] * factor ** i for i in range(3)]
+    rms, change, _ = _width_sweep(spec, image, widths, [0, 1], _part_outputs(part))
+    assert _within(rms, 0.25) and _within(change), (rms, change)
+    assert np.all((rms > 0.3) & (rms < 3)) and np.all(change > 1e-2), (rms, change)
+
+
+def test_mu_conv2d_defaults_are_the_3x3_same_convolution_of_before():
+    """Kernel size 3, stride 1 and a bias are bit for bit the convolution before those arguments
+    existed: weights N(0, 1) from the member's generator, F.conv2d(x, W / sqrt(c_in), b, padding=1)
+    on a shared input and per member (groups = K). The 1x1 stride-2 shortcut is a 1x1 convolution
+    of every second pixel, with fan-in c_in and no bias."""
+    generators = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    conv = MuConv2d(3, 5, generators)
+    for k, seed in enumerate((0, 1)):
+        assert torch.equal(conv.weight[k], torch.randn(5, 3, 3, 3, generator=torch.Generator().manual_seed(seed)))
+    with torch.no_grad():
+        conv.bias.normal_()
+    weight, bias = conv.weight.reshape(10, 3, 3, 3) * (1.0 / math.sqrt(3)), conv.bias.reshape(-1)
+    shared, stacked = torch.randn(4, 3, 7, 7), torch.randn(4, 2 * 3, 7, 7)
+    assert torch.equal(conv(shared), F.conv2d(shared, weight, bias, padding=1))
+    assert torch.equal(conv(stacked), F.conv2d(stacked, weight, bias, padding=1, groups=2))
+    assert conv.fan_in == 27 and conv.scale == 1.0 / math.sqrt(3)
+
+    shortcut = MuConv2d(3, 5, generators, kernel_size=1, stride=2, bias=False)
+    assert shortcut.bias is None and shortcut.fan_in == 3 and shortcut(stacked).shape == (4, 10, 4, 4)
+    torch.testing.assert_close(shortcut(stacked), F.conv2d(stacked[:, :, ::2, ::2], shortcut.weight.reshape(10, 3, 1, 1)
+                                                           / math.sqrt(3), groups=2))
+
+
+def test_batch_norm_normalizes_each_member_on_its_own_batch_statistics():
+    """Per member and channel, over (B, H, W): (x - mean) / sqrt(var + eps) with each member's own
+    statistics (here member 1's input is member 0's scaled by 10 and shifted by 3: the two normalize
+    alike), then each member's own affine map; one member's input leaves the other's output unchanged."""
+    norm = MuBatchNorm2d(3, members=2).double()
+    h = torch.randn(8, 3, 5, 5, dtype=torch.float64)
+    x = torch.cat([h, 10 * h + 3], dim=1)  # (B, K * C, H, W): member 0's channels, then member 1's
+    mean, var = x.mean(dim=(0, 2, 3), keepdim=True), x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    y = norm(x)
+    torch.testing.assert_close(y, (x - mean) / torch.sqrt(var + norm.eps), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y[:, 3:], y[:, :3], rtol=1e-5, atol=1e-12)  # alike up to eps / (2 var)
+    with torch.no_grad():
+        norm.weight[1], norm.bias[1] = 2.0, -1.0
+    torch.testing.assert_close(norm(x), torch.cat([y[:, :3], 2 * y[:, 3:] - 1], dim=1), rtol=1e-12, atol=1e-12)
+    other = torch.cat([h, torch.randn(8, 3, 5, 5, dtype=torch.float64)], dim=1)
+    assert torch.equal(norm(other)[:, :3], norm(x)[:, :3])
 
 
 def test_same_seed_same_init_and_other_seed_other_init():

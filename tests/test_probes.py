@@ -16,14 +16,16 @@ from gammasweep.losses import LOSSES
 from gammasweep.models import build_model
 from gammasweep.parameterization import centered_output
 from gammasweep.kernels import centered_alignment
-from gammasweep.probes import Hessian, label_kernel, lanczos_quadrature, start_vectors, tangent_kernel, top_hessian_eigenvalue
+from gammasweep.probes import (PROBES, FeatureSparsityProbe, Hessian, Network, ProbeBatch, label_kernel,
+                               lanczos_quadrature, start_vectors, tangent_kernel, top_hessian_eigenvalue)
+from gammasweep.sparsity import feature_sparsity
 from gammasweep.train import Members, train
 
 QUIET = {"log": lambda message: None}
 SHARPNESS = {"sharpness": {"examples": 64, "iterations": 30}}
 EVERY_PROBE = {"sharpness": {"examples": 32, "iterations": 5}, "spectrum": {"examples": 32, "iterations": 6, "vectors": 2},
                "alignment": {"examples": 16}, "outputs": {"examples": 397}, "representation": {"examples": 16},
-               "weight_movement": {}}
+               "weight_movement": {}, "feature_sparsity": {"examples": 16}}
 
 
 def _quadratic_rows(spectra: list[list[float]], seed: int = 0) -> tuple[torch.Tensor, dict, object]:
@@ -121,7 +123,8 @@ def test_sharpness_and_spectrum_match_the_exact_hessian_of_a_small_network(test_
         assert ritz.min() >= eigenvalues.min() - 1e-9  # Ritz values lie inside the spectrum
 
 
-@pytest.mark.parametrize("model", [{"name": "mlp", "width": 5, "depth": 3}, {"name": "cnn", "width": 2}],
+@pytest.mark.parametrize("model", [{"name": "mlp", "width": 5, "depth": 3}, {"name": "cnn", "width": 2},
+                                   {"name": "vit", "width": 4, "depth": 1, "heads": 2, "patch": 4}],
                          ids=lambda m: m["name"])
 def test_tangent_kernel_matches_the_brute_force_jacobian(test_set, model):
     setup = make_setup(model=model, dtype=torch.float64)
@@ -164,8 +167,9 @@ def test_probes_leave_the_trajectory_untouched_and_are_recorded_per_member(digit
         np.testing.assert_array_equal(values, probed.arrays()[field], err_msg=field)
     assert probed.diverged.tolist() == [False, True, False]
     records = probed.probes
-    assert sorted(records) == ["feature_alignment", "feature_kernel", "hessian_ritz_value", "hessian_ritz_weight",
-                               "ntk_alignment", "probe_output", "sharpness", "weight_movement"]
+    assert sorted(records) == ["feature_alignment", "feature_kernel", "feature_sparsity", "hessian_ritz_value",
+                               "hessian_ritz_weight", "ntk_alignment", "probe_output", "sharpness", "weight_movement"]
+    assert records["feature_sparsity"]["stage"].values.tolist() == ["hidden.1", "readout"]
     assert records["weight_movement"].dims == ("member", "eval_step", "layer")
     assert records["weight_movement"]["layer"].values.tolist() == ["hidden.0", "hidden.1", "readout"]
     assert records["hessian_ritz_value"].dims == ("member", "eval_step", "start", "ritz")
@@ -233,3 +237,48 @@ def test_the_noether_charge_moves_only_at_second_order_in_the_step(digits_files,
     assert first_order > 100 * abs(expected[0])  # each layer's own term is large; they cancel
     at_init = params["hidden.0.weight"].pow(2).sum() - params["hidden.1.weight"].pow(2).sum()  # biases start at 0
     assert charge.values[0, 0, 0] == pytest.approx(at_init.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("spec", [{"name": "mlp", "width": 24, "depth": 3}, {"name": "cnn", "width": 3}], ids=["mlp", "cnn"])
+def test_feature_sparsity_is_measured_per_stage_on_each_members_own_features(spec):
+    """The probe's value for member k and stage s is sparsity.feature_sparsity of that member's
+    post-ReLU features entering the stage: hidden units as units for an MLP, channels for a
+    convolution (each image position a sample)."""
+    model = build_model(spec, (8, 8, 1), 10, seeds=[0, 1]).double()
+    weights = {k: v.detach() for k, v in model.named_parameters()}
+    x = torch.randn(12, 8, 8, 1, dtype=torch.float64)
+    net = Network(model=model, loss=LOSSES["mse"], centered=None, initial=None, initial_output=None, lr_unit=1.0)
+    values = FeatureSparsityProbe(threshold=0.9).measure(net, ProbeBatch(x, None, None), slice(0, 2), weights, [0, 1])
+    values = values["feature_sparsity"].numpy()
+    assert values.shape == (2, len(model.feature_stages))
+    with torch.no_grad():
+        if spec["name"] == "mlp":
+            first = torch.relu(model.hidden[0](x.flatten(1)))  # (K, B, N): the input of hidden.1
+            expected = [first, model.features(x)]
+        else:
+            conv = torch.nn.functional.avg_pool2d(torch.relu(model.conv1(x.permute(0, 3, 1, 2))), 2)  # (B, K*C, 4, 4)
+            channels = conv.view(12, 2, 3, 4, 4).permute(1, 0, 3, 4, 2).reshape(2, 12 * 16, 3)
+            expected = [channels, model.features(x)]
+    for k in range(2):
+        np.testing.assert_allclose(values[k], [feature_sparsity(h[k].numpy(), 0.9) for h in expected], rtol=1e-12)
+    assert (0 < values).all() and (values < 1).all() and not np.allclose(values[0], values[1])
+
+
+@pytest.mark.parametrize("model", [{"name": "resnet18", "width": 2}, {"name": "vit", "width": 8, "depth": 1, "heads": 2, "patch": 4}],
+                         ids=lambda m: m["name"])
+def test_every_probe_runs_on_resnet18_and_the_vit_but_the_ntk_refuses_batch_norm(digits_files, test_set, model):
+    """Through the trainer on 8 x 8 digits, every probe records finite values for every member of the
+    ViT (its LayerNorm is per example) and every probe but the alignment for ResNet-18, whose NTK
+    raises: BatchNorm makes an example's output depend on its batch, so per-example Jacobians are not
+    its NTK (docs/models.md)."""
+    members, stream = Members(seeds=[0, 1], gammas=[1.0, 10.0], etas=[0.05, 0.5]), OnlineStream(digits_files[0], 16, 1, 0)
+    probes = {**EVERY_PROBE, "sharpness": {"examples": 8, "iterations": 2},  # Hessians through 20 BatchNorms cost
+              "spectrum": {"examples": 8, "iterations": 3, "vectors": 1}}
+    if model["name"] == "resnet18":
+        with pytest.raises(ValueError, match="BatchNorm"):
+            train(make_setup(steps=1, model=model, probes={"alignment": {"examples": 8}}), members, stream, *test_set, **QUIET)
+        del probes["alignment"]
+    curves = train(make_setup(steps=1, model=model, probes=probes), members, stream, *test_set, **QUIET)
+    assert sorted(curves.probes) == sorted(r for name in probes for r in PROBES[name].records)
+    for record, values in curves.probes.items():
+        assert np.isfinite(values.values).all(), record

@@ -75,3 +75,26 @@ def test_the_hessian_trace_formula_matches_autograd():
     exact = torch.autograd.functional.hessian(half_loss, theta).diagonal().sum()
     sigma_x = (x.T @ x / len(x)).numpy()
     assert hessian_trace(u.numpy(), w.numpy(), sigma_x) == pytest.approx(float(exact), rel=1e-10)
+
+
+def test_feature_sparsity_matches_the_greedy_definition_on_random_features():
+    """Against the definition written out unit by unit, on ReLU features with planted duplicates
+    (scaled copies), a near-copy, dead units and a constant unit."""
+    rng = np.random.default_rng(3)
+    base = np.maximum(rng.standard_normal((40, 12)), 0)
+    noisy = base[:, 2] + 0.3 * np.abs(rng.standard_normal(40))
+    features = np.column_stack([base, 2 * base[:, [0, 5]], noisy, np.zeros((40, 2)), np.ones(40)])
+    for threshold in (0.5, 0.95, 0.99):
+        kept: list[int] = []
+        for j in range(features.shape[1]):
+            column = features[:, j]
+            if not column.any():
+                continue
+            if column.std() > 0 and any(features[:, k].std() > 0 and abs(np.corrcoef(column, features[:, k])[0, 1]) > threshold
+                                        for k in kept):
+                continue
+            kept.append(j)
+        expected = np.count_nonzero(features[:, kept]) / features.size
+        assert feature_sparsity(features, threshold) == pytest.approx(expected), threshold
+    assert feature_sparsity(features, 0.95) < feature_sparsity(features, 1.0)  # the copies are dropped
+

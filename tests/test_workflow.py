@@ -24,7 +24,7 @@ from workflow_helpers import (REPO, assert_cells_equal_an_uninterrupted_run, job
 
 from gammasweep.config import Plan
 from gammasweep.cube import open_cube
-from gammasweep.figures import PLOTS
+from gammasweep.figures import PLOTS, RELATED_PLOTS
 from gammasweep.records import RECORDS
 
 
@@ -39,7 +39,9 @@ def micro_run(tmp_path_factory):
 def test_end_to_end_micro_run_builds_every_figure(micro_run):
     config = micro_config()
     plots = {figure["plot"] for figure in config["figures"].values()}
-    assert plots == set(PLOTS) - {"adaptive_coverage"}  # every plot kind runs here (that one in test_adaptive_workflow)
+    # Every plot kind of the gamma-eta sweeps runs here (adaptive_coverage in test_adaptive_workflow; the
+    # related experiments' in test_related.py and its siblings, which also run their rules).
+    assert plots == set(PLOTS) - {"adaptive_coverage"} - RELATED_PLOTS
     for name in config["figures"]:
         for ext in ("pdf", "png", "csv"):
             assert (micro_run / "results" / "figures" / f"{name}.{ext}").stat().st_size > 0
@@ -127,12 +129,14 @@ def test_paper_config_dry_runs_the_full_dag(tmp_path):
     # CE, SignSGD, Adam) 6 gamma < 1e-2 in float64 (294 cells, 5 packs of <= 64) and 15 in float32
     # (735 cells, 12 packs): 6 x 17 = 102 GPU jobs.
     plan = Plan.from_files(REPO / "config" / "paper.yaml", REPO / "config" / "schema.yaml")
-    assert sum(len(p.cells) for e in plan.config["experiments"] for p in plan.packs(e)) == 7 * 21 * 49
-    # The CNN on CIFAR-5M: 6 x 49 float64 cells in 19 packs of <= 16, 15 x 49 float32 ones in 46.
-    assert counts["train_pack"] == 102 + 65 and counts["sample_shard"] == 10 and counts["aggregate"] == 7
-    # MNIST-1M: fetch MNIST -> generator -> 10 shards -> pool -> gate; CIFAR-5M: only the 2 parts
-    # its 10,000 x 128 images need (and CIFAR-10 for the test set).
-    assert counts["fetch_source"] == 2 and counts["quality_gate"] == 1 and counts["fetch_part"] == 2
+    assert sum(len(p.cells) for e in plan.config["experiments"] for p in plan.packs(e)) == 9 * 21 * 49 + 8
+    # The CNN on CIFAR-5M: 6 x 49 float64 cells in 19 packs of <= 16, 15 x 49 float32 ones in 46; ResNet-18
+    # on CIFAR-5M and the ViT on TinyImageNet, packs of <= 8: 37 + 92 each; the 8 one-cell runs of A-DEEP.
+    assert counts["train_pack"] == 102 + 65 + 2 * 129 + 8 and counts["sample_shard"] == 10 and counts["aggregate"] == 17
+    # MNIST-1M: fetch MNIST -> generator -> 10 shards -> pool -> gate; CIFAR-5M: only the 2 parts its
+    # 10,000 x 128 images need (and CIFAR-10 for the test set); CIFAR-100 and TinyImageNet fetched whole.
+    assert counts["fetch_source"] == 4 and counts["quality_gate"] == 1 and counts["fetch_part"] == 2
+    assert counts["simulate_related"] == len(plan.config["related"]) and counts["simulate_toy"] == 2
 
 
 def test_lint_is_clean():
@@ -159,8 +163,11 @@ def test_default_config_plans_the_quickstart(tmp_path):
     plan = Plan(default, yaml.safe_load((REPO / "config" / "schema.yaml").read_text()))
     assert [len(p.cells) for p in plan.packs("mlp_mse")] == [12, 24, 24, 24]  # 7 x 12 cells, float64 first
     assert [len(p.cells) for p in plan.packs("mlp_mse_adam")] == [12, 48, 24]
-    assert counts["train_pack"] == 4 + 2 * 3 and counts["bracket_eta"] == 7 and len(default["figures"]) == 19
+    assert counts["train_pack"] == 4 + 2 * 3 and counts["bracket_eta"] == 7
     assert counts["figure_adaptive_coverage_mlp_mse"] == 1 and counts["simulate_toy"] == 2
+    # The related papers' experiments are in rule all too: each cube once, each figure its rule.
+    assert counts["simulate_related"] == len(default["related"]) >= 10
+    assert {rule for rule in counts if rule.startswith("figure_")} == {f"figure_{name}" for name in default["figures"]}
 
 
 def test_a_second_workflow_on_the_same_directory_is_refused_by_the_lock(tmp_path):

@@ -53,10 +53,10 @@ def micro_config(losses: tuple[str, ...] = ("mse", "cross_entropy")) -> dict:
         config["experiments"]["mlp_mse"]["training"] = {"probes": {
             "sharpness": {"examples": 32, "iterations": 4}, "spectrum": {"examples": 32, "iterations": 4},
             "alignment": {"examples": 8}, "outputs": {"examples": 32}, "representation": {"examples": 8},
-            "weight_movement": {}, "noether_charge": {}}}
+            "weight_movement": {}, "noether_charge": {}, "feature_sparsity": {"examples": 8}}}
         config["figures"] |= {plot: {"plot": plot, "experiments": ["mlp_mse"]} for plot in (
             "catapult", "hessian_spectrum", "silent_alignment", "output_agreement", "representation_similarity",
-            "weight_movement")}
+            "weight_movement", "feature_sparsity_curves")}
         config["figures"] |= {
             "phase_steps_mlp_mse": {"plot": "phase_portrait", "experiments": ["mlp_mse"], "options": {"steps": [5, 20]}},
             "performance_mlp_mse": {"plot": "performance_vs_gamma", "experiments": ["mlp_mse"]},

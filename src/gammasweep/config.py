@@ -73,7 +73,7 @@ def validate(config: dict, schema: dict) -> None:
         if exp["model"]["name"] not in MODELS:
             raise ConfigError(f"config key '{where}.model.name': unknown model; known: {sorted(MODELS)}")
         pool = pool_size(config["datasets"][exp["dataset"]])
-        if exp["steps"] * exp["batch_size"] > pool:
+        if pool is not None and exp["steps"] * exp["batch_size"] > pool:
             raise ConfigError(f"config key '{where}': steps x batch_size = {exp['steps'] * exp['batch_size']} "
                               f"exceeds the {pool} images of dataset {exp['dataset']!r} (online: no sample reused)")
         grid_values(exp["gamma"], f"{where}.gamma")
@@ -107,15 +107,18 @@ def validate(config: dict, schema: dict) -> None:
         grid_values(toy["gamma"], f"toy_models.{name}.gamma")
         grid_values(toy["eta"], f"toy_models.{name}.eta")
     for name, fig in config["figures"].items():
-        for key in ("experiments", "toy_models"):
+        for key in ("experiments", "toy_models", "related"):
             declared = config.get(key, {})
             for unknown in [entry for entry in fig.get(key, []) if entry not in declared]:
                 raise ConfigError(f"config key 'figures.{name}.{key}': unknown {key.removesuffix('s')} {unknown!r}; "
                                   f"declared: {sorted(declared)}")
 
 
-def pool_size(dataset: dict) -> int:
-    """Images in a dataset's training pool: the sampled images, or every part's."""
+def pool_size(dataset: dict) -> int | None:
+    """Images in a dataset's training pool: the sampled images, or every part's; None for a real
+    dataset (its source's training split, trained for several epochs)."""
+    if dataset["kind"] == "real":
+        return None
     if dataset["kind"] == "generated":
         return dataset["sampling"]["images"]
     return dataset["images_per_part"] * len(dataset["parts"])
@@ -175,6 +178,8 @@ class Plan:
             "dtype": str(dtype_for_gamma(gamma, training["float64_below_gamma"])).removeprefix("torch."),
             "input_shape": list(source.shape), "num_classes": source.num_classes,
             "normalization": dataset["normalization"], **training,
+            **({"epochs": True} if dataset["kind"] == "real" else {}),  # a finite pool, reshuffled each epoch
+            **({"augment": dataset["augment"]} if "augment" in dataset else {}),
         }
 
     def packs(self, experiment: str) -> list[Pack]:
@@ -244,13 +249,16 @@ class Plan:
         return self.downloads(list(SOURCES[source].files))
 
     def pool_files(self, experiment: str) -> list[str]:
-        """What an experiment's online stream reads: a generated dataset's pool, or the first parts of
-        a fetched one, as many as its steps x batch_size needs (only those are fetched)."""
+        """What an experiment's stream reads: a generated dataset's pool, the first parts of a fetched
+        one, as many as its steps x batch_size needs (only those are fetched), or a real one's
+        source training split."""
         exp = self.config["experiments"][experiment]
         name = exp["dataset"]
         dataset = self.dataset(name)
         if dataset["kind"] == "generated":
             return [f"{DATA}/{name}/pool.h5"]
+        if dataset["kind"] == "real":
+            return [f"{DATA}/sources/{dataset['source']}/train.h5"]
         parts = math.ceil(exp["steps"] * exp["batch_size"] / dataset["images_per_part"])
         return [f"{DATA}/{name}/parts/{k}.h5" for k in range(parts)]
 
@@ -260,15 +268,17 @@ class Plan:
         return [f"{DATA}/{name}/quality.json"] if self.dataset(name)["kind"] == "generated" else []
 
     def figure_cubes(self, figure: str) -> list[str]:
-        """The cubes a figure reads, in order: its experiments', then its toy models'."""
+        """The cubes a figure reads, in order: its experiments', its toy models', its related experiments'."""
         fig = self.config["figures"][figure]
-        return [cube_path(e) for e in fig.get("experiments", [])] + [toy_cube_path(t) for t in fig.get("toy_models", [])]
+        return ([cube_path(e) for e in fig.get("experiments", [])] + [toy_cube_path(t) for t in fig.get("toy_models", [])]
+                + [related_cube_path(r) for r in fig.get("related", [])])
 
     def figure_caption(self, figure: str) -> str:
         """The report's caption: the paper's figure, then what produced ours (reStructuredText)."""
         fig = self.config["figures"][figure]
         sources = [f"experiment ``{e}`` ({self.describe_experiment(e)})" for e in fig.get("experiments", [])]
         sources += [f"toy model ``{t}`` ({self.describe_toy(t)})" for t in fig.get("toy_models", [])]
+        sources += [f"related experiment ``{r}`` ({self.describe_related(r)})" for r in fig.get("related", [])]
         paper = f"**Paper, {fig['paper']}.** " if "paper" in fig else ""
         return (f"{paper}{fig.get('caption', '')}\n\n**Ours:** figure ``{figure}``, plot ``{fig['plot']}`` "
                 f"from " + "; ".join(sources) + ".")
@@ -284,6 +294,11 @@ class Plan:
     def describe_toy(self, toy: str) -> str:
         settings = self.config["toy_models"][toy]
         return f"{settings['loss']}, L = {settings['depth']}, T = {settings['steps']} GD steps"
+
+    def describe_related(self, name: str) -> str:
+        spec = self.config["related"][name]
+        return (f"{spec['kind']}, {spec['steps']} steps, {spec['seeds']} seeds, variants "
+                + ", ".join(spec["variants"]))
 
     def figure_files(self) -> list[str]:
         return [f"{FIGURES}/{name}.{ext}" for name in self.config["figures"] for ext in ("pdf", "png", "csv")]
@@ -351,3 +366,7 @@ def cube_path(experiment: str) -> str:
 
 def toy_cube_path(toy: str) -> str:
     return f"{CUBES}/toy/{toy}.nc"
+
+
+def related_cube_path(name: str) -> str:
+    return f"{CUBES}/related/{name}.nc"

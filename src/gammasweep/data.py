@@ -81,51 +81,58 @@ def read_images(path: str | Path, limit: int | None = None) -> tuple[np.ndarray,
 
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype) -> torch.Tensor:
-    """uint8 (B, H, W, C) in 0..255 -> float (B, H, W, C), per channel (x / 255 - mean) / std."""
-    x = images.to(dtype) / 255.0
+    """uint8 (B, H, W, C) in 0..255 (or float in [0, 1], e.g. augmented) -> float (B, H, W, C), per
+    channel (x - mean) / std of x in [0, 1]."""
+    x = images.to(dtype) / 255.0 if images.dtype == torch.uint8 else images.to(dtype)
     return (x - torch.tensor(mean, dtype=dtype, device=x.device)) / torch.tensor(std, dtype=dtype, device=x.device)
 
 
 class OnlineStream:
-    """One pass over a pool: batch t holds samples ``order[B t : B (t + 1)]`` of a seeded order.
+    """Batch t holds samples ``order[B t : B (t + 1)]`` of a seeded order of a pool.
+
+    Online (the default): one pass, no sample reused; a run longer than the pool is an error.
+    With ``epochs=True`` (a finite real dataset trained for several epochs) the order is one fresh
+    seeded permutation per epoch; its first epoch is the one-pass order.
 
     A pool is one HDF5 file or several (the parts of a fetched dataset), indexed one after another.
-    The whole pass (``steps * batch_size`` samples) is read once into memory as uint8, block by
-    block, so any subset of a large pool is read at the disk's speed.
+    The rows the run reads are loaded once into memory as uint8, block by block, so any subset of a
+    large pool is read at the disk's speed and a multi-epoch run holds the pool only once.
     """
 
     def __init__(self, pool: str | Path | Sequence[str | Path], batch_size: int, steps: int, data_seed: int,
-                 block_rows: int = 65536) -> None:
+                 block_rows: int = 65536, epochs: bool = False) -> None:
         paths = [Path(pool)] if isinstance(pool, (str, Path)) else [Path(p) for p in pool]
         with contextlib.ExitStack() as stack:
             files = [stack.enter_context(open_pool(path)) for path in paths]
             sizes = [len(f["labels"]) for f in files]
-            needed = batch_size * steps
-            if needed > sum(sizes):
+            needed, total = batch_size * steps, sum(sizes)
+            if needed > total and not epochs:
                 raise ValueError(
                     f"online training needs steps x batch = {steps} x {batch_size} = {needed} samples, "
-                    f"but the pool {', '.join(map(str, paths))} holds {sum(sizes)}: enlarge the pool or shorten the run"
+                    f"but the pool {', '.join(map(str, paths))} holds {total}: enlarge the pool or shorten the run"
                 )
-            order = np.random.default_rng(data_seed).permutation(sum(sizes))[:needed]
-            self.images = torch.empty((needed, *files[0]["images"].shape[1:]), dtype=torch.uint8)
-            self.labels = torch.empty(needed, dtype=torch.int64)
+            rng = np.random.default_rng(data_seed)
+            order = np.concatenate([rng.permutation(total) for _ in range(-(-needed // total))])[:needed]
+            rows = np.unique(order)  # the pool rows the run reads, ascending
+            self.images = torch.empty((len(rows), *files[0]["images"].shape[1:]), dtype=torch.uint8)
+            self.labels = torch.empty(len(rows), dtype=torch.int64)
             start = 0
             for f, size in zip(files, sizes, strict=True):
                 for block in range(start, start + size, block_rows):
-                    end = min(block + block_rows, start + size)
-                    slots = np.flatnonzero((order >= block) & (order < end))  # stream positions from this block
-                    if len(slots):
-                        rows = order[slots] - start
-                        lo, hi = int(rows.min()), int(rows.max()) + 1
-                        self.images[slots] = torch.from_numpy(f["images"][lo:hi][rows - lo])
-                        self.labels[slots] = torch.from_numpy(f["labels"][lo:hi][rows - lo])
+                    lo, hi = np.searchsorted(rows, [block, min(block + block_rows, start + size)])
+                    if hi > lo:
+                        local = rows[lo:hi] - start
+                        first, last = int(local[0]), int(local[-1]) + 1
+                        self.images[lo:hi] = torch.from_numpy(f["images"][first:last][local - first])
+                        self.labels[lo:hi] = torch.from_numpy(f["labels"][first:last][local - first])
                 start += size
-        self.batch_size = batch_size
+        self.slot = torch.from_numpy(np.searchsorted(rows, order))  # stream position -> row of self.images
+        self.batch_size, self.data_seed = batch_size, data_seed
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch of step t: uint8 images (B, H, W, C) and int64 labels (B,)."""
-        sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
-        return self.images[sl], self.labels[sl]
+        rows = self.slot[step * self.batch_size:(step + 1) * self.batch_size]
+        return self.images[rows], self.labels[rows]
 
 
 def open_pool(path: Path) -> h5py.File:

@@ -147,7 +147,7 @@ def run_cells(cells: Sequence[dict], pool: str | Sequence[str], test: str, label
           f"..{max(c['gamma'] for c in cells):.3g}, eta {min(c['eta'] for c in cells):.3g}"
           f"..{max(c['eta'] for c in cells):.3g}) x {len(seeds)} seeds, {steps} steps, "
           f"{first['dtype']} on {device_name(device)}", flush=True)
-    stream = OnlineStream(pool, first["batch_size"], steps, first["data_seed"])
+    stream = OnlineStream(pool, first["batch_size"], steps, first["data_seed"], epochs=first.get("epochs", False))
     test_images, test_labels = read_images(test, limit=first["test_examples"])
     norm = first["normalization"]
     setup = Setup(model=first["model"], input_shape=tuple(first["input_shape"]), num_classes=first["num_classes"],
@@ -155,7 +155,8 @@ def run_cells(cells: Sequence[dict], pool: str | Sequence[str], test: str, label
                   dtype=torch.float64 if first["dtype"] == "float64" else torch.float32, device=device,
                   divergence_cap=first["divergence_cap"], record_points=first["record_points"],
                   test_batch_size=first["test_batch_size"], probes=first.get("probes", {}),
-                  optimizer=first.get("optimizer", {}))
+                  optimizer=first.get("optimizer", {}), schedule=first.get("schedule", {}),
+                  augment=first.get("augment", {}))
     members = Members(seeds=[s for _ in cells for s in seeds], gammas=[c["gamma"] for c in cells for _ in seeds],
                       etas=[c["eta"] for c in cells for _ in seeds])
     log = lambda msg: print(msg, flush=True)  # noqa: E731
@@ -317,3 +318,18 @@ def simulate_toy_cube(settings: dict, out: str) -> None:
     print(f"toy cube {out}: {settings['loss']}, L = {settings['depth']}, T = {settings['steps']}, "
           f"{len(gammas)} x {len(etas)} grid, {int(cube['diverged'].sum())} diverged, {time.time() - start:.1f} s",
           flush=True)
+
+
+def simulate_related_cube(spec: dict, out: str) -> None:
+    """Simulate a related experiment (config ``related:`` entry, ``gammasweep.related``) and write its cube."""
+    from gammasweep.related import related_cube
+
+    start = time.time()
+    torch.set_num_threads(1)  # small nets: one thread is fastest (two were 2x slower per step)
+    cube = related_cube(spec, log=lambda msg: print(msg, flush=True))
+    cube.attrs.update(kind=spec["kind"], related_settings=json.dumps(spec, sort_keys=True),
+                      versions=json.dumps(versions(), sort_keys=True))
+    write_cube(cube, out)
+    diverged = int((cube["diverged_step"] >= 0).sum())
+    print(f"related cube {out}: {spec['kind']}, {cube.sizes['variant']} variants x {cube.sizes['seed']} seeds x "
+          f"{spec['steps']} steps, {diverged} runs diverged, {time.time() - start:.1f} s", flush=True)

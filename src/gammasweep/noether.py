@@ -21,11 +21,19 @@ def noise_matrices(u: np.ndarray, w: np.ndarray, x: np.ndarray, y: np.ndarray) -
     return gamma_w, gamma_u
 
 
+def relative_gap(matrix, reference):
+    """||matrix - reference||_F / ||reference||_F over the last two axes (batched over the others);
+    NumPy arrays or torch tensors alike."""
+    def frobenius(m):
+        return (m * m).sum(axis=(-2, -1)) ** 0.5
+
+    return frobenius(matrix - reference) / frobenius(reference)
+
+
 def equilibrium_gap(u: np.ndarray, w: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
     """||U^T Gamma_U U - W Gamma_W W^T||_F / ||U^T Gamma_U U||_F: 0 at SGD's noise equilibrium."""
     gamma_w, gamma_u = noise_matrices(u, w, x, y)
-    left, right = u.T @ gamma_u @ u, w @ gamma_w @ w.T
-    return float(np.linalg.norm(left - right) / np.linalg.norm(left))
+    return float(relative_gap(w @ gamma_w @ w.T, u.T @ gamma_u @ u))
 
 
 def hessian_trace(u: np.ndarray, w: np.ndarray, sigma_x: np.ndarray) -> float:

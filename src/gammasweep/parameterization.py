@@ -18,6 +18,8 @@ pack of K cells trains as one model (one GEMM per layer for all members); one ne
 Member k's weights are drawn from its own generator, so they do not depend on K or on the other
 members. Activations are (B, F) when shared by all members (the input), (K, B, F) per member;
 convolutional activations keep members in the channel dimension, (B, K * C, H, W).
+Normalization layers (BatchNorm, LayerNorm) have a per-member affine map, weight 1 and bias 0 at
+init, trained like biases; BatchNorm always normalizes on the batch's statistics.
 """
 
 from __future__ import annotations
@@ -67,24 +69,66 @@ class MuReadout(MuLinear):
 
 
 class MuConv2d(nn.Module):
-    """Hidden 3x3 convolution ('same' padding): y = conv(x, W) / sqrt(c_in) + b, W ~ N(0, 1), b = 0.
+    """Hidden k x k convolution, stride s, padding k // 2 ('same' for stride 1):
+    y = conv(x, W) / sqrt(c_in) + b, W ~ N(0, 1), b = 0 (no b with ``bias=False``, as before a BatchNorm).
 
-    Weight (K, c_out, c_in, 3, 3). Input (B, c_in, H, W) shared by the members or (B, K * c_in, H, W);
-    output (B, K * c_out, H, W).
+    Weight (K, c_out, c_in, k, k). Input (B, c_in, H, W) shared by the members or (B, K * c_in, H, W);
+    output (B, K * c_out, H', W'), H' = ceil(H / s).
     """
 
-    def __init__(self, c_in: int, c_out: int, generators: Sequence[torch.Generator]) -> None:
+    def __init__(self, c_in: int, c_out: int, generators: Sequence[torch.Generator], kernel_size: int = 3,
+                 stride: int = 1, bias: bool = True) -> None:
         super().__init__()
-        self.weight = _normal((c_out, c_in, 3, 3), generators)
-        self.bias = nn.Parameter(torch.zeros(len(generators), c_out))
+        self.weight = _normal((c_out, c_in, kernel_size, kernel_size), generators)
+        self.bias = nn.Parameter(torch.zeros(len(generators), c_out)) if bias else None
         self.scale = 1.0 / math.sqrt(c_in)  # the forward multiplier, as the authors' code
-        self.fan_in = 9 * c_in  # terms summed per output
+        self.fan_in = kernel_size ** 2 * c_in  # terms summed per output
+        self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         members, c_out, c_in = self.weight.shape[:3]
         groups = 1 if x.shape[1] == c_in else members  # shared input, or each member its own channels
-        weight = self.weight.reshape(members * c_out, c_in, 3, 3) * self.scale  # weights are small next to activations
-        return F.conv2d(x, weight, self.bias.reshape(-1), padding=1, groups=groups)
+        size = self.weight.shape[3]  # the kernel's side
+        weight = self.weight.reshape(members * c_out, c_in, size, size) * self.scale  # weights are small next to activations
+        bias = None if self.bias is None else self.bias.reshape(-1)
+        return F.conv2d(x, weight, bias, stride=self.stride, padding=size // 2, groups=groups)
+
+
+class _MemberAffine(nn.Module):
+    """A normalization's per-member affine map: weight (K, F) = 1 and bias (K, F) = 0 at init."""
+
+    def __init__(self, features: int, members: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(members, features))
+        self.bias = nn.Parameter(torch.zeros(members, features))
+        self.eps = eps
+
+
+class MuBatchNorm2d(_MemberAffine):
+    """BatchNorm per member and channel, always on batch statistics (training mode at train and
+    eval time, no running statistics): y = (x - mean) / sqrt(var + eps) * w + b over (B, H, W).
+
+    Weight (K, C) = 1 and bias (K, C) = 0 at init, trained like biases. Input and output
+    (B, K * C, H, W): each member's channels are normalized on their own statistics.
+
+    So the online setting has no train/eval mismatch, but one example's output depends on the other
+    examples of its batch: the centered f = (g - g_0) / gamma takes g_0 on the same batch (exactly 0
+    at init on any batch), and per-example Jacobians are not the NTK (``docs/models.md``).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, None, None, self.weight.reshape(-1), self.bias.reshape(-1), training=True, eps=self.eps)
+
+
+class MuLayerNorm(_MemberAffine):
+    """LayerNorm over the last dimension with a per-member affine map: y_k = norm(x_k) * w_k + b_k.
+
+    Weight (K, F) = 1 and bias (K, F) = 0 at init, trained like biases. Input and output (K, ..., F).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (len(self.weight),) + (1,) * (x.dim() - 2) + (self.weight.shape[1],)
+        return torch.addcmul(self.bias.view(shape), F.layer_norm(x, x.shape[-1:], eps=self.eps), self.weight.view(shape))
 
 
 def members_first(h: torch.Tensor, members: int) -> torch.Tensor:
@@ -105,7 +149,8 @@ def learning_rate(width: int, eta: float, optimizer: str = "sgd") -> float:
 
 def update_scales(model: nn.Module, optimizer: str = "sgd") -> dict[str, float]:
     """Per parameter name, the factor on the learning rate: 1 for SGD; for SignSGD and Adam
-    1 / (multiplier x fan_in) for the weight of a MuLinear or MuConv2d layer, 1 for a bias."""
+    1 / (multiplier x fan_in) for the weight of a MuLinear or MuConv2d layer, 1 for a bias, a
+    normalization's affine weight and bias, or a ViT's position embedding."""
     scales = {name: 1.0 for name, _ in model.named_parameters()}
     if optimizer != "sgd":
         for prefix, module in model.named_modules():

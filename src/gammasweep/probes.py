@@ -16,6 +16,7 @@ variables per member: at every eval step, or (``final_only``) once, after the la
 | representation | feature_kernel | the last hidden layer's kernel after the last step (final only): CKA between networks |
 | weight_movement | weight_movement | per layer, the relative distance from init, \\|theta - theta_0\\| / \\|theta_0\\| |
 | noether_charge | noether_charge | per pair of consecutive layers, the charge of their rescaling symmetry |
+| feature_sparsity | feature_sparsity | per hidden layer or residual stage, the feature sparsity of its post-ReLU features |
 
 Hessians are taken with respect to the stored weights and multiplied by N (``Network.lr_unit``):
 SGD's learning rate is N eta, so gradient descent on the probe batch is unstable above 2/eta and
@@ -35,6 +36,8 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 from gammasweep.kernels import centered_alignment
+from gammasweep.parameterization import MuBatchNorm2d
+from gammasweep.sparsity import feature_sparsity
 
 Weights = dict[str, torch.Tensor]  # stacked weights: every tensor has the rows (members) first
 
@@ -191,22 +194,46 @@ def lanczos_quadrature(hessian: Hessian, start: list[torch.Tensor], steps: int) 
     return nodes, weights
 
 
-def last_features(model: nn.Module, weights: Weights, x: torch.Tensor) -> torch.Tensor:
-    """The last hidden layer's activations (rows, B, F): the input of the model's ``readout``."""
-    captured = []
-    handle = model.readout.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+def layer_inputs(model: nn.Module, weights: Weights, x: torch.Tensor, names: Sequence[str]) -> list[torch.Tensor]:
+    """The inputs of the model's submodules ``names`` in one forward pass: (rows, B, F), or
+    (B, rows * C, H, W) for a convolution's."""
+    captured: dict[str, torch.Tensor] = {}
+    modules = dict(model.named_modules())
+    hooks = [modules[name].register_forward_pre_hook(lambda module, args, name=name: captured.setdefault(name, args[0]))
+             for name in names]
     try:
         functional_call(model, weights, (x,))
     finally:
-        handle.remove()
-    return captured[0]
+        for hook in hooks:
+            hook.remove()
+    return [captured[name] for name in names]
+
+
+def last_features(model: nn.Module, weights: Weights, x: torch.Tensor) -> torch.Tensor:
+    """The last hidden layer's activations (rows, B, F): the input of the model's ``readout``."""
+    return layer_inputs(model, weights, x, ["readout"])[0]
+
+
+def feature_units(h: torch.Tensor, rows: int) -> torch.Tensor:
+    """Hidden features as (rows, samples, units): (rows, B, F) as they are; a convolution's input
+    (B, rows * C, H, W) with each channel a unit and each position of each image a sample, (rows, B H W, C)."""
+    if h.dim() != 4:
+        return h
+    b, channels, height, width = h.shape
+    return h.view(b, rows, channels // rows, height, width).permute(1, 0, 3, 4, 2).reshape(rows, -1, channels // rows)
 
 
 def tangent_kernel(model: nn.Module, weights: Weights, x: torch.Tensor) -> torch.Tensor:
     """The empirical NTK of each row's raw output g, traced over the classes (rows, P, P):
     K(x, x') = sum_c grad g_c(x) . grad g_c(x'). Row by row, from per-example Jacobians (vmap over
     the examples of ``jacrev``): memory P x classes x parameters of one member; compute
-    P^2 x classes x parameters per member for the Gram matrix."""
+    P^2 x classes x parameters per member for the Gram matrix. Refuses a model with BatchNorm,
+    whose output of one example depends on its batch: its per-example Jacobians are not its NTK."""
+    if any(isinstance(module, MuBatchNorm2d) for module in model.modules()):
+        raise ValueError(f"the NTK (alignment probe) needs per-example Jacobians, but {type(model).__name__} "
+                         "normalizes on batch statistics (BatchNorm), so one example's output depends on the "
+                         "others in its batch (docs/models.md); switch the alignment probe off for this model")
+
     def output(w: Weights, example: torch.Tensor) -> torch.Tensor:
         return functional_call(model, w, (example.unsqueeze(0),))[0, 0]  # (C,)
 
@@ -356,6 +383,30 @@ class WeightMovementProbe(Probe):
         return {"weight_movement": torch.stack(moved, 1).detach()}
 
 
+@dataclass(frozen=True)
+class FeatureSparsityProbe(Probe):
+    """Per hidden layer or residual stage (the model's ``feature_stages``), the feature sparsity of
+    Andriushchenko et al. 2023 (``sparsity.feature_sparsity``: nonzero entries of the de-duplicated
+    active units / all entries; lower is sparser) of its post-ReLU features on the probe batch
+    (``feature_units``: a convolutional stage's channels are its units)."""
+
+    name: ClassVar[str] = "feature_sparsity"
+    records: ClassVar[tuple[str, ...]] = ("feature_sparsity",)
+    examples: int = 64
+    threshold: float = 0.95  # |correlation| above which a unit duplicates a kept one (the paper's, deep nets)
+
+    def dims(self, net, num_classes):
+        return {"feature_sparsity": {"stage": list(net.model.feature_stages)}}
+
+    def measure(self, net, batch, rows, weights, row_seeds):
+        with torch.no_grad():
+            stages = layer_inputs(net.model, weights, batch.x, net.model.feature_stages)
+        count = len(next(iter(weights.values())))
+        units = [feature_units(h, count).to("cpu", torch.float64).numpy() for h in stages]
+        values = [[feature_sparsity(u[r], self.threshold) for u in units] for r in range(count)]
+        return {"feature_sparsity": torch.tensor(values, dtype=batch.x.dtype, device=batch.x.device)}
+
+
 def layer_norms(weights: Weights, layer: str, with_bias: bool) -> torch.Tensor:
     """Per row, |W|^2 (+ |b|^2) of one layer's stacked parameters (rows,)."""
     names = [f"{layer}.weight"] + ([f"{layer}.bias"] if with_bias and f"{layer}.bias" in weights else [])
@@ -386,7 +437,8 @@ class NoetherChargeProbe(Probe):
 
 
 PROBES: dict[str, type[Probe]] = {p.name: p for p in (SharpnessProbe, SpectrumProbe, AlignmentProbe, OutputsProbe,
-                                                       RepresentationProbe, WeightMovementProbe, NoetherChargeProbe)}
+                                                       RepresentationProbe, WeightMovementProbe, NoetherChargeProbe,
+                                                       FeatureSparsityProbe)}
 
 
 def make_probes(settings: dict[str, dict]) -> list[Probe]:

@@ -21,6 +21,8 @@ RECORDS: dict[str, tuple[str, str, str]] = {
                         "|theta - theta_0| / |theta_0|", "1"),
     "noether_charge": ("noether_charge", "charge of the rescaling symmetry of two consecutive layers, "
                        "|W_l|^2 + |b_l|^2 - |W_l+1|^2 of the stored weights", "1"),
+    "feature_sparsity": ("feature_sparsity", "feature sparsity of each hidden layer or stage on the probe images: "
+                         "nonzero entries of its de-duplicated active units / all entries (lower is sparser)", "1"),
 }
 
 

@@ -11,19 +11,21 @@ def feature_sparsity(features: np.ndarray, threshold: float = 0.99) -> float:
 
     Units never active are dropped; then, greedily in column order, a unit whose |Pearson
     correlation| with an already kept unit exceeds ``threshold`` (0.99 toy, 0.95 deep) is dropped
-    as a duplicate. Sparsity = nonzero entries of the kept columns / (n * m), m = all units.
+    as a duplicate (a constant unit has no correlation: it is kept and never drops another).
+    Sparsity = nonzero entries of the kept columns / (n * m), m = all units. O(m^2) memory.
     """
     phi = np.asarray(features, np.float64)
     n, m = phi.shape
-    active = [j for j in range(m) if np.any(phi[:, j] != 0)]
-    kept: list[int] = []
-    for j in active:
-        column = phi[:, j]
-        if column.std() > 0 and any(abs(np.corrcoef(column, phi[:, k])[0, 1]) > threshold
-                                    for k in kept if phi[:, k].std() > 0):
-            continue
-        kept.append(j)
-    return float(np.count_nonzero(phi[:, kept])) / (n * m)
+    active = phi[:, np.any(phi != 0, axis=0)]
+    varying = active.std(0) > 0
+    duplicate = np.zeros((active.shape[1],) * 2, dtype=bool)
+    if varying.sum() > 1:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            duplicate[np.ix_(varying, varying)] = np.abs(np.corrcoef(active[:, varying], rowvar=False)) > threshold
+    kept = np.zeros(active.shape[1], dtype=bool)
+    for j in range(active.shape[1]):
+        kept[j] = not duplicate[j, :j][kept[:j]].any()
+    return float(np.count_nonzero(active[:, kept])) / (n * m)
 
 
 def jacobian_rank(jacobian: np.ndarray, relative_threshold: float = 1e-15) -> int:

@@ -1,5 +1,6 @@
 """The online trainer: E members of one model trained together with plain SGD (the paper's; or
-SignSGD or Adam, ``gammasweep.optimizers``).
+SignSGD or Adam, ``gammasweep.optimizers``), at a constant learning rate (the paper's) or on a
+schedule (``gammasweep.schedules``).
 
 Members are stacked along a leading dimension (the layers of ``gammasweep.parameterization`` are
 built for it) and each has its own seed, gamma and eta, so the seeds of one cell and a pack of
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from gammasweep.augment import StrongAugment, augment, step_generator
 from gammasweep.checkpoints import STOP, Checkpoint, Interrupted, fingerprint
 from gammasweep.curves import Curves, eval_steps, record_steps
 from gammasweep.data import OnlineStream, normalize
@@ -27,6 +29,7 @@ from gammasweep.models import build_model
 from gammasweep.optimizers import Optimizer
 from gammasweep.parameterization import centered_output, learning_rate, update_scales
 from gammasweep.probes import Network, ProbeRecorder
+from gammasweep.schedules import Schedule
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class Setup:
     test_batch_size: int
     probes: dict = field(default_factory=dict)  # probe name -> its settings (``gammasweep.probes``)
     optimizer: dict = field(default_factory=dict)  # ``gammasweep.optimizers.Optimizer`` settings; default SGD
+    schedule: dict = field(default_factory=dict)  # ``gammasweep.schedules.Schedule`` config; default constant
+    augment: dict = field(default_factory=dict)  # ``gammasweep.augment.StrongAugment`` settings; {} = none
 
 
 CPU_CHUNK_BYTES = 32 * 2**20  # on a CPU, members per chunk are capped so a chunk's working set stays in cache
@@ -101,10 +106,21 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
     optimizer = Optimizer(**setup.optimizer)
     scales = update_scales(model, optimizer.name)  # per tensor, the factor on a member's learning rate
     lr = torch.tensor([learning_rate(model.width, eta, optimizer.name) for eta in members.etas], dtype=dt, device=dev)
+    lr_factor = torch.tensor(Schedule.from_config(setup.schedule).factors(setup.steps), dtype=dt, device=dev)  # (steps,)
     member = torch.arange(n, device=dev)  # which member each row is (rows shrink on compaction)
     loss_fn = LOSSES[setup.loss]
     x_test, y_test = normalize(test_images.to(dev), setup.mean, setup.std, dt), test_labels.to(dev)
-    per_chunk = chunk_size(model, init, normalize(stream.batch(0)[0].to(dev), setup.mean, setup.std, dt))
+    augmentation = StrongAugment(**setup.augment) if setup.augment else None
+
+    def inputs(images: torch.Tensor, t: int) -> torch.Tensor:
+        """Step t's uint8 batch on the device, strongly augmented (a fresh draw per data seed and step,
+        so a resumed run sees the same images) if the dataset says so, normalized."""
+        x = images.to(dev)
+        if augmentation:
+            x = augment(x, augmentation, step_generator(stream.data_seed, t, dev))
+        return normalize(x, setup.mean, setup.std, dt)
+
+    per_chunk = chunk_size(model, init, inputs(stream.batch(0)[0], 0))
 
     def split(stacked: dict[str, torch.Tensor]) -> list[tuple[slice, dict[str, torch.Tensor]]]:
         """Rows of the stacked weights in chunks of ``per_chunk``: (rows, trainable weights)."""
@@ -158,7 +174,7 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
             chunk_loss = loss_fn(centered(rows, weights, x, g0), y)
             grads = torch.autograd.grad(chunk_loss.sum(), list(weights.values()))
             with torch.no_grad():  # a diverged row's weights are garbage from here on and never read
-                step = -(lr[rows] * (alive[rows] & fine(chunk_loss)))
+                step = -(lr[rows] * lr_factor[t] * (alive[rows] & fine(chunk_loss)))
                 optimizer.apply(weights, grads, {k: v[rows] for k, v in moments.items()}, step, scales, t)
             loss[rows] = chunk_loss.detach()
         return loss
@@ -189,7 +205,7 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
         if t in eval_index:
             evaluate(eval_index[t])
         images, labels = stream.batch(t)
-        loss = optimizer_step(normalize(images.to(dev), setup.mean, setup.std, dt), labels.to(dev), t)
+        loss = optimizer_step(inputs(images, t), labels.to(dev), t)
         ok = fine(loss)
         diverged_step[member] = torch.where(alive & ~ok, t, diverged_step[member])
         alive = alive & ok

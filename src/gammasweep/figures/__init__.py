@@ -24,6 +24,7 @@ from gammasweep.figures import style  # noqa: E402
 from gammasweep.figures.adaptive_coverage import adaptive_coverage  # noqa: E402
 from gammasweep.figures.catapult import catapult  # noqa: E402
 from gammasweep.figures.eta_star_scaling import eta_star_scaling  # noqa: E402
+from gammasweep.figures.feature_sparsity_curves import feature_sparsity_curves  # noqa: E402
 from gammasweep.figures.hessian_spectrum import hessian_spectrum  # noqa: E402
 from gammasweep.figures.loss_curves import loss_curves  # noqa: E402
 from gammasweep.figures.output_agreement import output_agreement  # noqa: E402
@@ -34,6 +35,10 @@ from gammasweep.figures.sharpness_trajectory import sharpness_trajectory  # noqa
 from gammasweep.figures.sharpness_vs_gamma import sharpness_vs_gamma  # noqa: E402
 from gammasweep.figures.silent_alignment import silent_alignment  # noqa: E402
 from gammasweep.figures.toy_phase_portrait import toy_phase_portrait  # noqa: E402
+from gammasweep.figures.trajectories import trajectories  # noqa: E402
+from gammasweep.figures.neuron_directions import neuron_directions  # noqa: E402
+from gammasweep.figures.equilibrium_heatmaps import equilibrium_heatmaps  # noqa: E402
+from gammasweep.figures.equilibrium_sweep import equilibrium_sweep  # noqa: E402
 from gammasweep.figures.weight_movement import weight_movement  # noqa: E402
 from gammasweep.io import atomic_path  # noqa: E402
 from gammasweep.provenance import versions  # noqa: E402
@@ -54,8 +59,15 @@ PLOTS: dict[str, PlotFunction] = {
     "output_agreement": output_agreement,
     "representation_similarity": representation_similarity,
     "weight_movement": weight_movement,
+    "feature_sparsity_curves": feature_sparsity_curves,
+    "trajectories": trajectories,
+    "neuron_directions": neuron_directions,
+    "equilibrium_heatmaps": equilibrium_heatmaps,
+    "equilibrium_sweep": equilibrium_sweep,
 }
 TOY_PLOTS = {"toy_phase_portrait"}  # read toy-model cubes (``theory.toy_cube``), not experiment cubes
+RELATED_PLOTS = {"trajectories", "neuron_directions", "equilibrium_heatmaps", "equilibrium_sweep"}  # read
+# related experiments' cubes (``related.related_cube``)
 
 
 def render(plot: str, cube_paths: Sequence[str | Path], options: dict, outputs: dict[str, str | Path],

@@ -3,7 +3,10 @@
 A builder takes ``(input_shape, num_classes, generators, **hyperparameters)`` and returns an
 ``nn.Module`` of K = len(generators) stacked members (see ``gammasweep.parameterization``) with an
 integer attribute ``width`` (the N of the learning rate ``N * eta``) whose forward maps a batch of
-images (B, H, W, C), shared by the members, to raw outputs g(x; theta) of shape (K, B, num_classes).
+images (B, H, W, C), shared by the members, to raw outputs g(x; theta) of shape (K, B, num_classes),
+a ``readout`` submodule (its input: the last hidden features) and ``feature_stages``: the names of
+the submodules whose inputs are hidden features, one per layer or residual stage
+(``probes.FeatureSparsityProbe``).
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from torch import nn
 ModelBuilder = Callable[..., nn.Module]
 MODELS: dict[str, ModelBuilder] = {}
 PACK_SIZES: dict[str, int] = {}  # cells per training job when an experiment sets no `pack_size`
-LAYERS: dict[str, int | None] = {}  # weight layers L of fixed-depth models (None: the `depth` hyperparameter)
+LAYERS: dict[str, int | Callable[[dict], int] | None] = {}  # weight layers L: fixed, of the spec, or None: its `depth`
 
 
-def register_model(name: str, pack_size: int, layers: int | None = None) -> Callable[[ModelBuilder], ModelBuilder]:
+def register_model(name: str, pack_size: int,
+                   layers: int | Callable[[dict], int] | None = None) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator: make a model builder available to configs under ``name``, with its default pack
     size (cells trained together in one GPU job; each model module states its memory estimate)
-    and, for a fixed-depth model, its number of weight layers."""
+    and its number of weight layers: a number for a fixed-depth model, a function of the spec, or
+    None for the `depth` hyperparameter."""
 
     def add(builder: ModelBuilder) -> ModelBuilder:
         MODELS[name], PACK_SIZES[name], LAYERS[name] = builder, pack_size, layers
@@ -33,7 +38,8 @@ def register_model(name: str, pack_size: int, layers: int | None = None) -> Call
 
 def layer_count(spec: dict) -> int:
     """Weight layers L of a model spec, readout included (the depth of the theory's gamma^(2/L))."""
-    return LAYERS[spec["name"]] or spec["depth"]
+    layers = LAYERS[spec["name"]]
+    return layers(spec) if callable(layers) else layers or spec["depth"]
 
 
 def build_model(spec: dict, input_shape: tuple[int, int, int], num_classes: int, seeds: Sequence[int]) -> nn.Module:
@@ -50,4 +56,4 @@ def build_model(spec: dict, input_shape: tuple[int, int, int], num_classes: int,
     return MODELS[spec["name"]](input_shape, num_classes, generators, **hyper)
 
 
-from gammasweep.models import cnn, mlp  # noqa: E402,F401  (registers the built-in models)
+from gammasweep.models import cnn, mlp, resnet, vit  # noqa: E402,F401  (registers the built-in models)

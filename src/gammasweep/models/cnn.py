@@ -27,6 +27,9 @@ class CNN(nn.Module):
         self.conv2 = MuConv2d(width, 2 * width, generators)
         self.hidden = MuLinear(2 * width * (height // 4) * (wide // 4), 8 * width, generators)
         self.readout = MuReadout(8 * width, num_classes, generators)
+        # The layers whose inputs are hidden features: the pooled first conv block (channels as units) and
+        # the hidden linear layer's output (the flattened second block has too many units to correlate).
+        self.feature_stages = ("conv2", "readout")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The hidden linear layer's activations, (K, B, 8N), for images x of shape (B, H, W, C)."""

@@ -24,6 +24,8 @@ class MLP(nn.Module):
         sizes = [in_features] + [width] * (depth - 1)
         self.hidden = nn.ModuleList(MuLinear(a, b, generators) for a, b in zip(sizes[:-1], sizes[1:]))
         self.readout = MuReadout(width, num_classes, generators)
+        # The layers whose inputs are the hidden features (post-ReLU), one per hidden layer.
+        self.feature_stages = tuple(f"hidden.{i}" for i in range(1, depth - 1)) + ("readout",)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Last hidden layer's activations, (K, B, N), for images x of shape (B, H, W, C)."""
