@@ -73,7 +73,7 @@ def test_descend_follows_per_run_step_sizes_and_records_divergence():
     np.testing.assert_allclose(trajectory.records["norm"][:2], expected, rtol=1e-12)
     # The loss before update t is 4^t: it first exceeds the cap 1e6 at t = 10.
     assert trajectory.diverged_step.tolist() == [-1, -1, 10]
-    assert np.isnan(trajectory.records["norm"][2, -1]) and np.isfinite(params["w"][2]).all()
+    assert np.isnan(trajectory.records["norm"][2, -1]) and torch.isfinite(params["w"][2]).all()
 
 
 def test_weight_decay_shrinks_by_its_factor():

@@ -50,6 +50,6 @@ def feature_sparsity_curves(cubes: list[xr.Dataset], options: dict) -> tuple[plt
     axes[0, 1].set(xlabel="step", ylabel="test error")
     for ax, stage in zip(axes[0, 2:], stages):
         ax.set(xlabel="step", ylabel="feature sparsity", title=f"features entering {stage}")
-    axes[0, -1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    axes[0, -1].legend(*axes[0, 0].get_legend_handles_labels(), fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     return fig, pd.DataFrame(rows)
