@@ -3,9 +3,12 @@ second a training pack consumes, in the same process.
 
 Loader: ``OnlineStream`` reads a seeded pass of ``steps x batch`` images out of a pool in two HDF5
 parts (block by block; from the page cache, as on a node that has just written or read the pool),
-then every batch is moved to the device and normalized as the trainer does. Consumer: the packed
-trainer (``gammasweep.train.train``) on a pack of K members at batch 128. The ratio loader /
-consumer is what counts: above 1, data is not the bottleneck.
+is placed on the device (``OnlineStream.to_device``) and serves every batch there, normalized as the
+trainer does; twice: held whole on the device (the default budget), and with a budget of
+``WINDOW_STEPS`` steps that forces windows (a pool too large for the device, e.g. CIFAR-5M). The
+serve time includes the placement. Consumer: the packed trainer (``gammasweep.train.train``) on a
+pack of K members at batch 128. The ratio loader / consumer is what counts: above 1, data is not
+the bottleneck.
 
     python bench/online_stream.py
 """
@@ -24,20 +27,32 @@ from gammasweep.provenance import device_name
 from gammasweep.train import Members, Setup, train
 
 BATCH, CLASSES, STEPS = 128, 10, 400
+WINDOW_STEPS = 64  # the windowed case: a budget of this many steps' batches (400 steps: 6.25 windows)
 
 
-def loader_rate(parts: list[Path], device: torch.device) -> tuple[float, float]:
-    """(images/s of building the pass, images/s of serving its batches to the device, normalized)."""
+def serve_rate(stream: OnlineStream, device: torch.device, budget_bytes: float | None) -> float:
+    """Images/s of placing the stream on the device under ``budget_bytes`` and serving every batch
+    there, normalized."""
+    start = time.perf_counter()
+    stream.to_device(device, budget_bytes, log=lambda m: None)
+    for t in range(STEPS):
+        images, _ = stream.batch(t)
+        normalize(images, (0.5,), (0.25,), torch.float32)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return BATCH * STEPS / (time.perf_counter() - start)
+
+
+def loader_rates(parts: list[Path], device: torch.device) -> tuple[float, float, float]:
+    """Images/s of (building the pass, serving it held on the device, serving it in windows)."""
     start = time.perf_counter()
     stream = OnlineStream(parts, BATCH, STEPS, data_seed=0)
     build = BATCH * STEPS / (time.perf_counter() - start)
-    start = time.perf_counter()
-    for t in range(STEPS):
-        images, _ = stream.batch(t)
-        normalize(images.to(device), (0.5,), (0.25,), torch.float32)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return build, BATCH * STEPS / (time.perf_counter() - start)
+    held = serve_rate(stream, device, None)
+    window_budget = WINDOW_STEPS * BATCH * (stream.images[0].nbytes + stream.labels.element_size())
+    windowed = serve_rate(stream, device, window_budget)
+    assert stream.window_steps == WINDOW_STEPS
+    return build, held, windowed
 
 
 def training_rate(parts: list[Path], shape: tuple[int, int, int], spec: dict, k: int, device: torch.device) -> float:
@@ -58,8 +73,9 @@ def training_rate(parts: list[Path], shape: tuple[int, int, int], spec: dict, k:
 def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"device: {device_name(device)}; torch threads {torch.get_num_threads()}; batch {BATCH}\n")
-    print("| pool | trainer | loader: build pass img/s | loader: serve img/s | trainer img/s | serve / trainer |")
-    print("|---|---|---|---|---|---|")
+    print(f"| pool | trainer | loader: build pass img/s | serve held img/s | serve in windows of {WINDOW_STEPS} "
+          "steps img/s | trainer img/s | held / trainer | windows / trainer |")
+    print("|---|---|---|---|---|---|---|---|")
     cases = [((28, 28, 1), {"name": "mlp", "width": 512, "depth": 3}, 16),
              ((32, 32, 3), {"name": "cnn", "width": 16}, 4)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,11 +86,11 @@ def main() -> None:
                 parts.append(Path(tmp) / f"{'x'.join(map(str, shape))}_{p}.h5")
                 images = rng.integers(0, 256, (BATCH * STEPS // 2 + 1000, *shape), dtype=np.uint8)
                 write_images(parts[-1], images, rng.integers(0, CLASSES, len(images)))
-            build, serve = loader_rate(parts, device)
+            build, held, windowed = loader_rates(parts, device)
             consume = training_rate(parts, shape, spec, k, device)
             name = ", ".join(f"{key} {value}" for key, value in spec.items() if key != "name")
-            print(f"| {'x'.join(map(str, shape))} | {spec['name']} ({name}), K={k} | {build:,.0f} | {serve:,.0f} | "
-                  f"{consume:,.0f} | {serve / consume:.0f} |", flush=True)
+            print(f"| {'x'.join(map(str, shape))} | {spec['name']} ({name}), K={k} | {build:,.0f} | {held:,.0f} | "
+                  f"{windowed:,.0f} | {consume:,.0f} | {held / consume:.0f} | {windowed / consume:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ def _mutate(config: dict, dotted: str, value) -> dict:
      r"'related.sparse_dln_sgd.variants.decay_10.settings.batch_size': 0 is less than the minimum"),
     ("related.sparse_dln_sgd.variants.decay_10.decay", {"at": 0.1}, r"'factor' is a required property"),
     ("figures.sparse_features_dln.related", ["dln"], r"'figures.sparse_features_dln.related': unknown related 'dln'"),
+    ("figures.digits_samples.datasets", ["mnist"], r"'figures.digits_samples.datasets': unknown dataset 'mnist'"),
 ])
 def test_bad_configs_fail_naming_the_key(default_config, schema, key, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -136,9 +137,19 @@ def test_default_config_is_valid(default_config, schema):
     assert len(plan.cell_files("mlp_mse")) == 7 * 12
 
 
+def test_a_sample_figure_reads_each_datasets_pool_and_test_set(repo):
+    plan = Plan.from_files(repo / "config" / "paper.yaml", repo / "config" / "schema.yaml")
+    assert plan.dataset_files("mnist1m") == ["results/data/mnist1m/pool.h5", "results/data/sources/mnist/test.h5"]
+    assert plan.dataset_files("cifar5m") == ["results/data/cifar5m/parts/0.h5", "results/data/sources/cifar10/test.h5"]
+    assert plan.dataset_files("cifar10_train") == ["results/data/sources/cifar10/train.h5",
+                                                   "results/data/sources/cifar10/test.h5"]
+    assert plan.figure_cubes("mnist1m_samples") == plan.dataset_files("mnist1m")
+    assert "dataset ``mnist1m`` (generated, source mnist)" in plan.figure_caption("mnist1m_samples")
+
+
 def test_an_adaptive_experiment_plans_columns_seeded_by_theory(default_config, schema):
     plan = Plan(default_config, schema)
-    assert plan.experiments(adaptive=True) == ["mlp_mse_adaptive"] and plan.packs("mlp_mse_adaptive") == []
+    assert plan.experiments(adaptive=True) == ["mlp_mse_adaptive", "cnn_mse"] and plan.packs("mlp_mse_adaptive") == []
     columns = plan.columns("mlp_mse_adaptive")
     assert [c.gamma_key for c in columns] == list(plan.grids["mlp_mse"][0])
     assert columns[0].bracket == "results/brackets/mlp_mse_adaptive/gamma_1.000e-03.json"

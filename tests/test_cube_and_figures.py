@@ -16,7 +16,7 @@ from gammasweep.adaptive import INFERRED_DIVERGED, SKIPPED, TRAINED
 from gammasweep.analysis import adaptive_cost, eta_max, eta_star, final_metric, fit_power_law
 from gammasweep.cells import BadCellFile
 from gammasweep.cube import build_cube, open_cube, set_column_status, write_cube
-from gammasweep.figures import PLOTS, RELATED_PLOTS, TOY_PLOTS, render
+from gammasweep.figures import PLOTS, DATASET_PLOTS, RELATED_PLOTS, TOY_PLOTS, render
 from gammasweep.jobs import train_pack
 from gammasweep.theory import toy_cube
 
@@ -161,7 +161,7 @@ def test_cubes_and_figures_are_read_without_torch(repo):
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("plot", sorted(set(PLOTS) - RELATED_PLOTS))  # those: tests/test_related*.py and the like
+@pytest.mark.parametrize("plot", sorted(set(PLOTS) - RELATED_PLOTS - DATASET_PLOTS))  # those: tests/test_related*.py, test_sample_grid.py
 def test_every_figure_kind_renders_from_a_cube(plot, cube_file, toy_cube_file, tmp_path):
     outputs = {fmt: tmp_path / f"fig.{fmt}" for fmt in ("pdf", "png", "csv")}
     render(plot, [toy_cube_file if plot in TOY_PLOTS else cube_file], {}, outputs, title=f"test {plot}")

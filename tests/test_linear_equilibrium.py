@@ -60,11 +60,11 @@ def test_exact_noise_matrices_match_a_large_sample_and_the_gap_matches_noether()
 
 def test_hessian_trace_matches_noether_and_autograd():
     problem, p = _problem(2), _weights(2)
-    batched = le.hessian_traces(p["u"], p["w"], problem.input_variance)
+    batched = hessian_trace(p["u"], p["w"], torch.diag(torch.from_numpy(problem.input_variance)))  # torch, (R,)
     for r in range(2):
         u, w = p["u"][r], p["w"][r]
         assert float(batched[r]) == pytest.approx(hessian_trace(u.numpy(), w.numpy(), np.diag(problem.input_variance)),
-                                                  rel=1e-12)
+                                                  rel=1e-12)  # numpy, one run
         theta = torch.cat([u.flatten(), w.flatten()])
 
         def half_loss(flat: torch.Tensor, u: torch.Tensor = u, w: torch.Tensor = w) -> torch.Tensor:

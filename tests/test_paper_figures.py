@@ -183,3 +183,17 @@ def test_phase_portrait_at_several_lengths_marks_divergence_after_it_happened(cu
     np.testing.assert_array_equal(final["diverged"], single["diverged"])
     np.testing.assert_array_equal(final["is_eta_star"], single["is_eta_star"])
     np.testing.assert_allclose(final["test_loss"], single["test_loss"])
+
+
+def test_phase_portraits_of_several_sweeps_share_one_colour_scale_one_row_each(cube, tmp_path):
+    """The robustness figure: the same sweep at another width (here: worse losses) in a second row."""
+    wider = cube.copy()
+    wider["test_loss"] = 10.0 * cube["test_loss"]
+    wider.attrs = {**cube.attrs, "experiment": "synthetic_wide"}
+    axes, table = _draw(phase_portrait, [cube, wider], {"steps": [50, 100]}, tmp_path)
+    assert len(axes) == 5  # 2 x 2 portraits and one colour bar
+    assert len({id(ax.collections[0].norm) for ax in axes[:4]}) == 1
+    assert "synthetic_wide" in axes[2].get_title() and "N = 128" in axes[2].get_title()
+    by = table.set_index(["experiment", "steps", "gamma", "eta"])["test_loss"]
+    np.testing.assert_allclose(by.loc["synthetic_wide"].values, 10.0 * by.loc["synthetic"].values)
+    assert set(table["experiment"]) == {"synthetic", "synthetic_wide"}

@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 
 from gammasweep.figures.catapult import catapult
+from gammasweep.figures.curvature_measures import curvature_measures
 from gammasweep.figures.hessian_spectrum import hessian_spectrum, spectral_density, top_ritz_values
 from gammasweep.figures.output_agreement import agreement, output_agreement
 from gammasweep.figures.representation_similarity import representation_similarity
@@ -61,9 +62,12 @@ def _cube(drop_step: float = 40.0, rise_step: float = 4.0) -> xr.Dataset:
         "feature_kernel": nan_if_diverged(full(kernels[:, None, None], 12, 12)),
         "weight_movement": nan_if_diverged(np.broadcast_to(movement, (g, e, s, len(EVALS), 2)).copy()),
     }
+    data |= {"readout_sharpness": 0.5 * data["sharpness"], "hessian_trace": 10.0 * data["sharpness"],
+             "ntk_eigenvalue": np.stack([data["sharpness"], 0.25 * data["sharpness"]], -1)}
     dims = {"train_loss": ("step",), "train_loss_at_step": ("step",), "hessian_ritz_value": ("eval_step", "start", "ritz"),
             "hessian_ritz_weight": ("eval_step", "start", "ritz"), "probe_output": ("output_example", "class"),
-            "feature_kernel": ("kernel_example", "kernel_example_b"), "weight_movement": ("eval_step", "layer")}
+            "feature_kernel": ("kernel_example", "kernel_example_b"), "weight_movement": ("eval_step", "layer"),
+            "ntk_eigenvalue": ("eval_step", "ntk_mode")}
     variables = {k: (("gamma", "eta", "seed", *dims.get(k, ("eval_step",))), v) for k, v in data.items()}
     variables |= {"diverged": (("gamma", "eta", "seed"), diverged_step >= 0),
                   "diverged_step": (("gamma", "eta", "seed"), diverged_step),
@@ -164,3 +168,21 @@ def test_catapult_flags_learning_rates_above_two_over_the_initial_sharpness(cube
     np.testing.assert_allclose(table["sharpness_init"], 50.0)
     assert table["catapult"].tolist() == [True, False]  # 2 / 0.1 = 20 < 50 < 2 / 0.01
     np.testing.assert_allclose(table["loss_spike"], 1.0)  # this synthetic loss never rises
+
+
+def test_curvature_measures_draw_each_recorded_measure_at_eta_star(cube):
+    axes, table = _draw(curvature_measures, cube, {})
+    assert len(axes) == 6 and set(table["gamma"]) == {1e-3, 1.0, 100.0} and (table["eta"] == 0.1).all()
+    assert len(axes[0].get_lines()) == 5  # Hessian, readout block, two NTK modes, and 2 / eta*
+    first = table[table["eval_step"] == 0].set_index(["gamma", "measure", "mode"])["value"]
+    np.testing.assert_allclose([first[(1.0, m, 1)] for m in ("sharpness", "readout_sharpness", "hessian_trace")],
+                               [50.0, 25.0, 500.0])
+    np.testing.assert_allclose(first[(1.0, "ntk_eigenvalue", 2)], 12.5)
+    without_trace = _draw(curvature_measures, cube.drop_vars(["hessian_trace", "ntk_eigenvalue"]), {"gammas": [1.0]})
+    assert len(without_trace[0]) == 1 and set(without_trace[1]["measure"]) == {"sharpness", "readout_sharpness"}
+    assert axes[3].get_yscale() == "log"
+    saddle = cube.copy(deep=True)
+    saddle["hessian_trace"][{"eval_step": 0}] = -5.0  # Hutchinson's estimate below zero near a saddle
+    assert _draw(curvature_measures, saddle, {})[0][3].get_yscale() == "symlog"
+    with pytest.raises(ValueError, match="ntk_spectrum"):
+        _draw(curvature_measures, cube.drop_vars(["sharpness", "readout_sharpness", "hessian_trace", "ntk_eigenvalue"]), {})

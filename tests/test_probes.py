@@ -16,8 +16,9 @@ from gammasweep.losses import LOSSES
 from gammasweep.models import build_model
 from gammasweep.parameterization import centered_output
 from gammasweep.kernels import centered_alignment
-from gammasweep.probes import (PROBES, FeatureSparsityProbe, Hessian, Network, ProbeBatch, label_kernel,
-                               lanczos_quadrature, start_vectors, tangent_kernel, top_hessian_eigenvalue)
+from gammasweep.probes import (PROBES, FeatureSparsityProbe, GaussNewton, Hessian, Network, ProbeBatch,
+                               hutchinson_trace, label_kernel, lanczos_quadrature, start_vectors, tangent_kernel,
+                               top_hessian_eigenvalue)
 from gammasweep.sparsity import feature_sparsity
 from gammasweep.train import Members, train
 
@@ -25,7 +26,9 @@ QUIET = {"log": lambda message: None}
 SHARPNESS = {"sharpness": {"examples": 64, "iterations": 30}}
 EVERY_PROBE = {"sharpness": {"examples": 32, "iterations": 5}, "spectrum": {"examples": 32, "iterations": 6, "vectors": 2},
                "alignment": {"examples": 16}, "outputs": {"examples": 397}, "representation": {"examples": 16},
-               "weight_movement": {}, "feature_sparsity": {"examples": 16}}
+               "weight_movement": {}, "feature_sparsity": {"examples": 16},
+               "readout_sharpness": {"examples": 32, "iterations": 5}, "hessian_trace": {"examples": 32, "vectors": 3},
+               "ntk_spectrum": {"examples": 16, "iterations": 6, "modes": 3}}
 
 
 def _quadratic_rows(spectra: list[list[float]], seed: int = 0) -> tuple[torch.Tensor, dict, object]:
@@ -69,7 +72,8 @@ def test_lanczos_quadrature_is_exact_for_low_moments_and_finds_the_spectrum():
 
 
 def _member_loss(setup, seeds: list[int], gammas: list[float], x: torch.Tensor, y: torch.Tensor):
-    """(model, theta_0 per row, stacked loss function) of a small MLP; x, y: a fixed batch."""
+    """(theta_0 per row, stacked centered outputs (rows, P, C), stacked loss function) of a small MLP;
+    x, y: a fixed batch."""
     model = build_model(setup.model, setup.input_shape, setup.num_classes, sorted(set(seeds))).to(torch.float64)
     init = {k: v.detach() for k, v in model.named_parameters()}
     rows = torch.tensor([sorted(set(seeds)).index(s) for s in seeds])
@@ -77,9 +81,9 @@ def _member_loss(setup, seeds: list[int], gammas: list[float], x: torch.Tensor, 
     with torch.no_grad():
         g0 = functional_call(model, init, (x,))
 
-    def loss_of(w: dict) -> torch.Tensor:
-        return LOSSES[setup.loss](centered_output(functional_call(model, w, (x,)), g0[rows], gamma), y)
-    return model, {k: v[rows] for k, v in init.items()}, loss_of
+    def outputs_of(w: dict) -> torch.Tensor:
+        return centered_output(functional_call(model, w, (x,)), g0[rows], gamma)
+    return {k: v[rows] for k, v in init.items()}, outputs_of, lambda w: LOSSES[setup.loss](outputs_of(w), y)
 
 
 def _row_function(weights: dict, row: int, of_stacked):
@@ -108,7 +112,7 @@ def test_sharpness_and_spectrum_match_the_exact_hessian_of_a_small_network(test_
     setup = make_setup(loss=loss, width=6, depth=2, dtype=torch.float64)
     x = normalize(test_set[0][:32], setup.mean, setup.std, torch.float64)
     y = test_set[1][:32]
-    _, weights, loss_of = _member_loss(setup, [0, 1], [0.5, 2.0], x, y)
+    weights, _, loss_of = _member_loss(setup, [0, 1], [0.5, 2.0], x, y)
     weights = _moved(weights)
     top = top_hessian_eigenvalue(loss_of, weights, 500, [0, 1])
     with torch.enable_grad():
@@ -121,6 +125,57 @@ def test_sharpness_and_spectrum_match_the_exact_hessian_of_a_small_network(test_
         ritz = nodes[row][torch.isfinite(nodes[row])].sort(descending=True).values
         np.testing.assert_allclose(ritz[:3].numpy(), eigenvalues.sort(descending=True).values[:3].numpy(), rtol=1e-6)
         assert ritz.min() >= eigenvalues.min() - 1e-9  # Ritz values lie inside the spectrum
+
+
+def test_readout_hessian_trace_and_ntk_spectrum_match_exact_matrices_of_a_small_network(test_set):
+    """The readout-only sharpness is the top eigenvalue of the exact Hessian's readout block; the
+    Gauss-Newton products are 2 / (P C) J^T J of the brute-force Jacobian, so Lanczos on them finds
+    the NTK's top eigenvalues; Hutchinson's trace is within its own standard error of the exact trace."""
+    setup = make_setup(loss="mse", width=6, depth=2, dtype=torch.float64)
+    x = normalize(test_set[0][:16], setup.mean, setup.std, torch.float64)
+    weights, outputs_of, loss_of = _member_loss(setup, [0, 1], [0.5, 2.0], x, test_set[1][:16])
+    weights = _moved(weights)
+    readout = {k: v for k, v in weights.items() if k.startswith("readout.")}
+    fixed = {k: v for k, v in weights.items() if k not in readout}
+    readout_top = top_hessian_eigenvalue(lambda w: loss_of({**fixed, **w}), readout, 300, [0, 1])
+    vectors = 400
+    with torch.enable_grad():
+        ntk = GaussNewton(outputs_of, weights)
+        nodes, _ = lanczos_quadrature(ntk, start_vectors(ntk.params, [5, 6]), 40)
+        trace = hutchinson_trace(Hessian(loss_of, weights), [7, 8], vectors)
+    for row in range(2):
+        row_readout_loss, flat_readout = _row_function(readout, row, lambda w, row=row: loss_of({**fixed, **w})[row])
+        block = torch.autograd.functional.hessian(row_readout_loss, flat_readout)
+        assert readout_top[row].item() == pytest.approx(torch.linalg.eigvalsh(block).max().item(), rel=1e-6)
+        row_outputs, flat = _row_function(weights, row, lambda w, row=row: outputs_of(w)[row])
+        jacobian = torch.autograd.functional.jacobian(row_outputs, flat).flatten(0, 1)  # (P C, parameters)
+        ntk_eigenvalues = torch.linalg.eigvalsh(jacobian @ jacobian.T).flip(0) * 2 / jacobian.shape[0]
+        ritz = nodes[row][torch.isfinite(nodes[row])].sort(descending=True).values
+        np.testing.assert_allclose(ritz[:3].numpy(), ntk_eigenvalues[:3].numpy(), rtol=1e-6)
+        row_loss, _ = _row_function(weights, row, lambda w, row=row: loss_of(w)[row])
+        hessian = torch.autograd.functional.hessian(row_loss, flat)
+        off_diagonal = (hessian**2).sum() - (hessian.diagonal()**2).sum()
+        standard_error = math.sqrt(2 * off_diagonal.item() / vectors)
+        assert abs(trace[row].item() - hessian.trace().item()) < 4 * standard_error
+        assert standard_error < 0.5 * abs(hessian.trace().item())  # the check has teeth
+    assert not torch.allclose(readout_top[0], readout_top[1])  # rows are measured apart
+
+
+def test_the_ntk_spectrum_of_a_batch_norm_model_is_that_of_its_batch_function(test_set):
+    """ResNet-18 normalizes on batch statistics: the Gauss-Newton products differentiate the whole
+    batch's outputs, so Lanczos finds the eigenvalues of J J^T for the Jacobian of the batch function."""
+    setup = make_setup(model={"name": "resnet18", "width": 2}, dtype=torch.float64)
+    model = build_model(setup.model, setup.input_shape, setup.num_classes, [0]).to(torch.float64)
+    weights = {k: v.detach() for k, v in model.named_parameters()}
+    x = normalize(test_set[0][:4], setup.mean, setup.std, torch.float64)
+    with torch.enable_grad():
+        ntk = GaussNewton(lambda w: functional_call(model, w, (x,)), weights)
+        nodes, _ = lanczos_quadrature(ntk, start_vectors(ntk.params, [3]), 40)  # 40 = P C: the whole range
+    outputs, flat = _row_function(weights, 0, lambda w: functional_call(model, w, (x,))[0])
+    jacobian = torch.autograd.functional.jacobian(outputs, flat).flatten(0, 1)  # (P C, parameters)
+    exact = torch.linalg.eigvalsh(jacobian @ jacobian.T).flip(0) * 2 / jacobian.shape[0]
+    ritz = nodes[0][torch.isfinite(nodes[0])].sort(descending=True).values
+    np.testing.assert_allclose(ritz[:3].numpy(), exact[:3].numpy(), rtol=1e-6)
 
 
 @pytest.mark.parametrize("model", [{"name": "mlp", "width": 5, "depth": 3}, {"name": "cnn", "width": 2},
@@ -168,7 +223,9 @@ def test_probes_leave_the_trajectory_untouched_and_are_recorded_per_member(digit
     assert probed.diverged.tolist() == [False, True, False]
     records = probed.probes
     assert sorted(records) == ["feature_alignment", "feature_kernel", "feature_sparsity", "hessian_ritz_value",
-                               "hessian_ritz_weight", "ntk_alignment", "probe_output", "sharpness", "weight_movement"]
+                               "hessian_ritz_weight", "hessian_trace", "ntk_alignment", "ntk_eigenvalue", "probe_output",
+                               "readout_sharpness", "sharpness", "weight_movement"]
+    assert records["ntk_eigenvalue"].dims == ("member", "eval_step", "ntk_mode") and records["ntk_eigenvalue"].shape[2] == 3
     assert records["feature_sparsity"]["stage"].values.tolist() == ["hidden.1", "readout"]
     assert records["weight_movement"].dims == ("member", "eval_step", "layer")
     assert records["weight_movement"]["layer"].values.tolist() == ["hidden.0", "hidden.1", "readout"]
@@ -204,12 +261,20 @@ def test_lazy_regime_scalings_at_init_and_after_training(digits_files, test_set)
     weights move ~ gamma: the relative weight movement falls by 10x per decade of gamma."""
     gammas = [1e-3, 1e-2, 1e-1]
     members = Members(seeds=[0] * 3, gammas=gammas, etas=[0.5 * g**2 for g in gammas])
-    probes = SHARPNESS | {"weight_movement": {}}
+    probes = SHARPNESS | {"weight_movement": {}, "ntk_spectrum": {"examples": 64, "iterations": 30, "modes": 2},
+                          "readout_sharpness": {"examples": 64, "iterations": 30}}
     curves = train(make_setup(steps=20, dtype=torch.float64, probes=probes), members,
                    OnlineStream(digits_files[0], 16, 20, 0), *test_set, **QUIET)
     assert curves.test_loss[0, -1] < 0.9 * curves.test_loss[0, 0]  # it learns
     slope = lambda values: np.diff(np.log10(values)) / np.diff(np.log10(gammas))  # noqa: E731
-    np.testing.assert_allclose(slope(curves.probes["sharpness"].values[:, 0]), -2.0, atol=0.05)
+    sharpness = curves.probes["sharpness"].values
+    np.testing.assert_allclose(slope(sharpness[:, 0]), -2.0, atol=0.05)
+    # Lazy: the Hessian is its Gauss-Newton part, whose top eigenvalue is the NTK's (as 2/(P C) J^T J),
+    # and the readout block is a principal submatrix (Cauchy interlacing: at most the whole top).
+    ntk_top = curves.probes["ntk_eigenvalue"].values[..., 0]
+    np.testing.assert_allclose(ntk_top[0], sharpness[0], rtol=0.01)
+    readout = curves.probes["readout_sharpness"].values
+    assert (readout <= sharpness * 1.001).all() and (readout > 0.01 * sharpness).all()
     movement = curves.probes["weight_movement"].isel(eval_step=-1).values  # (members, layers)
     for layer in range(movement.shape[1]):
         np.testing.assert_allclose(slope(movement[:, layer]), 1.0, atol=0.05)
@@ -270,10 +335,11 @@ def test_every_probe_runs_on_resnet18_and_the_vit_but_the_ntk_refuses_batch_norm
     """Through the trainer on 8 x 8 digits, every probe records finite values for every member of the
     ViT (its LayerNorm is per example) and every probe but the alignment for ResNet-18, whose NTK
     raises: BatchNorm makes an example's output depend on its batch, so per-example Jacobians are not
-    its NTK (docs/models.md)."""
+    its NTK (docs/models.md). The NTK spectrum, from Jacobian products of the batch function, runs."""
     members, stream = Members(seeds=[0, 1], gammas=[1.0, 10.0], etas=[0.05, 0.5]), OnlineStream(digits_files[0], 16, 1, 0)
     probes = {**EVERY_PROBE, "sharpness": {"examples": 8, "iterations": 2},  # Hessians through 20 BatchNorms cost
-              "spectrum": {"examples": 8, "iterations": 3, "vectors": 1}}
+              "spectrum": {"examples": 8, "iterations": 3, "vectors": 1}, "readout_sharpness": {"examples": 8, "iterations": 2},
+              "hessian_trace": {"examples": 8, "vectors": 1}, "ntk_spectrum": {"examples": 8, "iterations": 3, "modes": 2}}
     if model["name"] == "resnet18":
         with pytest.raises(ValueError, match="BatchNorm"):
             train(make_setup(steps=1, model=model, probes={"alignment": {"examples": 8}}), members, stream, *test_set, **QUIET)

@@ -88,3 +88,29 @@ def test_unknown_loss_names_are_rejected(loss):
         theory.toy_cube([1.0], [0.1], 2, 10, loss)
     with pytest.raises(ValueError, match="unknown toy loss"):
         theory.eta_max(1.0, 2, loss)
+
+
+def test_regime_diagram_shades_the_theory_regions_and_finds_where_the_triangle_closes(tmp_path):
+    """With T = 3 steps the plateau escape eta_min(T) ~ gamma / T overtakes eta_max ~ gamma^(2/L) at a
+    moderate gamma: the table's closing gamma is the root of eta_min = eta_max (by bisection here); with
+    T = 10^4 it stays open over the cube's range."""
+    from scipy.optimize import brentq
+
+    from gammasweep.figures.regime_diagram import regime_diagram
+
+    short, long = (theory.toy_cube(GAMMAS, ETAS[::40], DEPTH, steps, "mse") for steps in (3, 10_000))
+    with theme():
+        fig, table = regime_diagram([short, long], {"points": 2000})
+        assert len(fig.axes) == 2
+        assert sum(len(ax.collections) for ax in fig.axes) == 2 * 3  # three shaded regions per panel
+        plt.close(fig)
+    closing = table[table["kind"] == "closing"]["gamma"].tolist()
+    root = brentq(lambda g: theory.eta_min(g, DEPTH, 3) - theory.eta_max(g, DEPTH), 1.0, 1e4)
+    assert closing[0] == pytest.approx(root, rel=0.01) and np.isnan(closing[1])
+    lines = table[(table["kind"] == "line") & (table["steps"] == 3)]
+    lazy = lines[lines["gamma"] < 1e-3]
+    np.testing.assert_allclose(lazy["learns_decades"], np.log10(theory.eta_max(lazy["gamma"].values, DEPTH)
+                                                                / theory.eta_min(lazy["gamma"].values, DEPTH, 3)))
+    assert (lines["eta_crit"] >= lines["eta_max"]).all()  # the toy's catapult onset lies above its edge
+    with pytest.raises(ValueError, match="MSE"):
+        regime_diagram([theory.toy_cube(GAMMAS, ETAS[::40], DEPTH, 3, "cross_entropy")], {})

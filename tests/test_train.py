@@ -170,6 +170,22 @@ def test_cells_diverging_at_step_one_leave_the_survivors_of_their_pack_untouched
         np.testing.assert_allclose(pack.train_loss[k], alone.train_loss[0], rtol=1e-12)
 
 
+def test_a_pool_streamed_in_windows_trains_exactly_as_one_held_whole(digits_files, test_set):
+    """A pack whose pool does not fit the device budget (windows of 7 of 30 steps, one batch of 16
+    images 8x8 each) gives bit-identical curves to the same pack with the pool held whole."""
+    setup = make_setup(steps=30, dtype=torch.float64)
+    held, windowed = (OnlineStream(digits_files[0], 16, 30, 0) for _ in range(2))
+    messages = []
+    reference = train(setup, PACK, held, *test_set, log=messages.append)
+    curves = train(setup, PACK, windowed, *test_set, log=messages.append, pool_budget_bytes=7 * 16 * (64 + 8))
+    assert held.window_steps is None and windowed.window_steps == 7
+    placements = [m for m in messages if m.startswith("training pool")]
+    assert len(placements) == 2 and "held on cpu" in placements[0] and "in windows of 7 steps" in placements[1]
+    assert not reference.diverged.any() and sorted(curves.arrays()) == sorted(reference.arrays())
+    for name, values in reference.arrays().items():
+        np.testing.assert_array_equal(curves.arrays()[name], values, err_msg=name)
+
+
 def test_chunk_size_fits_the_cpu_budget(monkeypatch):
     model = build_model({"name": "mlp", "width": 32, "depth": 3}, (8, 8, 1), 10, seeds=range(6))
     weights = {k: v.detach() for k, v in model.named_parameters()}

@@ -163,7 +163,7 @@ def test_default_config_plans_the_quickstart(tmp_path):
     plan = Plan(default, yaml.safe_load((REPO / "config" / "schema.yaml").read_text()))
     assert [len(p.cells) for p in plan.packs("mlp_mse")] == [12, 24, 24, 24]  # 7 x 12 cells, float64 first
     assert [len(p.cells) for p in plan.packs("mlp_mse_adam")] == [12, 48, 24]
-    assert counts["train_pack"] == 4 + 2 * 3 and counts["bracket_eta"] == 7
+    assert counts["train_pack"] == 4 + 5 * 3 and counts["bracket_eta"] == 2 * 7  # + signsgd, adam, width32, batch64, ce
     assert counts["figure_adaptive_coverage_mlp_mse"] == 1 and counts["simulate_toy"] == 2
     # The related papers' experiments are in rule all too: each cube once, each figure its rule.
     assert counts["simulate_related"] == len(default["related"]) >= 10

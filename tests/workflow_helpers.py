@@ -36,7 +36,7 @@ MICRO_DATASET = {
 def micro_config(losses: tuple[str, ...] = ("mse", "cross_entropy")) -> dict:
     """Two experiments (one per loss) of 2 gamma x 2 eta cells in 2 packs, each with its three figures;
     the MSE one also carries every probe and the figures that need them, and a toy model has its
-    figure: every plot kind runs."""
+    figure, and the dataset its sample grid: every plot kind runs."""
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     experiment = {"dataset": "micro", "model": {"name": "mlp", "width": 16, "depth": 3}, "batch_size": 8,
                   "steps": 20, "seeds": 2, "data_seed": 0, "pack_size": 2,
@@ -53,10 +53,12 @@ def micro_config(losses: tuple[str, ...] = ("mse", "cross_entropy")) -> dict:
         config["experiments"]["mlp_mse"]["training"] = {"probes": {
             "sharpness": {"examples": 32, "iterations": 4}, "spectrum": {"examples": 32, "iterations": 4},
             "alignment": {"examples": 8}, "outputs": {"examples": 32}, "representation": {"examples": 8},
-            "weight_movement": {}, "noether_charge": {}, "feature_sparsity": {"examples": 8}}}
+            "weight_movement": {}, "noether_charge": {}, "feature_sparsity": {"examples": 8},
+            "readout_sharpness": {"examples": 32, "iterations": 4}, "hessian_trace": {"examples": 32, "vectors": 2},
+            "ntk_spectrum": {"examples": 8, "iterations": 4, "modes": 2}}}
         config["figures"] |= {plot: {"plot": plot, "experiments": ["mlp_mse"]} for plot in (
             "catapult", "hessian_spectrum", "silent_alignment", "output_agreement", "representation_similarity",
-            "weight_movement", "feature_sparsity_curves")}
+            "weight_movement", "feature_sparsity_curves", "curvature_measures")}
         config["figures"] |= {
             "phase_steps_mlp_mse": {"plot": "phase_portrait", "experiments": ["mlp_mse"], "options": {"steps": [5, 20]}},
             "performance_mlp_mse": {"plot": "performance_vs_gamma", "experiments": ["mlp_mse"]},
@@ -66,6 +68,8 @@ def micro_config(losses: tuple[str, ...] = ("mse", "cross_entropy")) -> dict:
     config["toy_models"] = {"toy": {"loss": "mse", "depth": 3, "steps": 50, "gamma": [0.01, 1.0, 100.0],
                                     "eta": {"min": 1e-6, "max": 1e2, "per_decade": 2}}}
     config["figures"]["toy"] = {"plot": "toy_phase_portrait", "toy_models": ["toy"]}
+    config["figures"]["regimes"] = {"plot": "regime_diagram", "toy_models": ["toy"]}
+    config["figures"]["samples"] = {"plot": "sample_grid", "datasets": ["micro"], "options": {"per_class": 2}}
     return config
 
 

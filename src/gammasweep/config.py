@@ -107,7 +107,7 @@ def validate(config: dict, schema: dict) -> None:
         grid_values(toy["gamma"], f"toy_models.{name}.gamma")
         grid_values(toy["eta"], f"toy_models.{name}.eta")
     for name, fig in config["figures"].items():
-        for key in ("experiments", "toy_models", "related"):
+        for key in ("experiments", "toy_models", "related", "datasets"):
             declared = config.get(key, {})
             for unknown in [entry for entry in fig.get(key, []) if entry not in declared]:
                 raise ConfigError(f"config key 'figures.{name}.{key}': unknown {key.removesuffix('s')} {unknown!r}; "
@@ -267,11 +267,20 @@ class Plan:
         name = self.experiment_dataset(experiment)
         return [f"{DATA}/{name}/quality.json"] if self.dataset(name)["kind"] == "generated" else []
 
+    def dataset_files(self, name: str) -> list[str]:
+        """A dataset's training pool (its first file: a generated pool, a fetched dataset's first part,
+        a real one's training split) and its test set: the files a sample figure previews."""
+        dataset = self.dataset(name)
+        pool = {"generated": f"{DATA}/{name}/pool.h5", "real": f"{DATA}/sources/{dataset['source']}/train.h5"}
+        return [pool.get(dataset["kind"], f"{DATA}/{name}/parts/0.h5"), f"{DATA}/sources/{dataset['source']}/test.h5"]
+
     def figure_cubes(self, figure: str) -> list[str]:
-        """The cubes a figure reads, in order: its experiments', its toy models', its related experiments'."""
+        """The files a figure reads, in order: its experiments' cubes, its toy models', its related
+        experiments', then its datasets' pool and test files (``dataset_files``)."""
         fig = self.config["figures"][figure]
         return ([cube_path(e) for e in fig.get("experiments", [])] + [toy_cube_path(t) for t in fig.get("toy_models", [])]
-                + [related_cube_path(r) for r in fig.get("related", [])])
+                + [related_cube_path(r) for r in fig.get("related", [])]
+                + [path for d in fig.get("datasets", []) for path in self.dataset_files(d)])
 
     def figure_caption(self, figure: str) -> str:
         """The report's caption: the paper's figure, then what produced ours (reStructuredText)."""
@@ -279,6 +288,8 @@ class Plan:
         sources = [f"experiment ``{e}`` ({self.describe_experiment(e)})" for e in fig.get("experiments", [])]
         sources += [f"toy model ``{t}`` ({self.describe_toy(t)})" for t in fig.get("toy_models", [])]
         sources += [f"related experiment ``{r}`` ({self.describe_related(r)})" for r in fig.get("related", [])]
+        sources += [f"dataset ``{d}`` ({self.dataset(d)['kind']}, source {self.dataset(d)['source']})"
+                    for d in fig.get("datasets", [])]
         paper = f"**Paper, {fig['paper']}.** " if "paper" in fig else ""
         return (f"{paper}{fig.get('caption', '')}\n\n**Ours:** figure ``{figure}``, plot ``{fig['plot']}`` "
                 f"from " + "; ".join(sources) + ".")

@@ -1,4 +1,5 @@
-"""Atomic file output: a result is either complete under its final name or absent."""
+"""Atomic file output (a result is either complete under its final name or absent) and checked
+opening of the HDF5 files the workflow makes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+import h5py
 
 
 @contextlib.contextmanager
@@ -28,3 +31,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise OSError(err.errno, f"could not write {final} ({err}); nothing was written under that name") from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def open_pool(path: Path) -> h5py.File:
+    """Open a pool or test-set file for reading; a missing or unreadable one is a clear error."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: the workflow makes it (snakemake {path})")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise OSError(f"{path} is unreadable ({err}), e.g. truncated: delete it and rebuild it with "
+                      f"snakemake {path}") from None

@@ -18,10 +18,10 @@ from gammasweep.adaptive import AdaptiveSettings, find_edge, statuses, train_win
 from gammasweep.cells import write_cell
 from gammasweep.checkpoints import DEFAULT_MINUTES, Checkpoint, Interrupted, stop_on_signals
 from gammasweep.cube import build_cube, set_column_status, write_cube
-from gammasweep.data import OnlineStream, image_writer, open_pool, read_images, write_images
+from gammasweep.data import OnlineStream, image_writer, read_images, write_images
 from gammasweep.download import Remote, fetch, file_digests
 from gammasweep.formats import convert_cifar5m_part
-from gammasweep.io import atomic_path
+from gammasweep.io import atomic_path, open_pool
 from gammasweep.provenance import device_name, git_revision, resolve_device, versions
 from gammasweep.quality import check_quality, classify, quality_report, train_reference_classifier
 from gammasweep.sources import read_source

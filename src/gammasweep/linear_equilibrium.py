@@ -29,7 +29,7 @@ import torch
 import xarray as xr
 
 from gammasweep.descent import Kind, descend
-from gammasweep.noether import relative_gap
+from gammasweep.noether import hessian_trace, relative_gap
 
 COMMON = {"width": 40, "noise_std": 1.0, "batch_size": 100, "optimizer": "sgd", "weight_decay": 0.0,
           "init": "xavier", "init_scale": 1.0}
@@ -101,13 +101,6 @@ def equilibrium_delta(u: torch.Tensor, w: torch.Tensor, gamma_w: torch.Tensor,
     return left - w @ gamma_w @ w.transpose(1, 2), left
 
 
-def hessian_traces(u: torch.Tensor, w: torch.Tensor, input_variance: np.ndarray) -> torch.Tensor:
-    """``noether.hessian_trace`` of every run (R,): d2 ||W Sigma_x^(1/2)||_F^2 + ||U||_F^2 Tr Sigma_x, Sigma_x diagonal
-    (the trace of the Hessian of the expected loss / 2)."""
-    v = torch.from_numpy(input_variance)
-    return u.shape[1] * (w**2 * v).sum((1, 2)) + (u**2).sum((1, 2)) * v.sum()
-
-
 def expected_loss(u: torch.Tensor, w: torch.Tensor, problem: LinearProblem) -> torch.Tensor:
     """E||U W x - y||^2 per run (R,): ||(U W - A) Sigma_x^(1/2)||_F^2 + d2 noise_std^2."""
     m = u @ w - torch.from_numpy(problem.teacher)
@@ -164,7 +157,7 @@ def train(problem: LinearProblem, settings: dict, lr: torch.Tensor, seeds: list[
                   "norm_ratio": u_norm / w_norm,
                   "equilibrium_gap": torch.linalg.matrix_norm(delta) / torch.linalg.matrix_norm(left),
                   "theory_gap": relative_gap(w @ sigma_x @ w.transpose(1, 2), theory_left),
-                  "hessian_trace": hessian_traces(u, w, problem.input_variance)}
+                  "hessian_trace": hessian_trace(u, w, torch.diag(torch.from_numpy(problem.input_variance)))}
         if len(entries):
             values["delta"] = delta[:, entries[:, 0], entries[:, 1]]
         return values

@@ -36,10 +36,9 @@ def equilibrium_gap(u: np.ndarray, w: np.ndarray, x: np.ndarray, y: np.ndarray) 
     return float(relative_gap(w @ gamma_w @ w.T, u.T @ gamma_u @ u))
 
 
-def hessian_trace(u: np.ndarray, w: np.ndarray, sigma_x: np.ndarray) -> float:
-    """Tr of the Hessian of E||U W x - y||^2 / 2 per the paper: S = d2 ||W Sigma_x^(1/2)||_F^2 + ||U||_F^2 Tr Sigma_x.
-
-    (The Hessian of the loss without the 1/2 is twice this.)
-    """
-    d2 = u.shape[0]
-    return float(d2 * np.trace(w @ sigma_x @ w.T) + np.sum(np.square(u)) * np.trace(sigma_x))
+def hessian_trace(u, w, sigma_x):
+    """Tr of the Hessian of E||U W x - y||^2 / 2 per the paper: S = d2 ||W Sigma_x^(1/2)||_F^2 + ||U||_F^2 Tr Sigma_x,
+    for U (..., d2, d), W (..., d, d0) and Sigma_x (d0, d0), batched over the leading axes; NumPy arrays
+    or torch tensors alike. (The Hessian of the loss without the 1/2 is twice this.)"""
+    d2 = u.shape[-2]
+    return d2 * ((w @ sigma_x) * w).sum(axis=(-2, -1)) + (u * u).sum(axis=(-2, -1)) * sigma_x.diagonal().sum()

@@ -10,6 +10,9 @@ variables per member: at every eval step, or (``final_only``) once, after the la
 | probe | records | what |
 |---|---|---|
 | sharpness | sharpness | top Hessian eigenvalue of the loss (power iteration), units 1/eta |
+| readout_sharpness | readout_sharpness | top eigenvalue of the readout layer's block of that Hessian, units 1/eta |
+| hessian_trace | hessian_trace | trace of that Hessian (Hutchinson's estimator), units 1/eta |
+| ntk_spectrum | ntk_eigenvalue | top eigenvalues of the empirical NTK of the batch's outputs (Lanczos), units 1/eta |
 | spectrum | hessian_ritz_value, hessian_ritz_weight | Lanczos nodes and weights of the Hessian's spectral density (SLQ), units 1/eta |
 | alignment | feature_alignment, ntk_alignment | centered kernel alignment of the last hidden layer's kernel and of the empirical NTK with the labels' kernel |
 | outputs | probe_output | the centered outputs f(x) after the last step (final only) |
@@ -98,14 +101,21 @@ def per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.view(-1, *[1] * (like.dim() - 1))
 
 
-def start_vectors(weights: Weights, row_seeds: Sequence[int]) -> list[torch.Tensor]:
-    """Unit random directions, one per row, each drawn from a generator seeded by that row's entry
-    of ``row_seeds`` alone: a member's result does not depend on which others share its chunk."""
+def random_vectors(weights: Weights, row_seeds: Sequence[int], rademacher: bool = False) -> list[torch.Tensor]:
+    """Random directions shaped like the stacked ``weights``, one per row, each drawn from a generator
+    seeded by that row's entry of ``row_seeds`` alone (a member's result does not depend on which
+    others share its chunk): standard Gaussian entries, or random signs +-1 (``rademacher``)."""
     rows = []
     for seed in row_seeds:
         gen = torch.Generator().manual_seed(seed)
-        rows.append([torch.randn(w.shape[1:], generator=gen, dtype=torch.float64) for w in weights.values()])
-    vectors = [torch.stack(parts).to(w.device, w.dtype) for parts, w in zip(zip(*rows), weights.values())]
+        draws = [torch.randn(w.shape[1:], generator=gen, dtype=torch.float64) for w in weights.values()]
+        rows.append([d.sign() for d in draws] if rademacher else draws)
+    return [torch.stack(parts).to(w.device, w.dtype) for parts, w in zip(zip(*rows), weights.values())]
+
+
+def start_vectors(weights: Weights, row_seeds: Sequence[int]) -> list[torch.Tensor]:
+    """Unit random directions, one per row (``random_vectors``, normalized per row)."""
+    vectors = random_vectors(weights, row_seeds)
     norm = row_dot(vectors, vectors).sqrt()
     return [v / per_row(norm, v) for v in vectors]
 
@@ -123,6 +133,40 @@ class Hessian:
         products = torch.autograd.grad(self.grads, list(self.params.values()), grad_outputs=list(vectors),
                                        retain_graph=True)
         return [p.detach() for p in products]
+
+
+class GaussNewton:
+    """Products with each row's MSE Gauss-Newton matrix G = 2 / (P C) J^T J, J the Jacobian (P C x
+    parameters) of the row's outputs ``outputs_of(weights)`` (rows, P, C) with respect to its weights:
+    every row at once, each by a Jacobian-vector product (the transpose of a vector-Jacobian product,
+    differentiated) and a vector-Jacobian product. G's nonzero eigenvalues are those of the empirical
+    NTK J J^T of the batch's P C outputs, times 2 / (P C): the Hessian of the MSE loss (a mean over
+    examples and classes) without its residual term. The outputs are the batch's, so a model with
+    BatchNorm gets the NTK of its batch function. Use inside ``torch.enable_grad()``."""
+
+    def __init__(self, outputs_of: Callable[[Weights], torch.Tensor], weights: Weights) -> None:
+        self.params = {k: w.detach().requires_grad_() for k, w in weights.items()}
+        self.outputs = outputs_of(self.params)
+        self.scale = 2.0 / (self.outputs.shape[-2] * self.outputs.shape[-1])
+        self.dual = torch.zeros_like(self.outputs, requires_grad=True)
+        self.pullback = torch.autograd.grad(self.outputs, list(self.params.values()), grad_outputs=self.dual,
+                                            create_graph=True)  # J^T dual, linear in dual
+
+    def __call__(self, vectors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        pushed = torch.autograd.grad(self.pullback, self.dual, grad_outputs=list(vectors), retain_graph=True)[0]  # J v
+        products = torch.autograd.grad(self.outputs, list(self.params.values()), grad_outputs=pushed * self.scale,
+                                       retain_graph=True)
+        return [p.detach() for p in products]
+
+
+def hutchinson_trace(operator: Hessian | GaussNewton, row_seeds: Sequence[int], vectors: int) -> torch.Tensor:
+    """Per row, Hutchinson's unbiased estimate of the operator's trace (rows,): the mean of v^T A v over
+    ``vectors`` random sign vectors v (variance 2 sum_{i != j} A_ij^2 / vectors)."""
+    total = torch.zeros(len(row_seeds), dtype=torch.float64)
+    for k in range(vectors):
+        signs = random_vectors(operator.params, [seed * 101 + k for seed in row_seeds], rademacher=True)
+        total += row_dot(signs, operator(signs)).double().cpu()
+    return total / vectors
 
 
 def top_hessian_eigenvalue(loss_of: Callable[[Weights], torch.Tensor], weights: Weights, iterations: int,
@@ -159,7 +203,7 @@ def _power_iteration(hessian: Hessian, vectors: list[torch.Tensor], shift: torch
     return eigenvalue, vectors
 
 
-def lanczos_quadrature(hessian: Hessian, start: list[torch.Tensor], steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def lanczos_quadrature(hessian: Hessian | GaussNewton, start: list[torch.Tensor], steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Gauss quadrature of each row's spectral measure seen from its unit ``start`` vector: ``steps``
     Lanczos steps with full reorthogonalization give nodes theta_j and weights tau_j (rows, steps)
     with sum_j tau_j theta_j^k = v^T H^k v exactly for k < 2 x steps (stochastic Lanczos quadrature
@@ -303,6 +347,70 @@ class SpectrumProbe(Probe):
 
 
 @dataclass(frozen=True)
+class ReadoutSharpnessProbe(Probe):
+    """The top eigenvalue of the readout-only Hessian: the block of the loss's Hessian on the probe
+    batch for the readout layer's weights and bias, the other layers held fixed (power iteration,
+    ``top_hessian_eigenvalue``). For MSE it is positive semi-definite (f is linear in the readout)."""
+
+    name: ClassVar[str] = "readout_sharpness"
+    records: ClassVar[tuple[str, ...]] = ("readout_sharpness",)
+    iterations: int = 20
+
+    def measure(self, net, batch, rows, weights, row_seeds):
+        loss_of = batch_loss(net, batch, rows)
+        readout = {k: w for k, w in weights.items() if k.startswith("readout.")}
+        fixed = {k: w.detach() for k, w in weights.items() if k not in readout}
+        top = top_hessian_eigenvalue(lambda w: loss_of({**fixed, **w}), readout, self.iterations, row_seeds)
+        return {"readout_sharpness": top * net.lr_unit}
+
+
+@dataclass(frozen=True)
+class HessianTraceProbe(Probe):
+    """The trace of the loss's Hessian on the probe batch (the sum of all its eigenvalues), by
+    Hutchinson's estimator over ``vectors`` random sign vectors (``hutchinson_trace``)."""
+
+    name: ClassVar[str] = "hessian_trace"
+    records: ClassVar[tuple[str, ...]] = ("hessian_trace",)
+    vectors: int = 10
+
+    def measure(self, net, batch, rows, weights, row_seeds):
+        with torch.enable_grad():
+            trace = hutchinson_trace(Hessian(batch_loss(net, batch, rows), weights), row_seeds, self.vectors)
+        return {"hessian_trace": trace.to(batch.x.device) * net.lr_unit}
+
+
+@dataclass(frozen=True)
+class NtkSpectrumProbe(Probe):
+    """The ``modes`` top eigenvalues of the empirical NTK of the centered outputs on the probe batch,
+    as the MSE Gauss-Newton matrix 2 / (P C) J^T J sees them (``GaussNewton``): the Ritz values of
+    ``iterations`` Lanczos steps from one random start, largest first (NaN where the NTK has fewer
+    nonzero modes). The top one tends to the sharpness in the lazy regime, where the Hessian's
+    residual term vanishes. No per-example Jacobians: it runs for BatchNorm models too."""
+
+    name: ClassVar[str] = "ntk_spectrum"
+    records: ClassVar[tuple[str, ...]] = ("ntk_eigenvalue",)
+    examples: int = 64
+    iterations: int = 20
+    modes: int = 5
+
+    def __post_init__(self) -> None:
+        if self.modes > self.iterations:
+            raise ValueError(f"ntk_spectrum probe: modes ({self.modes}) must not exceed iterations "
+                             f"({self.iterations}), the number of Ritz values")
+
+    def dims(self, net, num_classes):
+        return {"ntk_eigenvalue": {"ntk_mode": self.modes}}
+
+    def measure(self, net, batch, rows, weights, row_seeds):
+        with torch.enable_grad():
+            ntk = GaussNewton(lambda w: net.centered(rows, w, batch.x, batch.g0), weights)
+            nodes, _ = lanczos_quadrature(ntk, start_vectors(ntk.params, row_seeds), self.iterations)
+        top = nodes.nan_to_num(nan=-math.inf).sort(dim=1, descending=True).values[:, :self.modes]
+        top = torch.where(torch.isinf(top), math.nan, top)  # fewer modes than asked: NaN
+        return {"ntk_eigenvalue": top.to(batch.x.device) * net.lr_unit}
+
+
+@dataclass(frozen=True)
 class AlignmentProbe(Probe):
     """Kernel-target alignment (silent alignment, Fig. 5): the centered alignment with the labels'
     kernel Y Y^T of (a) the last hidden layer's kernel and (b) the empirical NTK, on the probe batch.
@@ -436,7 +544,8 @@ class NoetherChargeProbe(Probe):
         return {"noether_charge": torch.stack(charges, 1).detach()}
 
 
-PROBES: dict[str, type[Probe]] = {p.name: p for p in (SharpnessProbe, SpectrumProbe, AlignmentProbe, OutputsProbe,
+PROBES: dict[str, type[Probe]] = {p.name: p for p in (SharpnessProbe, ReadoutSharpnessProbe, HessianTraceProbe,
+                                                       SpectrumProbe, NtkSpectrumProbe, AlignmentProbe, OutputsProbe,
                                                        RepresentationProbe, WeightMovementProbe, NoetherChargeProbe,
                                                        FeatureSparsityProbe)}
 

@@ -6,6 +6,12 @@ from __future__ import annotations
 RECORDS: dict[str, tuple[str, str, str]] = {
     "sharpness": ("sharpness", "top Hessian eigenvalue of the loss on the probe batch (N x that of the weights' "
                   "Hessian); GD on the batch is unstable above 2/eta", "1/eta"),
+    "readout_sharpness": ("readout_sharpness", "top eigenvalue of the readout layer's block of the Hessian of the loss "
+                          "on the probe batch, x N", "1/eta"),
+    "hessian_trace": ("hessian_trace", "trace of the Hessian of the loss on the probe batch, x N (Hutchinson's "
+                      "estimator)", "1/eta"),
+    "ntk_eigenvalue": ("ntk_spectrum", "top eigenvalues of the empirical NTK of the centered outputs on the probe "
+                       "batch, as the MSE Gauss-Newton matrix 2/(P C) J^T J sees them, x N", "1/eta"),
     "hessian_ritz_value": ("spectrum", "Lanczos nodes (Ritz values) of the Hessian of the loss on the probe batch, "
                            "x N; NaN where the Krylov space ran out", "1/eta"),
     "hessian_ritz_weight": ("spectrum", "Gauss-quadrature weights of the nodes, over the starts (sum 1): the spectral "

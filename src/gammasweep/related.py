@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from gammasweep import diagonal_nets, linear_equilibrium, nonlinear_equilibrium, teacher_student
+from gammasweep import diagonal_nets, linear_equilibrium, nonlinear_equilibrium, teacher_student, toy_catapult
 from gammasweep.descent import Kind, record_schedule
 from gammasweep.schedules import Schedule
 
@@ -29,6 +29,7 @@ KINDS: dict[str, Kind] = {
     "matrix_factorization": linear_equilibrium.MATRIX_FACTORIZATION,
     "autoencoder": nonlinear_equilibrium.AUTOENCODER,
     "scale_invariant": nonlinear_equilibrium.SCALE_INVARIANT,
+    "toy_catapult": toy_catapult.TOY_CATAPULT,
 }
 
 

@@ -88,7 +88,7 @@ def chunk_size(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tenso
 
 def train(setup: Setup, members: Members, stream: OnlineStream, test_images: torch.Tensor,
           test_labels: torch.Tensor, log: Callable[[str], None] = print, check_every: int = 16,
-          checkpoint: Checkpoint | None = None) -> Curves:
+          checkpoint: Checkpoint | None = None, pool_budget_bytes: float | None = None) -> Curves:
     """Train every member online for ``setup.steps`` steps of its optimizer (SGD unless
     ``setup.optimizer`` says otherwise) and record its curves.
 
@@ -96,6 +96,9 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
     pass per step. Every ``check_every`` steps (the only host synchronization besides progress
     output) diverged members are dropped, so they cost nothing afterwards. With a ``checkpoint``
     the run resumes from it, saves it periodically and on a stop request (then raises Interrupted).
+    The stream serves its batches on the device (``OnlineStream.to_device``): held there whole if it
+    fits ``pool_budget_bytes`` (bytes of device memory; default ``gammasweep.data.device_budget``),
+    else in windows of many steps.
     """
     dev, dt, n = setup.device, setup.dtype, len(members.seeds)
     seeds = sorted(set(members.seeds))
@@ -111,14 +114,14 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
     loss_fn = LOSSES[setup.loss]
     x_test, y_test = normalize(test_images.to(dev), setup.mean, setup.std, dt), test_labels.to(dev)
     augmentation = StrongAugment(**setup.augment) if setup.augment else None
+    stream.to_device(dev, pool_budget_bytes, log)
 
     def inputs(images: torch.Tensor, t: int) -> torch.Tensor:
-        """Step t's uint8 batch on the device, strongly augmented (a fresh draw per data seed and step,
-        so a resumed run sees the same images) if the dataset says so, normalized."""
-        x = images.to(dev)
+        """Step t's uint8 batch (on the device, where the stream serves it), strongly augmented (a fresh
+        draw per data seed and step, so a resumed run sees the same images) if the dataset says so, normalized."""
         if augmentation:
-            x = augment(x, augmentation, step_generator(stream.data_seed, t, dev))
-        return normalize(x, setup.mean, setup.std, dt)
+            images = augment(images, augmentation, step_generator(stream.data_seed, t, dev))
+        return normalize(images, setup.mean, setup.std, dt)
 
     per_chunk = chunk_size(model, init, inputs(stream.batch(0)[0], 0))
 
@@ -205,7 +208,7 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
         if t in eval_index:
             evaluate(eval_index[t])
         images, labels = stream.batch(t)
-        loss = optimizer_step(inputs(images, t), labels.to(dev), t)
+        loss = optimizer_step(inputs(images, t), labels, t)
         ok = fine(loss)
         diverged_step[member] = torch.where(alive & ~ok, t, diverged_step[member])
         alive = alive & ok

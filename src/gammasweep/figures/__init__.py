@@ -20,9 +20,11 @@ import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from gammasweep.cube import open_cube  # noqa: E402
+from gammasweep.preview import pool_preview  # noqa: E402
 from gammasweep.figures import style  # noqa: E402
 from gammasweep.figures.adaptive_coverage import adaptive_coverage  # noqa: E402
 from gammasweep.figures.catapult import catapult  # noqa: E402
+from gammasweep.figures.curvature_measures import curvature_measures  # noqa: E402
 from gammasweep.figures.eta_star_scaling import eta_star_scaling  # noqa: E402
 from gammasweep.figures.feature_sparsity_curves import feature_sparsity_curves  # noqa: E402
 from gammasweep.figures.hessian_spectrum import hessian_spectrum  # noqa: E402
@@ -30,6 +32,8 @@ from gammasweep.figures.loss_curves import loss_curves  # noqa: E402
 from gammasweep.figures.output_agreement import output_agreement  # noqa: E402
 from gammasweep.figures.performance_vs_gamma import performance_vs_gamma  # noqa: E402
 from gammasweep.figures.phase_portrait import phase_portrait  # noqa: E402
+from gammasweep.figures.regime_diagram import regime_diagram  # noqa: E402
+from gammasweep.figures.sample_grid import PER_CLASS, sample_grid  # noqa: E402
 from gammasweep.figures.representation_similarity import representation_similarity  # noqa: E402
 from gammasweep.figures.sharpness_trajectory import sharpness_trajectory  # noqa: E402
 from gammasweep.figures.sharpness_vs_gamma import sharpness_vs_gamma  # noqa: E402
@@ -52,7 +56,9 @@ PLOTS: dict[str, PlotFunction] = {
     "performance_vs_gamma": performance_vs_gamma,
     "sharpness_vs_gamma": sharpness_vs_gamma,
     "sharpness_trajectory": sharpness_trajectory,
+    "curvature_measures": curvature_measures,
     "toy_phase_portrait": toy_phase_portrait,
+    "regime_diagram": regime_diagram,
     "catapult": catapult,
     "hessian_spectrum": hessian_spectrum,
     "silent_alignment": silent_alignment,
@@ -64,16 +70,27 @@ PLOTS: dict[str, PlotFunction] = {
     "neuron_directions": neuron_directions,
     "equilibrium_heatmaps": equilibrium_heatmaps,
     "equilibrium_sweep": equilibrium_sweep,
+    "sample_grid": sample_grid,
 }
-TOY_PLOTS = {"toy_phase_portrait"}  # read toy-model cubes (``theory.toy_cube``), not experiment cubes
+TOY_PLOTS = {"toy_phase_portrait", "regime_diagram"}  # read toy-model cubes (``theory.toy_cube``), not experiment cubes
 RELATED_PLOTS = {"trajectories", "neuron_directions", "equilibrium_heatmaps", "equilibrium_sweep"}  # read
 # related experiments' cubes (``related.related_cube``)
+DATASET_PLOTS = {"sample_grid"}  # read previews of pool and test-set files (``open_input``), not cubes
+
+
+def open_input(path: str | Path, options: dict) -> xr.Dataset:
+    """A figure's input: a cube (.nc), or the class-balanced preview of a pool or test-set file (.h5;
+    ``options``' per_class, default ``sample_grid.PER_CLASS``, and seed, default 0)."""
+    if Path(path).suffix == ".h5":
+        return pool_preview(path, options.get("per_class", PER_CLASS), options.get("seed", 0))
+    return open_cube(path)
 
 
 def render(plot: str, cube_paths: Sequence[str | Path], options: dict, outputs: dict[str, str | Path],
            title: str | None = None) -> None:
-    """Draw figure kind ``plot`` from the cubes and atomically write outputs['pdf'], ['png'], ['csv']."""
-    cubes = [open_cube(p) for p in cube_paths]
+    """Draw figure kind ``plot`` from its inputs (``open_input``) and atomically write outputs['pdf'],
+    ['png'], ['csv']."""
+    cubes = [open_input(p, options) for p in cube_paths]
     with style.theme():
         fig, table = PLOTS[plot](cubes, options)
         if title:

@@ -4,6 +4,8 @@ training lengths T, one panel each (the region of optimizability closes as T shr
 
 from __future__ import annotations
 
+import json
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -19,26 +21,30 @@ from gammasweep.theory import reference_line
 
 def phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:
     """options: metric (test_loss | test_accuracy | train_loss; default test_loss), steps (list of eval
-    steps T: one panel each, the metric, eta* and divergence read at T, one shared colour scale; a
-    cell counts as diverged at T if a seed diverged before step T; default: one panel, the final step).
+    steps T: one panel each, the metric, eta* and divergence read at T; a cell counts as diverged at
+    T if a seed diverged before step T; default: one panel, the final step).
+
+    One row of panels per cube (several cubes: the same sweep at other widths or batch sizes, the
+    appendix's robustness check), one shared colour scale. The table has an ``experiment`` column.
     """
-    cube, metric = cubes[0], options.get("metric", "test_loss")
-    steps = options.get("steps", [None])
-    values = [final_metric(cube, metric, step).transpose("eta", "gamma") for step in steps]
-    fig, axes = plt.subplots(1, len(steps), figsize=(4.8 * len(steps), 3.6), squeeze=False)
+    metric, steps = options.get("metric", "test_loss"), options.get("steps", [None])
+    values = [[final_metric(cube, metric, step).transpose("eta", "gamma") for step in steps] for cube in cubes]
+    fig, axes = plt.subplots(len(cubes), len(steps), figsize=(4.8 * len(steps), 3.6 * len(cubes)), squeeze=False)
     cmap = plt.get_cmap(SEQUENTIAL if HIGHER_IS_BETTER[metric] else SEQUENTIAL + "_r").with_extremes(bad="0.85")
-    finite = np.concatenate([v.values[np.isfinite(v.values)] for v in values])
+    finite = np.concatenate([v.values[np.isfinite(v.values)] for row in values for v in row])
     positive = finite[finite > 0]
     norm = (LogNorm(positive.min(), positive.max()) if not HIGHER_IS_BETTER[metric] and positive.size
             else Normalize(*(np.nanmin(finite), np.nanmax(finite)) if finite.size else (0, 1)))
     tables = []
-    for i, (ax, step, value) in enumerate(zip(axes[0], steps, values)):
-        mesh, table = _draw(ax, cube, metric, step, value, cmap, norm, legend=i == 0)
-        tables.append(table if step is None else table.assign(steps=step))
-        if i:
-            ax.set_ylabel("")
+    for r, (cube, row) in enumerate(zip(cubes, values)):
+        for i, (ax, step, value) in enumerate(zip(axes[r], steps, row)):
+            mesh, table = _draw(ax, cube, metric, step, value, cmap, norm, legend=r == 0 and i == 0)
+            table.insert(0, "experiment", cube.attrs["experiment"])
+            tables.append(table if step is None else table.assign(steps=step))
+            if i:
+                ax.set_ylabel("")
     at = f"final {metric.replace('_', ' ')}" if steps == [None] else f"{metric.replace('_', ' ')} at T"
-    fig.colorbar(mesh, ax=axes[0, 0] if len(steps) == 1 else axes[0].tolist(), label=at)
+    fig.colorbar(mesh, ax=axes.ravel().tolist(), label=at)
     return fig, pd.concat(tables, ignore_index=True)
 
 
@@ -68,7 +74,9 @@ def _draw(ax: plt.Axes, cube: xr.Dataset, metric: str, step: int | None, value: 
     label_log_axes(ax, r"feature-learning strength $\gamma$", eta_label(cube))
     untrained = ", white = not trained (adaptive)" if skipped.any() else ""
     at = "" if step is None else f", T = {step}"
-    ax.set_title(f"{cube.attrs['experiment']}{at}: grey = diverged{untrained}")  # masked cells: the colormap's 'bad' colour
+    params = json.loads(cube.attrs["cell_params"])
+    ax.set_title(f"{cube.attrs['experiment']} (N = {params['model'].get('width')}, B = {params.get('batch_size')}){at}\n"
+                 f"grey = diverged{untrained}", fontsize=8)  # masked cells: the colormap's 'bad' colour
     if legend:
         ax.legend(loc="upper left", framealpha=0.8)
     table = value.to_dataframe(name=metric).reset_index()

@@ -1,6 +1,7 @@
 """Quantities of a related experiment against the iteration, one line per variant (the median over
 seeds, shaded between the smallest and largest seed): the sparse-features papers' loss, Jacobian
-rank and support curves, the noise-equilibrium paper's gaps, charges and Hessian traces."""
+rank and support curves, the noise-equilibrium paper's gaps, charges and Hessian traces, the
+two-weight toy's catapults (its sharpness against 2 / eta)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,16 @@ def trajectories(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd
     """options: variables (required: the cube variables over (variant, seed, step), one panel
     each), log_y (the variables drawn on a log y axis; default none), variants (default all),
     select ({dim: [coordinates]}: of a variable with a further dim such as ``layer`` -- drawn in one
-    panel per coordinate -- only these; default all).
+    panel per coordinate -- only these; default all), stability_edge (variables, e.g. sharpness,
+    whose panels get each variant's edge of stability 2 / eta, eta its peak step size, as a dashed
+    line of its colour; default none).
 
     One row of panels per cube. The table holds, per cube, variant and variable, the median,
     minimum and maximum over seeds of the last record and the runs that diverged. Raises
     ValueError naming a requested variable the cube lacks.
     """
     variables, log_y = options["variables"], set(options.get("log_y", []))
+    edges = set(options.get("stability_edge", []))
     panels = [_panels(cube, variables, options.get("select", {})) for cube in cubes]
     columns = max(len(p) for p in panels)
     fig, axes = plt.subplots(len(cubes), columns, figsize=(3.2 * columns, 2.8 * len(cubes)), squeeze=False)
@@ -39,6 +43,9 @@ def trajectories(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd
                 line = ax.plot(cube["step"], median, lw=1.2, label=_label(cube, variant))[0]
                 ax.fill_between(cube["step"], values.min("seed"), values.max("seed"), color=line.get_color(),
                                 alpha=0.2, lw=0)
+                if name in edges:
+                    ax.axhline(2.0 / float(cube["eta"].sel(variant=variant)), color=line.get_color(), ls="--", lw=0.8,
+                               gid=f"stability_edge:{variant}")
                 last = values.isel(step=-1)
                 rows.append({"kind": cube.attrs.get("kind"), "variant": variant, "variable": _name(name, where),
                              "final_median": float(last.median()), "final_min": float(last.min()),
