@@ -248,19 +248,28 @@ class Plan:
     def source_downloads(self, source: str) -> dict[str, dict[str, Any]]:
         return self.downloads(list(SOURCES[source].files))
 
-    def pool_files(self, experiment: str) -> list[str]:
-        """What an experiment's stream reads: a generated dataset's pool, the first parts of a fetched
-        one, as many as its steps x batch_size needs (only those are fetched), or a real one's
-        source training split."""
-        exp = self.config["experiments"][experiment]
-        name = exp["dataset"]
-        dataset = self.dataset(name)
-        if dataset["kind"] == "generated":
+    def source_file(self, name: str, split: str) -> str:
+        """The real ``split`` ('train' or 'test') images of dataset ``name``'s source."""
+        return f"{DATA}/sources/{self.dataset(name)['source']}/{split}.h5"
+
+    def pool_paths(self, name: str, parts: int = 1) -> list[str]:
+        """Dataset ``name``'s training-pool files: a generated dataset's pool, a real one's source
+        training split, or a fetched one's first ``parts`` parts."""
+        kind = self.dataset(name)["kind"]
+        if kind == "generated":
             return [f"{DATA}/{name}/pool.h5"]
-        if dataset["kind"] == "real":
-            return [f"{DATA}/sources/{dataset['source']}/train.h5"]
-        parts = math.ceil(exp["steps"] * exp["batch_size"] / dataset["images_per_part"])
+        if kind == "real":
+            return [self.source_file(name, "train")]
         return [f"{DATA}/{name}/parts/{k}.h5" for k in range(parts)]
+
+    def pool_files(self, experiment: str) -> list[str]:
+        """What an experiment's stream reads (``pool_paths``): of a fetched dataset as many parts as
+        its steps x batch_size needs (only those are fetched)."""
+        exp = self.config["experiments"][experiment]
+        dataset = self.dataset(exp["dataset"])
+        fetched = dataset["kind"] == "fetched"
+        parts = math.ceil(exp["steps"] * exp["batch_size"] / dataset["images_per_part"]) if fetched else 1
+        return self.pool_paths(exp["dataset"], parts)
 
     def quality_files(self, experiment: str) -> list[str]:
         """The quality-gate report a training job waits for (generated datasets only)."""
@@ -268,11 +277,9 @@ class Plan:
         return [f"{DATA}/{name}/quality.json"] if self.dataset(name)["kind"] == "generated" else []
 
     def dataset_files(self, name: str) -> list[str]:
-        """A dataset's training pool (its first file: a generated pool, a fetched dataset's first part,
-        a real one's training split) and its test set: the files a sample figure previews."""
-        dataset = self.dataset(name)
-        pool = {"generated": f"{DATA}/{name}/pool.h5", "real": f"{DATA}/sources/{dataset['source']}/train.h5"}
-        return [pool.get(dataset["kind"], f"{DATA}/{name}/parts/0.h5"), f"{DATA}/sources/{dataset['source']}/test.h5"]
+        """A dataset's training pool (its first file, ``pool_paths``) and its test set: the files a
+        sample figure previews."""
+        return [*self.pool_paths(name), self.source_file(name, "test")]
 
     def figure_cubes(self, figure: str) -> list[str]:
         """The files a figure reads, in order: its experiments' cubes, its toy models', its related

@@ -16,7 +16,7 @@ if ADAPTIVE:
     rule bracket_eta:
         input:
             pool=lambda w: PLAN.pool_files(w.adaptive_experiment),
-            test=lambda w: source_file(PLAN.experiment_dataset(w.adaptive_experiment), "test"),
+            test=lambda w: PLAN.source_file(PLAN.experiment_dataset(w.adaptive_experiment), "test"),
             quality=lambda w: PLAN.quality_files(w.adaptive_experiment),
         output:
             "results/brackets/{adaptive_experiment}/gamma_{gamma}.json",
@@ -40,7 +40,7 @@ if ADAPTIVE:
         input:
             bracket="results/brackets/{adaptive_experiment}/gamma_{gamma}.json",
             pool=lambda w: PLAN.pool_files(w.adaptive_experiment),
-            test=lambda w: source_file(PLAN.experiment_dataset(w.adaptive_experiment), "test"),
+            test=lambda w: PLAN.source_file(PLAN.experiment_dataset(w.adaptive_experiment), "test"),
         output:
             directory("results/runs/{adaptive_experiment}/gamma_{gamma}"),
         params:

@@ -19,11 +19,6 @@ wildcard_constraints:
     part=r"\d+",
 
 
-def source_file(dataset, split):
-    """The real train or test images of a dataset's source."""
-    return f"results/data/sources/{PLAN.dataset(dataset)['source']}/{split}.h5"
-
-
 def adaptive_cube_inputs(wildcards):
     """An adaptive experiment's brackets (one per gamma) and, once the checkpoint eta_brackets has
     run, the columns with something to train (adaptive.smk)."""

@@ -21,7 +21,7 @@ rule fetch_source:
 
 rule train_generator:
     input:
-        lambda w: source_file(w.dataset, "train"),
+        lambda w: PLAN.source_file(w.dataset, "train"),
     output:
         "results/data/{dataset}/generator.pt",
     params:
@@ -75,8 +75,8 @@ rule merge_pool:
 rule quality_gate:
     input:
         pool="results/data/{dataset}/pool.h5",
-        train=lambda w: source_file(w.dataset, "train"),
-        test=lambda w: source_file(w.dataset, "test"),
+        train=lambda w: PLAN.source_file(w.dataset, "train"),
+        test=lambda w: PLAN.source_file(w.dataset, "test"),
     output:
         "results/data/{dataset}/quality.json",
     params:

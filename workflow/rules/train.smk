@@ -13,7 +13,7 @@ for experiment in PLAN.config["experiments"]:
                 pack.rule
             input:
                 pool=PLAN.pool_files(experiment),
-                test=source_file(PLAN.experiment_dataset(experiment), "test"),
+                test=PLAN.source_file(PLAN.experiment_dataset(experiment), "test"),
                 quality=PLAN.quality_files(experiment),
             output:
                 pack.cell_files,
