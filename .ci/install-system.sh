@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the system packages the test-suite needs for its throwaway
-# single-node SLURM cluster (see tests/slurmcluster.py).
+# single-node SLURM cluster (see tests/cluster/slurmcluster.py).
 #
 #   * slurm-wlm  -> slurmctld, slurmd, sbatch, squeue, sinfo, scontrol, ...
 #   * munge      -> munged, munge, unmunge (SLURM authentication)
@@ -9,7 +9,7 @@
 # re-running it when everything is installed only refreshes the apt lists.
 #
 # The daemons are NOT started here and must not be started by the packages'
-# maintainer scripts either: tests/slurmcluster.py starts and stops its own
+# maintainer scripts either: tests/cluster/slurmcluster.py starts and stops its own
 # munged/slurmctld/slurmd with its own configuration.
 set -euo pipefail
 

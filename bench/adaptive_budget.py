@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from gammasweep.adaptive import find_edge, window_indices
-from gammasweep.config import Plan, load_schema
+from gammasweep.sweep.adaptive import find_edge, window_indices
+from gammasweep.plan.plan import Plan
+from gammasweep.plan.config import load_schema
 
 REPO = Path(__file__).resolve().parents[1]
 

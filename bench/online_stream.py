@@ -6,7 +6,7 @@ parts (block by block; from the page cache, as on a node that has just written o
 is placed on the device (``OnlineStream.to_device``) and serves every batch there, normalized as the
 trainer does; twice: held whole on the device (the default budget), and with a budget of
 ``WINDOW_STEPS`` steps that forces windows (a pool too large for the device, e.g. CIFAR-5M). The
-serve time includes the placement. Consumer: the packed trainer (``gammasweep.train.train``) on a
+serve time includes the placement. Consumer: the packed trainer (``gammasweep.sweep.train.train``) on a
 pack of K members at batch 128. The ratio loader / consumer is what counts: above 1, data is not
 the bottleneck.
 
@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gammasweep.data import OnlineStream, normalize, write_images
-from gammasweep.provenance import device_name
-from gammasweep.train import Members, Setup, train
+from gammasweep.data.stream import OnlineStream, normalize
+from gammasweep.data.pools import write_images
+from gammasweep.results.provenance import device_name
+from gammasweep.sweep.train import Members, Setup, train
 
 BATCH, CLASSES, STEPS = 128, 10, 400
 WINDOW_STEPS = 64  # the windowed case: a budget of this many steps' batches (400 steps: 6.25 windows)

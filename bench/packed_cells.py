@@ -2,7 +2,7 @@
 
 Baseline (as the authors' code trains a cell): one nn.Module per cell, a frozen deep copy of its
 initial weights evaluated every step for the centering, ``torch.optim.SGD``, the test set
-evaluated at the same log-spaced steps, cells one after another. Packed: ``gammasweep.train.train``
+evaluated at the same log-spaced steps, cells one after another. Packed: ``gammasweep.sweep.train.train``
 on all K cells at once (shared batch, one GEMM per layer, the frozen network once per distinct
 seed), with its loss records. Both run in this process on the same data, best of three
 interleaved runs after a warm-up; the ratio is what counts. A "cell" here is one (gamma, eta, seed) network.
@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gammasweep.data import OnlineStream, write_images
-from gammasweep.losses import mse
-from gammasweep.models import build_model
-from gammasweep.parameterization import centered_output, learning_rate
-from gammasweep.provenance import device_name
-from gammasweep.train import Members, Setup, eval_steps, train
+from gammasweep.data.stream import OnlineStream
+from gammasweep.data.pools import write_images
+from gammasweep.sweep.losses import mse
+from gammasweep.sweep.models import build_model
+from gammasweep.sweep.parameterization import centered_output, learning_rate
+from gammasweep.results.provenance import device_name
+from gammasweep.sweep.train import Members, Setup, eval_steps, train
 
 BATCH, CLASSES = 128, 10
 

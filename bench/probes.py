@@ -1,6 +1,6 @@
 """What each probe costs: the same packed run with and without it, in this process.
 
-Each probe (``gammasweep.probes``, with the settings below) is reported in units of one training
+Each probe (``gammasweep.probes.recorder``, with the settings below) is reported in units of one training
 step of the run, so the overhead in any config follows: evals x (probe cost in steps) / steps.
 Best of three interleaved runs after a warm-up; 28x28x1 random images, batch 128, float32.
 
@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gammasweep.data import OnlineStream, write_images
-from gammasweep.probes import PROBES
-from gammasweep.provenance import device_name
-from gammasweep.train import Members, Setup, eval_steps, train
+from gammasweep.data.stream import OnlineStream
+from gammasweep.data.pools import write_images
+from gammasweep.probes.recorder import PROBES
+from gammasweep.results.provenance import device_name
+from gammasweep.sweep.train import Members, Setup, eval_steps, train
 
 BATCH, CLASSES, SHAPE = 128, 10, (28, 28, 1)
 

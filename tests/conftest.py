@@ -1,4 +1,10 @@
-"""Shared fixtures: the repository root and a small real pool (scikit-learn's digits)."""
+"""Shared fixtures (the repository root, a small real pool of scikit-learn's digits) and the tiers.
+
+The tests come in three tiers, one folder each, and each test is marked with its folder's name:
+``unit`` (functions and science checks; ``make test-fast``), ``workflow`` (Snakemake runs of micro
+configs), ``cluster`` (a real single-node SLURM cluster on localhost). ``make test`` runs them all;
+``pytest -m unit`` or ``pytest tests/unit`` one tier. The helpers beside this file serve every tier.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,25 @@ import numpy as np
 import pytest
 import torch
 
-from gammasweep.data import read_images, write_images
-from gammasweep.sources import fetch_sklearn_digits
-from gammasweep.train import Setup
+from gammasweep.data.pools import read_images, write_images
+from gammasweep.data.sources import fetch_sklearn_digits
+from gammasweep.sweep.train import Setup
 
 REPO = Path(__file__).resolve().parents[1]
+TIERS = ("unit", "workflow", "cluster")
 
 # The tests train tiny networks, often beside the workflow jobs they start: one thread each avoids
 # oversubscribing the cores (two threads under load made small steps 10-25x slower).
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its tier: the folder it lives in under tests/."""
+    for item in items:
+        tier = item.path.relative_to(REPO / "tests").parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in one of tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import yaml
 
 from conftest import h5_datasets
 
-from gammasweep.jobs import train_pack
+from gammasweep.jobs.train import train_pack
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles", "envs")
@@ -110,10 +110,11 @@ def rule_counts(dry_run_stdout: str) -> dict[str, int]:
     return counts
 
 
-def snakemake(root: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run snakemake (this interpreter's) in ``root``; return the finished process (text output)."""
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=root, env=snakemake_env(), text=True,
-                          capture_output=True, timeout=timeout)
+def snakemake(root: Path, *args: str, timeout: int = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run snakemake (this interpreter's) in ``root`` (``env``: extra environment variables); return the
+    finished process (text output)."""
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=root, env={**snakemake_env(), **(env or {})},
+                          text=True, capture_output=True, timeout=timeout)
 
 
 def snakemake_env() -> dict[str, str]:
@@ -139,3 +140,15 @@ def assert_cells_equal_an_uninterrupted_run(root: Path, experiment: str, scratch
         assert a.keys() == b.keys()
         for key in b:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{resumed}: {key}")
+
+
+DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())  # config/config.yaml
+
+
+def small_dln(steps: int = 300) -> dict:
+    """The default config's A-DLN experiment, smaller: d = 30, n = 12, 2 seeds, a GD variant."""
+    spec = copy.deepcopy(DEFAULT_CONFIG["related"]["sparse_dln_sgd"])
+    spec.update(steps=steps, seeds=2, record_points=6)
+    spec["settings"].update(dim=30, train=12, test=50, support=3)
+    spec["variants"]["gd"] = {"eta": 0.1, "settings": {"batch_size": 12}}
+    return spec

@@ -1,4 +1,4 @@
-# Adaptive eta (experiments with `eta_grid: adaptive`, gammasweep.adaptive). Per gamma column:
+# Adaptive eta (experiments with `eta_grid: adaptive`, gammasweep.sweep.adaptive). Per gamma column:
 #   bracket_eta: batched short runs find the divergence edge, seeded by theory;
 #   train_column: full-length runs from the edge down to `depth_decades` below eta_max, in one job,
 #     growing the window if a point diverges late; skipped when the grid's first point diverges.
@@ -7,30 +7,30 @@
 # A killed column job resumes its current round from results/checkpoints/<exp>/gamma_<g>.pt.
 
 ADAPTIVE = PLAN.experiments(adaptive=True)
+ADAPTIVE_EXPERIMENT = "|".join(ADAPTIVE)  # the {experiment} of these rules
 
 if ADAPTIVE:
 
-    wildcard_constraints:
-        adaptive_experiment="|".join(ADAPTIVE),
-
     rule bracket_eta:
         input:
-            pool=lambda w: PLAN.pool_files(w.adaptive_experiment),
-            test=lambda w: PLAN.source_file(PLAN.experiment_dataset(w.adaptive_experiment), "test"),
-            quality=lambda w: PLAN.quality_files(w.adaptive_experiment),
+            pool=lambda w: PLAN.pool_files(w.experiment),
+            test=lambda w: PLAN.source_file(PLAN.experiment_dataset(w.experiment), "test"),
+            quality=lambda w: PLAN.quality_files(w.experiment),
         output:
-            "results/brackets/{adaptive_experiment}/gamma_{gamma}.json",
+            paths.BRACKET,
         params:
-            cells=lambda w: PLAN.column_cells(w.adaptive_experiment, w.gamma),
-            settings=lambda w: vars(PLAN.adaptive_settings(w.adaptive_experiment)),
-            start=lambda w: PLAN.bracket_start(w.adaptive_experiment, w.gamma),
+            cells=lambda w: PLAN.column_cells(w.experiment, w.gamma),
+            settings=lambda w: vars(PLAN.adaptive_settings(w.experiment)),
+            start=lambda w: PLAN.bracket_start(w.experiment, w.gamma),
         log:
-            "results/logs/brackets/{adaptive_experiment}/gamma_{gamma}.log",
+            paths.LOG["bracket_eta"],
         threads: 1
         resources:
             gpu=1,
             mem_mb=8000,
             runtime=lambda wildcards, attempt: 60 * attempt,
+        wildcard_constraints:
+            experiment=ADAPTIVE_EXPERIMENT,
         conda:
             ENV
         script:
@@ -38,23 +38,25 @@ if ADAPTIVE:
 
     rule train_column:
         input:
-            bracket="results/brackets/{adaptive_experiment}/gamma_{gamma}.json",
-            pool=lambda w: PLAN.pool_files(w.adaptive_experiment),
-            test=lambda w: PLAN.source_file(PLAN.experiment_dataset(w.adaptive_experiment), "test"),
+            bracket=paths.BRACKET,
+            pool=lambda w: PLAN.pool_files(w.experiment),
+            test=lambda w: PLAN.source_file(PLAN.experiment_dataset(w.experiment), "test"),
         output:
-            directory("results/runs/{adaptive_experiment}/gamma_{gamma}"),
+            directory(paths.COLUMN),
         params:
-            cells=lambda w: PLAN.column_cells(w.adaptive_experiment, w.gamma),
-            files=lambda w: PLAN.column_files(w.adaptive_experiment, w.gamma),
-            depth_steps=lambda w: PLAN.depth_steps(w.adaptive_experiment, w.gamma),
-            checkpoint="results/checkpoints/{adaptive_experiment}/gamma_{gamma}.pt",
+            cells=lambda w: PLAN.column_cells(w.experiment, w.gamma),
+            files=lambda w: PLAN.column_files(w.experiment, w.gamma),
+            depth_steps=lambda w: PLAN.depth_steps(w.experiment, w.gamma),
+            checkpoint=paths.COLUMN_CHECKPOINT,
         log:
-            "results/logs/train/{adaptive_experiment}/gamma_{gamma}.log",
+            paths.LOG["train_column"],
         threads: 1
         resources:
             gpu=1,
             mem_mb=8000,
             runtime=lambda wildcards, attempt: 120 * attempt,
+        wildcard_constraints:
+            experiment=ADAPTIVE_EXPERIMENT,
         conda:
             ENV
         script:
@@ -62,12 +64,14 @@ if ADAPTIVE:
 
     checkpoint eta_brackets:
         input:
-            lambda w: [c.bracket for c in PLAN.columns(w.adaptive_experiment)],
+            lambda w: [c.bracket for c in PLAN.columns(w.experiment)],
         output:
-            "results/brackets/{adaptive_experiment}.json",
+            paths.BRACKETS,
         localrule: True
         log:
-            "results/logs/brackets/{adaptive_experiment}.log",
+            paths.LOG["eta_brackets"],
+        wildcard_constraints:
+            experiment=ADAPTIVE_EXPERIMENT,
         conda:
             ENV
         script:
@@ -77,12 +81,14 @@ if ADAPTIVE:
         input:
             unpack(adaptive_cube_inputs),
         output:
-            "results/cubes/{adaptive_experiment}.nc",
+            paths.CUBE,
         params:
-            grid=lambda w: [list(axis.values()) for axis in PLAN.grids[w.adaptive_experiment]],
-            experiment=lambda w: PLAN.config["experiments"][w.adaptive_experiment],
+            grid=lambda w: [list(axis.values()) for axis in PLAN.grids[w.experiment]],
+            experiment=lambda w: PLAN.config["experiments"][w.experiment],
         log:
-            "results/logs/aggregate/{adaptive_experiment}.log",
+            paths.LOG["aggregate"],
+        wildcard_constraints:
+            experiment=ADAPTIVE_EXPERIMENT,
         conda:
             ENV
         script:

@@ -6,12 +6,12 @@ rule aggregate:
     input:
         lambda w: PLAN.cell_files(w.experiment),
     output:
-        "results/cubes/{experiment}.nc",
+        paths.CUBE,
     params:
         expected=lambda w: PLAN.cell_identities(w.experiment),
         experiment=lambda w: PLAN.config["experiments"][w.experiment],
     log:
-        "results/logs/aggregate/{experiment}.log",
+        paths.LOG["aggregate"],
     wildcard_constraints:
         experiment="|".join(PLAN.experiments(adaptive=False)) or "(?!)",
     conda:

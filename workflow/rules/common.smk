@@ -1,9 +1,12 @@
-# The expanded plan of the config: every rule reads cells, paths and parameters from PLAN.
+# The expanded plan of the config: every rule reads cells and parameters from PLAN, and its file
+# paths from gammasweep.plan.paths (the one place a path is spelled).
 import json
 from pathlib import Path
 
-from gammasweep.config import Plan, load_schema
-from gammasweep.sources import SOURCES
+from gammasweep.plan import paths
+from gammasweep.plan.config import load_schema
+from gammasweep.plan.plan import Plan
+from gammasweep.data.sources import SOURCES
 
 PLAN = Plan(config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml"))
 ENV = "../../envs/gammasweep.yaml"
@@ -24,7 +27,7 @@ def adaptive_cube_inputs(wildcards):
     run, the columns with something to train (adaptive.smk)."""
     joined = checkpoints.eta_brackets.get(**wildcards).output[0]
     edges = json.loads(Path(joined).read_text())["edges"]
-    columns = PLAN.columns(wildcards.adaptive_experiment)
+    columns = PLAN.columns(wildcards.experiment)
     return {
         "brackets": [c.bracket for c in columns],
         "columns": [c.directory for c in columns if edges[c.bracket] > 0],

@@ -7,12 +7,12 @@
 rule fetch_source:
     localrule: True
     output:
-        train="results/data/sources/{source}/train.h5",
-        test="results/data/sources/{source}/test.h5",
+        train=paths.SOURCE.replace("{split}", "train"),
+        test=paths.SOURCE.replace("{split}", "test"),
     params:
         downloads=lambda w: PLAN.source_downloads(w.source),
     log:
-        "results/logs/data/fetch_{source}.log",
+        paths.LOG["fetch_source"],
     conda:
         ENV
     script:
@@ -23,14 +23,14 @@ rule train_generator:
     input:
         lambda w: PLAN.source_file(w.dataset, "train"),
     output:
-        "results/data/{dataset}/generator.pt",
+        paths.GENERATOR,
     params:
         # Only what the generator depends on: editing the sampling settings must not retrain it.
         source=lambda w: PLAN.dataset(w.dataset)["source"],
         generator=lambda w: PLAN.dataset(w.dataset)["generator"],
         device=config["training"]["device"],
     log:
-        "results/logs/data/{dataset}/train_generator.log",
+        paths.LOG["train_generator"],
     threads: 2
     conda:
         ENV
@@ -40,14 +40,14 @@ rule train_generator:
 
 rule sample_shard:
     input:
-        "results/data/{dataset}/generator.pt",
+        paths.GENERATOR,
     output:
-        "results/data/{dataset}/shards/{shard}.h5",
+        paths.SHARD,
     params:
         sampling=lambda w: PLAN.dataset(w.dataset)["sampling"],
         device=config["training"]["device"],
     log:
-        "results/logs/data/{dataset}/sample_shard_{shard}.log",
+        paths.LOG["sample_shard"],
     threads: 1
     conda:
         ENV
@@ -58,14 +58,14 @@ rule sample_shard:
 rule merge_pool:
     input:
         lambda w: [
-            f"results/data/{w.dataset}/shards/{k}.h5"
+            paths.SHARD.format(dataset=w.dataset, shard=k)
             for k in range(PLAN.dataset(w.dataset)["sampling"]["shards"])
         ],
     output:
-        pool="results/data/{dataset}/pool.h5",
-        manifest="results/data/{dataset}/manifest.json",
+        pool=paths.POOL,
+        manifest=paths.MANIFEST,
     log:
-        "results/logs/data/{dataset}/merge_pool.log",
+        paths.LOG["merge_pool"],
     conda:
         ENV
     script:
@@ -74,17 +74,17 @@ rule merge_pool:
 
 rule quality_gate:
     input:
-        pool="results/data/{dataset}/pool.h5",
+        pool=paths.POOL,
         train=lambda w: PLAN.source_file(w.dataset, "train"),
         test=lambda w: PLAN.source_file(w.dataset, "test"),
     output:
-        "results/data/{dataset}/quality.json",
+        paths.QUALITY,
     params:
         gate=lambda w: PLAN.dataset(w.dataset)["quality_gate"],
         num_classes=lambda w: SOURCES[PLAN.dataset(w.dataset)["source"]].num_classes,
         device=config["training"]["device"],
     log:
-        "results/logs/data/{dataset}/quality_gate.log",
+        paths.LOG["quality_gate"],
     threads: 2
     conda:
         ENV
@@ -95,11 +95,11 @@ rule quality_gate:
 rule fetch_part:
     localrule: True
     output:
-        "results/data/{dataset}/parts/{part}.h5",
+        paths.PART,
     params:
         downloads=lambda w: PLAN.downloads([PLAN.dataset(w.dataset)["parts"][int(w.part)]]),
     log:
-        "results/logs/data/{dataset}/fetch_part_{part}.log",
+        paths.LOG["fetch_part"],
     conda:
         ENV
     script:

@@ -11,21 +11,21 @@ for _name, _figure in config["figures"].items():
         input:
             PLAN.figure_cubes(_name),
         output:
-            pdf=f"results/figures/{_name}.pdf",
+            pdf=paths.FIGURE.format(figure=_name, ext="pdf"),
             png=report(
-                f"results/figures/{_name}.png",
+                paths.FIGURE.format(figure=_name, ext="png"),
                 caption="../report/figure.rst",
                 category="Figures",
                 labels={"figure": _name, "paper": _figure.get("paper", "-")},
             ),
-            csv=f"results/figures/{_name}.csv",
+            csv=paths.FIGURE.format(figure=_name, ext="csv"),
         params:
             plot=_figure["plot"],
             options=_figure.get("options", {}),
             title=_figure.get("title"),
             caption=PLAN.figure_caption(_name),
         log:
-            f"results/logs/figures/{_name}.log",
+            paths.LOG["figure"].format(figure=_name),
         conda:
             ENV
         script:

@@ -1,4 +1,4 @@
-# The related papers' experiments (config `related:`, gammasweep.related): small nets trained by
+# The related papers' experiments (config `related:`, gammasweep.related.experiments): small nets trained by
 # (S)GD in several variants and seeds, one cube each. Seconds to minutes of CPU: they run on the
 # submitting host.
 
@@ -6,11 +6,11 @@
 rule simulate_related:
     localrule: True
     output:
-        "results/cubes/related/{related}.nc",
+        paths.RELATED_CUBE,
     params:
         spec=lambda w: PLAN.config["related"][w.related],
     log:
-        "results/logs/related/{related}.log",
+        paths.LOG["simulate_related"],
     wildcard_constraints:
         related="|".join(PLAN.config.get("related", {})) or "(?!)",
     conda:

@@ -5,11 +5,11 @@
 rule simulate_toy:
     localrule: True
     output:
-        "results/cubes/toy/{toy}.nc",
+        paths.TOY_CUBE,
     params:
         settings=lambda w: PLAN.config["toy_models"][w.toy],
     log:
-        "results/logs/toy/{toy}.log",
+        paths.LOG["simulate_toy"],
     wildcard_constraints:
         toy="|".join(PLAN.config.get("toy_models", {})) or "(?!)",
     conda:

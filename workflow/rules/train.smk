@@ -1,5 +1,5 @@
 # One job per pack: K cells of one experiment and one dtype trained together as one batched model
-# (gammasweep.train); each cell keeps its own output file. `pack_size: 1` gives one job per cell.
+# (gammasweep.sweep.train); each cell keeps its own output file. `pack_size: 1` gives one job per cell.
 # Rules are generated, one per pack, so that each job declares exactly the cell files it writes.
 # A pack checkpoints to results/checkpoints/ every `checkpoint_minutes` (config; 10) and on
 # SIGTERM/SIGUSR1, exits non-zero, and its retry (runtime grows with the attempt) resumes from there.

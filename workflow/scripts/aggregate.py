@@ -1,5 +1,5 @@
-from gammasweep.glue import job_log
-from gammasweep.jobs import aggregate
+from gammasweep.jobs.glue import job_log
+from gammasweep.jobs.aggregate import aggregate
 
 with job_log(snakemake):
     aggregate(list(snakemake.input), list(snakemake.params.expected), dict(snakemake.params.experiment),

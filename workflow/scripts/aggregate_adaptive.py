@@ -1,5 +1,5 @@
-from gammasweep.glue import job_log
-from gammasweep.jobs import aggregate_adaptive
+from gammasweep.jobs.glue import job_log
+from gammasweep.jobs.aggregate import aggregate_adaptive
 
 with job_log(snakemake):
     aggregate_adaptive(list(snakemake.input.brackets), list(snakemake.input.columns),

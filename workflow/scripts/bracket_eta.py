@@ -1,5 +1,5 @@
-from gammasweep.glue import job_log
-from gammasweep.jobs import bracket_eta
+from gammasweep.jobs.glue import job_log
+from gammasweep.jobs.train import bracket_eta
 
 with job_log(snakemake):
     bracket_eta([dict(c) for c in snakemake.params.cells], snakemake.input.pool, snakemake.input.test,

@@ -1,5 +1,5 @@
-from gammasweep.glue import job_log
-from gammasweep.jobs import fetch_source
+from gammasweep.jobs.glue import job_log
+from gammasweep.jobs.data import fetch_source
 
 with job_log(snakemake):
     fetch_source(snakemake.wildcards.source, dict(snakemake.params.downloads), snakemake.output.train,

@@ -1,5 +1,5 @@
 from gammasweep.figures import render
-from gammasweep.glue import job_log
+from gammasweep.jobs.glue import job_log
 
 with job_log(snakemake):
     render(snakemake.params.plot, list(snakemake.input), dict(snakemake.params.options),

@@ -1,5 +1,5 @@
-from gammasweep.glue import job_log
-from gammasweep.jobs import quality_gate
+from gammasweep.jobs.glue import job_log
+from gammasweep.jobs.data import quality_gate
 
 with job_log(snakemake):
     quality_gate(snakemake.input.pool, snakemake.input.train, snakemake.input.test, dict(snakemake.params.gate),

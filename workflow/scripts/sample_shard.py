@@ -1,5 +1,5 @@
-from gammasweep.glue import job_log
-from gammasweep.jobs import sample_shard
+from gammasweep.jobs.glue import job_log
+from gammasweep.jobs.data import sample_shard
 
 with job_log(snakemake):
     sample_shard(snakemake.input[0], dict(snakemake.params.sampling), int(snakemake.wildcards.shard),

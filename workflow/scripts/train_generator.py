@@ -1,5 +1,5 @@
-from gammasweep.glue import job_log
-from gammasweep.jobs import train_generator
+from gammasweep.jobs.glue import job_log
+from gammasweep.jobs.data import train_generator
 
 with job_log(snakemake):
     train_generator(snakemake.input[0], snakemake.params.source, dict(snakemake.params.generator),

@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from gammasweep.cube import open_cube  # noqa: E402
-from gammasweep.preview import pool_preview  # noqa: E402
+from gammasweep.results.cube import open_cube  # noqa: E402
+from gammasweep.data.preview import pool_preview  # noqa: E402
 from gammasweep.figures import style  # noqa: E402
 from gammasweep.figures.adaptive_coverage import adaptive_coverage  # noqa: E402
 from gammasweep.figures.catapult import catapult  # noqa: E402
@@ -44,8 +44,8 @@ from gammasweep.figures.neuron_directions import neuron_directions  # noqa: E402
 from gammasweep.figures.equilibrium_heatmaps import equilibrium_heatmaps  # noqa: E402
 from gammasweep.figures.equilibrium_sweep import equilibrium_sweep  # noqa: E402
 from gammasweep.figures.weight_movement import weight_movement  # noqa: E402
-from gammasweep.io import atomic_path  # noqa: E402
-from gammasweep.provenance import versions  # noqa: E402
+from gammasweep.results.io import atomic_path  # noqa: E402
+from gammasweep.results.provenance import versions  # noqa: E402
 
 PlotFunction = Callable[[list[xr.Dataset], dict], tuple[plt.Figure, pd.DataFrame]]
 PLOTS: dict[str, PlotFunction] = {

@@ -10,8 +10,8 @@ import xarray as xr
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.patches import Patch
 
-from gammasweep.adaptive import STATUS_MEANINGS
-from gammasweep.analysis import adaptive_cost, eta_max, eta_star
+from gammasweep.sweep.adaptive import STATUS_MEANINGS
+from gammasweep.results.analysis import adaptive_cost, eta_max, eta_star
 from gammasweep.figures.style import label_log_axes, log_edges
 
 

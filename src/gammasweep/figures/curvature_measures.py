@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.analysis import eta_star, pick_gammas
+from gammasweep.results.analysis import eta_star, pick_gammas
 from gammasweep.figures.style import label_log_axes
 
 TOP = {"sharpness": "Hessian", "readout_sharpness": "readout-only Hessian", "ntk_eigenvalue": "NTK"}

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.noether import relative_gap
+from gammasweep.related.noether import relative_gap
 
 
 def equilibrium_heatmaps(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:

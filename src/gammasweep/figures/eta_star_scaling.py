@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.analysis import eta_max, eta_star, fit_power_law
+from gammasweep.results.analysis import eta_max, eta_star, fit_power_law
 from gammasweep.figures.style import depth_of, edge_slopes, label_log_axes
 
 

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import xarray as xr
 
-from gammasweep.analysis import cell_diverged, eta_star, probed
+from gammasweep.results.analysis import cell_diverged, eta_star, probed
 
 
 def feature_sparsity_curves(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.analysis import eta_star
+from gammasweep.results.analysis import eta_star
 from gammasweep.figures.style import gamma_colors, label_log_axes
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.analysis import eta_star, pick_gammas, probed
+from gammasweep.results.analysis import eta_star, pick_gammas, probed
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.analysis import HIGHER_IS_BETTER, best_over_eta
+from gammasweep.results.analysis import HIGHER_IS_BETTER, best_over_eta
 from gammasweep.figures.style import SEQUENTIAL
 
 

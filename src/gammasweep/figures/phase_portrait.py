@@ -13,10 +13,10 @@ import xarray as xr
 from matplotlib.collections import QuadMesh
 from matplotlib.colors import Colormap, LogNorm, Normalize
 
-from gammasweep.adaptive import SKIPPED
-from gammasweep.analysis import HIGHER_IS_BETTER, cell_diverged, eta_max, eta_star, final_metric
+from gammasweep.sweep.adaptive import SKIPPED
+from gammasweep.results.analysis import HIGHER_IS_BETTER, cell_diverged, eta_max, eta_star, final_metric
 from gammasweep.figures.style import SEQUENTIAL, edge_slopes, eta_label, label_log_axes, log_edges
-from gammasweep.theory import reference_line
+from gammasweep.theory.toy import reference_line
 
 
 def phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:

@@ -13,7 +13,7 @@ import pandas as pd
 import xarray as xr
 
 from gammasweep.figures.style import label_log_axes
-from gammasweep.theory import eta_crit, eta_max, eta_min
+from gammasweep.theory.toy import eta_crit, eta_max, eta_min
 
 REGIONS = (("diverges", "C3"), ("learns", "C2"), ("too slow", "0.6"))
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.analysis import eta_star, probed
+from gammasweep.results.analysis import eta_star, probed
 from gammasweep.figures.style import SEQUENTIAL
-from gammasweep.kernels import centered_alignment
+from gammasweep.results.kernels import centered_alignment
 
 
 def representation_similarity(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:

@@ -1,5 +1,5 @@
 """Samples of a generated pool per class (paper App. A10, MNIST-1M), beside real test images:
-one row per class, read from previews (``gammasweep.preview.pool_preview``), never the whole pool."""
+one row per class, read from previews (``gammasweep.data.preview.pool_preview``), never the whole pool."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.analysis import cell_diverged, eta_star, pick_gammas, probed
+from gammasweep.results.analysis import cell_diverged, eta_star, pick_gammas, probed
 from gammasweep.figures.style import label_log_axes
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.analysis import at_eta, eta_max, eta_star, final_metric, fit_power_law, probed
+from gammasweep.results.analysis import at_eta, eta_max, eta_star, final_metric, fit_power_law, probed
 from gammasweep.figures.style import depth_of, label_log_axes
 
 

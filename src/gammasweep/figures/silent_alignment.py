@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.analysis import eta_star, pick_gammas, probed
+from gammasweep.results.analysis import eta_star, pick_gammas, probed
 
 
 def first_crossing(steps: np.ndarray, values: np.ndarray, rising: bool, log: bool = False,

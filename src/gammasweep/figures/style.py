@@ -11,7 +11,7 @@ import numpy as np
 import seaborn as sns
 import xarray as xr
 
-from gammasweep.theory import divergence_slopes
+from gammasweep.theory.toy import divergence_slopes
 
 SEQUENTIAL = "viridis"  # perceptually uniform and colour-blind safe
 RC = {"text.usetex": False, "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9,

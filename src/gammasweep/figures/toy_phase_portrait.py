@@ -9,8 +9,8 @@ import pandas as pd
 import xarray as xr
 from matplotlib.colors import LogNorm
 
-from gammasweep.analysis import fit_power_law
-from gammasweep.theory import divergence_slopes
+from gammasweep.results.analysis import fit_power_law
+from gammasweep.theory.toy import divergence_slopes
 from gammasweep.figures.style import SEQUENTIAL, label_log_axes, log_edges
 
 LOSS_NAMES = {"mse": "MSE", "cross_entropy": "cross-entropy"}

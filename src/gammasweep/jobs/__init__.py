@@ -1,0 +1,2 @@
+"""What each workflow rule does, one module per group of rules (workflow/rules/): data, train,
+aggregate, simulate."""

@@ -1,0 +1,144 @@
+"""Config loading and validation, and the grids.
+
+A config (``config/config.yaml``, schema ``config/schema.yaml``) declares datasets, experiments
+(a model x dataset x loss with a gamma grid and an eta grid) and figures. Validation runs before
+any job: the schema first, then the cross-references and what the schema cannot say, each error
+naming the config key that holds the bad value.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from gammasweep.data.generator_config import GeneratorConfig
+from gammasweep.data.sources import SOURCES
+from gammasweep.sweep.models import MODELS
+
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the offending key."""
+
+
+def value_key(value: float) -> str:
+    """The canonical text of a grid value in paths and wildcards, e.g. 0.0316 -> '3.162e-02'."""
+    return f"{value:.3e}"
+
+
+def grid_values(spec: dict | list, key: str) -> list[float]:
+    """Expand a grid spec: {min, max, per_decade} -> 10^(i / per_decade) from min to max; a list as given."""
+    if isinstance(spec, list):
+        values = sorted(float(v) for v in spec)
+    else:
+        k = spec["per_decade"]
+        lo, hi = math.log10(spec["min"]) * k, math.log10(spec["max"]) * k
+        if abs(lo - round(lo)) > 1e-6 or abs(hi - round(hi)) > 1e-6:
+            raise ConfigError(f"config key '{key}': min and max must be powers of 10^(1/{k}), got {spec}")
+        if hi < lo:
+            raise ConfigError(f"config key '{key}': max {spec['max']} is below min {spec['min']}")
+        values = [10.0 ** (i / k) for i in range(round(lo), round(hi) + 1)]
+    keys = [value_key(v) for v in values]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"config key '{key}': values closer than 4 significant digits: {values}")
+    return values
+
+
+def load_schema(path: str | Path) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def fill_defaults(config: dict, schema: dict) -> None:
+    """Set every key the config leaves out that has a ``default`` in the schema, in place: the schema is
+    the one home of those values. (Settings with a typed home keep it there: the optimizer's, adaptive
+    eta's, a schedule's, the generator's, each probe's; a model's pack size is in its catalogue.)"""
+    base = jsonschema.Draft202012Validator
+
+    def properties(validator, properties, instance, subschema):  # jsonschema's keyword-function signature
+        if validator.is_type(instance, "object"):
+            for name, prop in properties.items():
+                if isinstance(prop, dict) and "default" in prop and name not in instance:
+                    instance[name] = copy.deepcopy(prop["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, subschema)
+
+    for _ in jsonschema.validators.extend(base, {"properties": properties})(schema).iter_errors(config):
+        pass  # validate() has reported every error already
+
+
+def validate(config: dict, schema: dict) -> None:
+    """Check ``config`` against the schema and the cross-references; raise ConfigError naming the key.
+    A valid config is completed in place with the schema's defaults (``fill_defaults``)."""
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"config key '{'.'.join(map(str, e.absolute_path)) or '<top>'}': {e.message}" for e in errors[:10]]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    fill_defaults(config, schema)
+    for name, exp in config["experiments"].items():
+        where = f"experiments.{name}"
+        if exp["dataset"] not in config["datasets"]:
+            raise ConfigError(f"config key '{where}.dataset': unknown dataset {exp['dataset']!r}; "
+                              f"declared: {sorted(config['datasets'])}")
+        if exp["model"]["name"] not in MODELS:
+            raise ConfigError(f"config key '{where}.model.name': unknown model; known: {sorted(MODELS)}")
+        pool = pool_size(config["datasets"][exp["dataset"]])
+        if pool is not None and exp["steps"] * exp["batch_size"] > pool:
+            raise ConfigError(f"config key '{where}': steps x batch_size = {exp['steps'] * exp['batch_size']} "
+                              f"exceeds the {pool} images of dataset {exp['dataset']!r} (online: no sample reused)")
+        grid_values(exp["gamma"], f"{where}.gamma")
+        grid_values(exp["eta"], f"{where}.eta")
+        training = {**config["training"], **exp.get("training", {})}
+        for probe, settings in training.get("probes", {}).items():
+            if settings.get("examples", 0) > training["test_examples"]:
+                raise ConfigError(f"config key '{where}.training.probes.{probe}.examples': more than the "
+                                  f"{training['test_examples']} test_examples the probe batch is taken from")
+        if "adaptive" in exp and exp["eta_grid"] != "adaptive":
+            raise ConfigError(f"config key '{where}.adaptive': only used with `eta_grid: adaptive`; set it or remove the block")
+        if exp.get("adaptive", {}).get("bracket_steps", 0) > exp["steps"]:
+            raise ConfigError(f"config key '{where}.adaptive.bracket_steps': longer than the {exp['steps']} steps of a run")
+    for name, ds in config["datasets"].items():
+        if ds["kind"] == "generated":
+            try:
+                generator_config(ds["source"], ds["generator"])
+            except ValueError as err:
+                raise ConfigError(f"config key 'datasets.{name}.generator': {err}") from None
+        channels = SOURCES[ds["source"]].shape[-1]
+        for stat in ("mean", "std"):
+            if len(ds["normalization"][stat]) != channels:
+                raise ConfigError(f"config key 'datasets.{name}.normalization.{stat}': needs {channels} "
+                                  f"value(s), one per channel of {ds['source']}")
+        needed = [*SOURCES[ds["source"]].files, *ds.get("parts", [])]
+        missing = [file for file in needed if file not in config.get("downloads", {})]
+        if missing:
+            raise ConfigError(f"config key 'downloads': dataset {name!r} (source {ds['source']}) needs the "
+                              f"downloads {missing}; declare their url (and pins) there, see config/paper.yaml")
+    for name, toy in config.get("toy_models", {}).items():
+        grid_values(toy["gamma"], f"toy_models.{name}.gamma")
+        grid_values(toy["eta"], f"toy_models.{name}.eta")
+    for name, fig in config["figures"].items():
+        for key in ("experiments", "toy_models", "related", "datasets"):
+            declared = config.get(key, {})
+            for unknown in [entry for entry in fig.get(key, []) if entry not in declared]:
+                raise ConfigError(f"config key 'figures.{name}.{key}': unknown {key.removesuffix('s')} {unknown!r}; "
+                                  f"declared: {sorted(declared)}")
+
+
+def pool_size(dataset: dict) -> int | None:
+    """Images in a dataset's training pool: the sampled images, or every part's; None for a real
+    dataset (its source's training split, trained for several epochs)."""
+    if dataset["kind"] == "real":
+        return None
+    if dataset["kind"] == "generated":
+        return dataset["sampling"]["images"]
+    return dataset["images_per_part"] * len(dataset["parts"])
+
+
+def generator_config(source: str, generator: dict) -> GeneratorConfig:
+    """A generated dataset's diffusion-model settings, checked against its source's image shape."""
+    height, _, channels = SOURCES[source].shape
+    settings = {**generator, "dim_mults": tuple(generator["dim_mults"])}
+    return GeneratorConfig(image_size=height, channels=channels, **settings)

@@ -1,0 +1,138 @@
+"""Quantities read off a cube: final metrics, the divergence edge eta_max(gamma), the best eta*(gamma),
+and power-law fits in the lazy and rich regimes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from gammasweep.sweep.adaptive import TRAINED
+from gammasweep.results.records import probe_of
+
+HIGHER_IS_BETTER = {"test_accuracy": True, "test_loss": False, "train_loss": False}
+
+
+def cell_diverged(cube: xr.Dataset, step: int | None = None) -> xr.DataArray:
+    """(gamma, eta) mask: a cell counts as diverged if any of its seeds diverged -- before eval step
+    ``step`` if given (diverged_step < step: a member that diverged at step t was still evaluated at t)."""
+    diverged = cube["diverged"] if step is None else cube["diverged"] & (cube["diverged_step"] < step)
+    return diverged.any("seed")
+
+
+def metric_at(cube: xr.Dataset, metric: str, step: int | None = None) -> xr.DataArray:
+    """(gamma, eta, seed): ``metric`` at eval step ``step`` (default: the last record). A train-loss
+    record has no eval step: at ``step`` T it is the record of the last block before update T."""
+    values = cube[metric]
+    time_dim = "eval_step" if "eval_step" in values.dims else "step"
+    if step is None:
+        return values.isel({time_dim: -1})
+    return values.sel(eval_step=step) if time_dim == "eval_step" else values.sel(step=step - 1, method="ffill")
+
+
+def final_metric(cube: xr.Dataset, metric: str = "test_loss", step: int | None = None) -> xr.DataArray:
+    """(gamma, eta): the seed mean of ``metric`` at the last recorded step (or at eval step ``step``);
+    NaN for cells diverged by then."""
+    return metric_at(cube, metric, step).mean("seed").where(~cell_diverged(cube, step))
+
+
+def eta_max(cube: xr.Dataset, step: int | None = None) -> xr.DataArray:
+    """(gamma,): the divergence edge, the largest eta below which no cell of that gamma diverged
+    (before eval step ``step`` if given)."""
+    diverged = cell_diverged(cube, step).sortby("eta").values
+    etas = cube["eta"].sortby("eta").values
+    edge = np.full(len(cube["gamma"]), np.nan)
+    for i, row in enumerate(diverged):
+        first = int(row.argmax()) if row.any() else len(etas)
+        if first > 0:
+            edge[i] = etas[first - 1]
+    return xr.DataArray(edge, coords={"gamma": cube["gamma"]}, dims="gamma", name="eta_max")
+
+
+def eta_star(cube: xr.Dataset, metric: str = "test_loss", step: int | None = None) -> xr.DataArray:
+    """(gamma,): the eta with the best final ``metric`` (or at eval step ``step``) over non-diverged
+    cells; NaN if all diverged."""
+    value = final_metric(cube, metric, step)
+    sign = -1.0 if HIGHER_IS_BETTER[metric] else 1.0
+    scores = (sign * value).fillna(np.inf).values
+    best = np.where(np.isfinite(scores).any(axis=1), cube["eta"].values[scores.argmin(axis=1)], np.nan)
+    return xr.DataArray(best, coords={"gamma": cube["gamma"]}, dims="gamma", name=f"eta_star_{metric}")
+
+
+def at_eta(values: xr.DataArray, etas: xr.DataArray) -> xr.DataArray:
+    """``values`` (gamma, eta, ...) read at one eta per gamma (``etas``, gamma,); NaN where that eta is NaN."""
+    filled = etas.fillna(float(values["eta"][0]))
+    return values.sel(eta=filled).drop_vars("eta").where(etas.notnull())
+
+
+def best_over_eta(cube: xr.Dataset, metric: str = "test_accuracy", step: int | None = None) -> xr.Dataset:
+    """(gamma,): eta_best = eta*(gamma) by ``metric`` at eval step ``step`` (default: the last), and the
+    seed mean, min and max of ``metric`` there; NaN where no cell of that gamma is usable."""
+    best = eta_star(cube, metric, step)
+    seeds = at_eta(metric_at(cube, metric, step), best)
+    return xr.Dataset({"eta_best": best, "mean": seeds.mean("seed"), "min": seeds.min("seed"), "max": seeds.max("seed")})
+
+
+def pick_gammas(best: xr.DataArray, requested: list[float] | None = None, count: int = 3) -> list[float]:
+    """Grid gammas to show, from ``best`` = eta*(gamma): each ``requested`` value read as the nearest
+    grid gamma (duplicates dropped), or by default ``count`` spread evenly over the gammas with a
+    finite eta*, smallest and largest included. ValueError where a gamma has no eta* (every cell of
+    it diverged): a figure option naming it needs another gamma."""
+    finite = best["gamma"].values[np.isfinite(best.values)]
+    if requested is None:
+        if not finite.size:
+            raise ValueError("every cell diverged: no gamma has an eta* to show")
+        requested = finite[np.unique(np.round(np.linspace(0, len(finite) - 1, count)).astype(int))]
+    chosen = list(dict.fromkeys(float(best.sel(gamma=g, method="nearest")["gamma"]) for g in requested))
+    if missing := [g for g in chosen if g not in finite]:
+        raise ValueError(f"figure option gammas: every cell of gamma {missing} diverged, so it has no eta*; "
+                         f"gammas with one: {finite.tolist()}")
+    return chosen
+
+
+def probed(cube: xr.Dataset, record: str) -> xr.DataArray:
+    """A probe's record (``gammasweep.results.records``), e.g. (gamma, eta, seed, eval_step) for the
+    sharpness; ValueError naming the probe to switch on if the experiment has no such measurements."""
+    if record not in cube or not cube[record].notnull().any():
+        probe = probe_of(record)
+        raise ValueError(f"experiment {cube.attrs.get('experiment')!r} has no {record} measurements: switch the "
+                         f"{probe} probe on in its config entry (training: {{probes: {{{probe}: ...}}}}) and retrain")
+    return cube[record]
+
+
+def adaptive_cost(cube: xr.Dataset) -> dict[str, int]:
+    """Cells and cell-steps (cells x SGD steps, every seed of a cell counted once) of a cube's
+    experiment: trained at full length, spent on bracketing runs, and what the full grid costs."""
+    steps = int(json.loads(cube.attrs["cell_params"])["steps"])
+    trained = int((cube["cell_status"] == TRAINED).sum())
+    bracket_cells = int(cube["bracket_cells"].sum()) if "bracket_cells" in cube else 0
+    bracket_steps = int(cube.attrs.get("bracket_steps", 0))
+    grid = cube.sizes["gamma"] * cube.sizes["eta"]
+    return {"trained_cells": trained, "grid_cells": grid, "bracket_cells": bracket_cells,
+            "cell_steps": trained * steps + bracket_cells * bracket_steps, "full_cell_steps": grid * steps}
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """eta = 10^intercept * gamma^slope fitted over gamma in [gamma_min, gamma_max] on ``points`` points."""
+
+    slope: float
+    intercept: float
+    gamma_min: float
+    gamma_max: float
+    points: int
+
+    def __call__(self, gamma: np.ndarray) -> np.ndarray:
+        return 10.0**self.intercept * np.asarray(gamma, np.float64) ** self.slope
+
+
+def fit_power_law(gammas: np.ndarray, etas: np.ndarray, gamma_min: float, gamma_max: float) -> PowerLaw:
+    """Least-squares line in log10-log10 space through the finite points with gamma in [min, max]."""
+    gammas, etas = np.asarray(gammas, np.float64), np.asarray(etas, np.float64)
+    use = (gammas >= gamma_min) & (gammas <= gamma_max) & np.isfinite(etas) & (etas > 0)
+    if use.sum() < 2:
+        return PowerLaw(np.nan, np.nan, gamma_min, gamma_max, int(use.sum()))
+    slope, intercept = np.polyfit(np.log10(gammas[use]), np.log10(etas[use]), 1)
+    return PowerLaw(float(slope), float(intercept), gamma_min, gamma_max, int(use.sum()))

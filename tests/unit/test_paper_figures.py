@@ -1,0 +1,199 @@
+"""The paper figures read off hand-built cubes with known answers: best-over-eta performance after
+several training lengths, sharpness against gamma and against steps, phase portraits at several T."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import xarray as xr
+from matplotlib.image import imread
+
+from gammasweep.results.analysis import best_over_eta, cell_diverged, eta_max, eta_star, final_metric
+from gammasweep.figures.performance_vs_gamma import performance_vs_gamma
+from gammasweep.figures.phase_portrait import phase_portrait
+from gammasweep.figures.sharpness_trajectory import sharpness_trajectory
+from gammasweep.figures.sharpness_vs_gamma import sharpness_vs_gamma
+from gammasweep.figures.style import theme
+
+GAMMAS = np.array([1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0])
+ETAS = 10.0 ** np.arange(-4, 3)  # 7 etas, 1e-4 .. 1e2
+EDGE = [-1, 1, 2, 3, 4, 5, 6, 6]  # per gamma, the eta index of the final divergence edge (-1: all diverge)
+SEEDS, EVALS, STEPS = [0, 1, 2], np.array([0, 1, 2, 5, 10, 20, 50, 100]), np.array([0, 1, 3, 10, 30, 99])
+
+
+def sharpness_law(gamma: float) -> float:
+    """gamma^-2 (lazy), gamma^(-2/3) (rich, L = 3)."""
+    return gamma**-2.0 if gamma <= 1 else gamma ** (-2.0 / 3.0)
+
+
+def _cube(sharpness: str = "measured") -> xr.Dataset:
+    """Above the edge k = EDGE[gamma]: cell k+1 has seed 0 diverge at step 50, cell k+2 every seed at 5, the
+    rest at 0. test_loss is best at eta index k-1; test_accuracy grows with eta (and by 0.01 per seed).
+    sharpness (``measured`` | ``off`` (all NaN) | ``absent``) ends at sharpness_law(gamma) x (1 + 0.1 seed) at k-1."""
+    shape = (len(GAMMAS), len(ETAS), len(SEEDS))
+    diverged_step = np.full(shape, -1)
+    for i, k in enumerate(EDGE):
+        if k < 0:
+            diverged_step[i] = 0
+            continue
+        if k + 1 < len(ETAS):
+            diverged_step[i, k + 1, 0] = 50
+        diverged_step[i, k + 2:] = 5
+        diverged_step[i, k + 3:] = 0
+    g, j, s, t = np.meshgrid(GAMMAS, np.arange(len(ETAS)), SEEDS, EVALS, indexing="ij")
+    k = np.array(EDGE)[:, None, None, None]
+    alive = (diverged_step[..., None] < 0) | (t <= diverged_step[..., None])
+    eta_star_ = ETAS[np.maximum(k - 1, 0)]
+    variables = {
+        "test_loss": 1.0 + (j - (k - 1)) ** 2 + 0.01 * s,
+        "test_accuracy": 0.1 + 0.05 * j * (t + 1) / (EVALS[-1] + 1) + 0.01 * s,
+        "sharpness": np.vectorize(sharpness_law)(g) * (t + 1) / (EVALS[-1] + 1) * (1 + 0.1 * s)
+        * np.sqrt(ETAS[j] / eta_star_),
+    }
+    data = {name: (("gamma", "eta", "seed", "eval_step"), np.where(alive, v, np.nan)) for name, v in variables.items()}
+    if sharpness == "off":
+        data["sharpness"] = (data["sharpness"][0], np.full(data["sharpness"][1].shape, np.nan))
+    elif sharpness == "absent":
+        del data["sharpness"]
+    train_alive = (diverged_step[..., None] < 0) | (STEPS < diverged_step[..., None])
+    data |= {"train_loss": (("gamma", "eta", "seed", "step"), np.where(train_alive, 1.0 / (STEPS + 1.0), np.nan)),
+             "diverged": (("gamma", "eta", "seed"), diverged_step >= 0),
+             "diverged_step": (("gamma", "eta", "seed"), diverged_step),
+             "cell_status": (("gamma", "eta"), np.zeros(shape[:2], np.int8))}
+    params = {"model": {"name": "mlp", "depth": 3, "width": 128}, "loss": "mse", "steps": int(EVALS[-1]), "seeds": SEEDS}
+    return xr.Dataset(data, coords={"gamma": GAMMAS, "eta": ETAS, "seed": SEEDS, "step": STEPS, "eval_step": EVALS},
+                      attrs={"experiment": "synthetic", "cell_params": json.dumps(params)})
+
+
+@pytest.fixture(scope="module")
+def cube() -> xr.Dataset:
+    return _cube()
+
+
+def _draw(plot, cubes: list[xr.Dataset], options: dict, tmp_path):
+    """Draw in the house style, check the PNG is not blank, close; returns (axes, table)."""
+    with theme():
+        fig, table = plot(cubes, options)
+        fig.savefig(tmp_path / "fig.png", dpi=80)
+        axes = fig.axes
+        plt.close(fig)
+    image = imread(tmp_path / "fig.png")
+    assert image.shape[0] > 150 and image.shape[1] > 150 and image[..., :3].std() > 0.05
+    assert len(table) > 0
+    return axes, table
+
+
+def test_analysis_at_an_eval_step_counts_only_earlier_divergence(cube):
+    # gamma = 1e-3 (edge index 1): cell 2 loses seed 0 at step 50, cell 3 every seed at 5, cells 4+ at 0.
+    assert cell_diverged(cube, 50).sel(gamma=1e-3).values.tolist() == [False] * 3 + [True] * 4
+    assert cell_diverged(cube, 100).sel(gamma=1e-3).values.tolist() == [False] * 2 + [True] * 5
+    assert not cell_diverged(cube, 0).any()  # step 0 is evaluated before the first update
+    xr.testing.assert_equal(cell_diverged(cube), cell_diverged(cube, 100))
+    assert eta_max(cube, 5).sel(gamma=1e-3) == ETAS[3] and eta_max(cube).sel(gamma=1e-3) == ETAS[1]
+    assert np.isnan(eta_max(cube).sel(gamma=1e-4)) and eta_max(cube, 0).sel(gamma=1e-4) == ETAS[-1]
+    xr.testing.assert_identical(final_metric(cube, "test_loss"), final_metric(cube, "test_loss", 100))
+    assert eta_star(cube).values[1:].tolist() == ETAS[np.array(EDGE[1:]) - 1].tolist()
+    assert final_metric(cube, "train_loss", 50).sel(gamma=1.0, eta=1e-4) == pytest.approx(1 / 31)  # record at 30
+    best = best_over_eta(cube, "test_accuracy", 50)
+    assert best["eta_best"].sel(gamma=1e-3) == ETAS[2] and best["eta_best"].sel(gamma=1e-4).isnull()
+
+
+@pytest.mark.parametrize("steps", [None, [5, 50, 100]])
+def test_performance_vs_gamma_picks_the_best_eta_at_each_length(cube, steps, tmp_path):
+    options = {} if steps is None else {"steps": steps}
+    axes, table = _draw(performance_vs_gamma, [cube, cube], options, tmp_path)
+    assert len(axes) == 2 and len(axes[0].get_lines()) == 3
+    expected_steps = steps or [20, 50, 100]  # default: the last three eval steps
+    assert sorted(set(table["steps"])) == expected_steps and len(table) == 2 * 3 * len(GAMMAS)
+    assert list(table.columns) == ["experiment", "steps", "gamma", "eta_best", "mean", "min", "max"]
+    for step in expected_steps:
+        rows = table[(table["steps"] == step)].iloc[: len(GAMMAS)]
+        assert rows[["eta_best", "mean", "min", "max"]].iloc[0].isna().all()  # gamma = 1e-4 all diverged by T
+        # the largest eta not diverged before T: the edge at 100, one above (seed 0 dies at 50) at 20 and 50,
+        # two above (every seed dies at 5) at T = 5
+        shift = {5: 2, 20: 1, 50: 1, 100: 0}[step]
+        j = np.minimum(np.array(EDGE[1:]) + shift, len(ETAS) - 1)
+        assert rows["eta_best"].values[1:].tolist() == ETAS[j].tolist()
+        base = 0.1 + 0.05 * j * (step + 1) / 101
+        np.testing.assert_allclose(rows["min"].values[1:], base)
+        np.testing.assert_allclose(rows["mean"].values[1:], base + 0.01)
+        np.testing.assert_allclose(rows["max"].values[1:], base + 0.02)
+
+
+def test_sharpness_vs_gamma_fits_the_lazy_and_rich_exponents(cube, tmp_path):
+    axes, table = _draw(sharpness_vs_gamma, [cube, cube], {}, tmp_path)
+    assert len(axes) == 2
+    fits = table[table["kind"] == "fit"].set_index(["experiment", "quantity", "regime"]).loc["synthetic"]
+    fits = fits[~fits.index.duplicated()]
+    assert fits.loc[("sharpness", "lazy"), "slope"] == pytest.approx(-2.0, abs=1e-6)
+    assert fits.loc[("sharpness", "rich"), "slope"] == pytest.approx(-2.0 / 3.0, abs=1e-6)
+    assert fits.loc[("sharpness", "lazy"), "expected_slope"] == -2.0
+    assert fits.loc[("sharpness", "rich"), "expected_slope"] == pytest.approx(-2.0 / 3.0)
+    assert fits.loc[("sharpness", "lazy"), "points"] == 3  # gamma = 1e-4 has no eta*: no sharpness
+    per_gamma = table[table["kind"] == "gamma"].iloc[: len(GAMMAS)]
+    np.testing.assert_allclose(per_gamma["eta_star"].values[1:], ETAS[np.array(EDGE[1:]) - 1])
+    np.testing.assert_allclose(per_gamma["sharpness"].values[1:], [1.1 * sharpness_law(g) for g in GAMMAS[1:]])
+    np.testing.assert_allclose(per_gamma["two_over_eta_max"].values[1:], 2.0 / ETAS[EDGE[1:]])
+    assert per_gamma.iloc[0][["eta_star", "sharpness", "two_over_eta_max"]].isna().all()
+
+
+def test_sharpness_trajectory_follows_eta_star_and_the_etas_below(cube, tmp_path):
+    axes, table = _draw(sharpness_trajectory, [cube], {}, tmp_path)
+    # default gammas: the smallest, median and largest with a finite eta* (1e-4 has none)
+    assert sorted(set(table["gamma"])) == [1e-3, 1.0, 1e3] and len(axes) == 3
+    # every eta draws its curve and its 2/eta line; at gamma = 1e-3 eta* is the smallest eta
+    assert [len(ax.get_lines()) for ax in axes] == [2, 6, 6]
+    at_one = table[table["gamma"] == 1.0]
+    assert sorted(set(at_one["eta"])) == ETAS[1:4].tolist()
+    assert at_one.loc[at_one["is_eta_star"], "eta"].unique().tolist() == [ETAS[3]]
+    np.testing.assert_allclose(at_one["two_over_eta"], 2.0 / at_one["eta"])
+    last = at_one[(at_one["eval_step"] == 100) & at_one["is_eta_star"]]
+    assert last["sharpness"].item() == pytest.approx(1.1)
+    assert len(at_one) == 3 * len(EVALS)
+    axes, table = _draw(sharpness_trajectory, [cube], {"gammas": [0.011, 0.012], "etas_below": 1}, tmp_path)
+    assert len(axes) == 1 and set(table["gamma"]) == {1e-2} and sorted(set(table["eta"])) == ETAS[:2].tolist()
+    with theme(), pytest.raises(ValueError, match=r"gammas: every cell of gamma \[0.0001\] diverged.*gammas with one"):
+        sharpness_trajectory([cube], {"gammas": [1e-4, 1.0]})
+
+
+@pytest.mark.parametrize("plot", [sharpness_vs_gamma, sharpness_trajectory])
+@pytest.mark.parametrize("sharpness", ["off", "absent"])
+def test_sharpness_figures_need_the_probe(plot, sharpness):
+    with theme(), pytest.raises(ValueError, match=r"sharpness probe on.*training: \{probes: \{sharpness"):
+        plot([_cube(sharpness)], {})
+
+
+def test_phase_portrait_at_several_lengths_marks_divergence_after_it_happened(cube, tmp_path):
+    axes, table = _draw(phase_portrait, [cube], {"steps": [5, 50, 100]}, tmp_path)
+    assert len(axes) == 4  # three portraits and one shared colour bar
+    norms = {id(ax.collections[0].norm) for ax in axes[:3]}
+    assert len(norms) == 1
+    cell = table[(table["gamma"] == 1e-3)].set_index(["steps", "eta"])
+    # eta index 2 loses seed 0 at step 50, index 3 every seed at step 5: diverged only at later T
+    assert [bool(cell.loc[(t, ETAS[2]), "diverged"]) for t in (5, 50, 100)] == [False, False, True]
+    assert [bool(cell.loc[(t, ETAS[3]), "diverged"]) for t in (5, 50, 100)] == [False, True, True]
+    assert [bool(cell.loc[(t, ETAS[k]), "is_eta_max"]) for t, k in ((5, 3), (50, 2), (100, 1))] == [True] * 3
+    assert np.isfinite(cell.loc[(5, ETAS[3]), "test_loss"]) and np.isnan(cell.loc[(50, ETAS[3]), "test_loss"])
+    single_axes, single = _draw(phase_portrait, [cube], {}, tmp_path)
+    assert len(single_axes) == 2 and "steps" not in single
+    final = table[table["steps"] == 100].drop(columns="steps").reset_index(drop=True)
+    np.testing.assert_array_equal(final["diverged"], single["diverged"])
+    np.testing.assert_array_equal(final["is_eta_star"], single["is_eta_star"])
+    np.testing.assert_allclose(final["test_loss"], single["test_loss"])
+
+
+def test_phase_portraits_of_several_sweeps_share_one_colour_scale_one_row_each(cube, tmp_path):
+    """The robustness figure: the same sweep at another width (here: worse losses) in a second row."""
+    wider = cube.copy()
+    wider["test_loss"] = 10.0 * cube["test_loss"]
+    wider.attrs = {**cube.attrs, "experiment": "synthetic_wide"}
+    axes, table = _draw(phase_portrait, [cube, wider], {"steps": [50, 100]}, tmp_path)
+    assert len(axes) == 5  # 2 x 2 portraits and one colour bar
+    assert len({id(ax.collections[0].norm) for ax in axes[:4]}) == 1
+    assert "synthetic_wide" in axes[2].get_title() and "N = 128" in axes[2].get_title()
+    by = table.set_index(["experiment", "steps", "gamma", "eta"])["test_loss"]
+    np.testing.assert_allclose(by.loc["synthetic_wide"].values, 10.0 * by.loc["synthetic"].values)
+    assert set(table["experiment"]) == {"synthetic", "synthetic_wide"}
