@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from gammasweep.sweep.adaptive import find_edge, window_indices
-from gammasweep.plan.plan import Plan
 from gammasweep.plan.config import load_schema
+from gammasweep.plan.plan import Plan
+from gammasweep.sweep.adaptive import find_edge, window_indices
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,13 +38,18 @@ def budget(plan: Plan, experiment: str, offset_decades: float) -> dict[str, int]
     for gamma_key in gammas:
         start = plan.bracket_start(experiment, gamma_key)
         edge = min(max(start + 1 + shift, 0), n)  # the guess is eta_max: the edge is one step above it
-        found, results = find_edge(n, start, settings.window, lambda idx: {i: 3 if i >= edge else -1 for i in idx},
-                                   log=lambda msg: None)
+        found, results = find_edge(
+            n, start, settings.window, lambda idx: {i: 3 if i >= edge else -1 for i in idx}, log=lambda msg: None
+        )
         trials += len(results)
         trained += len(window_indices(n, found, plan.depth_steps(experiment, gamma_key)))
-    return {"full_cells": len(gammas) * n, "full_cell_steps": len(gammas) * n * exp["steps"],
-            "trained_cells": trained, "bracket_cells": trials,
-            "adaptive_cell_steps": trained * exp["steps"] + trials * settings.bracket_steps}
+    return {
+        "full_cells": len(gammas) * n,
+        "full_cell_steps": len(gammas) * n * exp["steps"],
+        "trained_cells": trained,
+        "bracket_cells": trials,
+        "adaptive_cell_steps": trained * exp["steps"] + trials * settings.bracket_steps,
+    }
 
 
 def main() -> None:
@@ -56,15 +61,20 @@ def main() -> None:
     for exp in config["experiments"].values():  # every experiment as if adaptive, with its settings
         exp["eta_grid"] = "adaptive"
     plan = Plan(copy.deepcopy(config), load_schema(REPO / "config" / "schema.yaml"))
-    print("| experiment | full cells | full cell-steps | adaptive cells (+ bracket runs) | adaptive cell-steps | ratio |")
+    print(
+        "| experiment | full cells | full cell-steps | adaptive cells (+ bracket runs) | adaptive cell-steps | ratio |"
+    )
     print("|---|---|---|---|---|---|")
     totals = {"full": 0, "adaptive": 0}
     for name in plan.config["experiments"]:
         b = budget(plan, name, args.offset)
         totals["full"] += b["full_cell_steps"]
         totals["adaptive"] += b["adaptive_cell_steps"]
-        print(f"| {name} | {b['full_cells']} | {b['full_cell_steps']:.3g} | {b['trained_cells']} (+ {b['bracket_cells']}) "
-              f"| {b['adaptive_cell_steps']:.3g} | {b['adaptive_cell_steps'] / b['full_cell_steps']:.2f} |")
+        print(
+            f"| {name} | {b['full_cells']} | {b['full_cell_steps']:.3g} "
+            f"| {b['trained_cells']} (+ {b['bracket_cells']}) "
+            f"| {b['adaptive_cell_steps']:.3g} | {b['adaptive_cell_steps'] / b['full_cell_steps']:.2f} |"
+        )
     print(f"| all | | {totals['full']:.3g} | | {totals['adaptive']:.3g} | {totals['adaptive'] / totals['full']:.2f} |")
 
 

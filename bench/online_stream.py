@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gammasweep.data.stream import OnlineStream, normalize
 from gammasweep.data.pools import write_images
+from gammasweep.data.stream import OnlineStream, normalize
 from gammasweep.results.provenance import device_name
 from gammasweep.sweep.train import Members, Setup, train
 
@@ -61,9 +61,20 @@ def training_rate(parts: list[Path], shape: tuple[int, int, int], spec: dict, k:
     steps = 20
     stream = OnlineStream(parts, BATCH, steps, data_seed=0)
     test = torch.randint(0, 256, (256, *shape), dtype=torch.uint8), torch.randint(0, CLASSES, (256,))
-    setup = Setup(model=spec, input_shape=shape, num_classes=CLASSES, loss="mse", steps=steps, mean=(0.5,),
-                  std=(0.25,), dtype=torch.float32, device=device, divergence_cap=1e4, record_points=10,
-                  test_batch_size=256)
+    setup = Setup(
+        model=spec,
+        input_shape=shape,
+        num_classes=CLASSES,
+        loss="mse",
+        steps=steps,
+        mean=(0.5,),
+        std=(0.25,),
+        dtype=torch.float32,
+        device=device,
+        divergence_cap=1e4,
+        record_points=10,
+        test_batch_size=256,
+    )
     members = Members(seeds=[m % 2 for m in range(k)], gammas=[1.0] * k, etas=[1e-3] * k)
     train(setup, members, stream, *test, log=lambda m: None)  # warm-up
     start = time.perf_counter()
@@ -74,11 +85,15 @@ def training_rate(parts: list[Path], shape: tuple[int, int, int], spec: dict, k:
 def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"device: {device_name(device)}; torch threads {torch.get_num_threads()}; batch {BATCH}\n")
-    print(f"| pool | trainer | loader: build pass img/s | serve held img/s | serve in windows of {WINDOW_STEPS} "
-          "steps img/s | trainer img/s | held / trainer | windows / trainer |")
+    print(
+        f"| pool | trainer | loader: build pass img/s | serve held img/s | serve in windows of {WINDOW_STEPS} "
+        "steps img/s | trainer img/s | held / trainer | windows / trainer |"
+    )
     print("|---|---|---|---|---|---|---|---|")
-    cases = [((28, 28, 1), {"name": "mlp", "width": 512, "depth": 3}, 16),
-             ((32, 32, 3), {"name": "cnn", "width": 16}, 4)]
+    cases = [
+        ((28, 28, 1), {"name": "mlp", "width": 512, "depth": 3}, 16),
+        ((32, 32, 3), {"name": "cnn", "width": 16}, 4),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         for shape, spec, k in cases:
             rng = np.random.default_rng(0)
@@ -90,8 +105,11 @@ def main() -> None:
             build, held, windowed = loader_rates(parts, device)
             consume = training_rate(parts, shape, spec, k, device)
             name = ", ".join(f"{key} {value}" for key, value in spec.items() if key != "name")
-            print(f"| {'x'.join(map(str, shape))} | {spec['name']} ({name}), K={k} | {build:,.0f} | {held:,.0f} | "
-                  f"{windowed:,.0f} | {consume:,.0f} | {held / consume:.0f} | {windowed / consume:.0f} |", flush=True)
+            print(
+                f"| {'x'.join(map(str, shape))} | {spec['name']} ({name}), K={k} | {build:,.0f} | {held:,.0f} | "
+                f"{windowed:,.0f} | {consume:,.0f} | {held / consume:.0f} | {windowed / consume:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gammasweep.data.stream import OnlineStream
 from gammasweep.data.pools import write_images
+from gammasweep.data.stream import OnlineStream
+from gammasweep.results.provenance import device_name
 from gammasweep.sweep.losses import mse
 from gammasweep.sweep.models import build_model
 from gammasweep.sweep.parameterization import centered_output, learning_rate
-from gammasweep.results.provenance import device_name
 from gammasweep.sweep.train import Members, Setup, eval_steps, train
 
 BATCH, CLASSES = 128, 10
@@ -35,12 +35,18 @@ BATCH, CLASSES = 128, 10
 
 def members(k: int) -> Members:
     """K cells: gamma in {0.1, 1, 10}, eta = 1e-3 (stable: nothing diverges), seeds 0 and 1."""
-    return Members(seeds=[c % 2 for c in range(k)], gammas=[(0.1, 1.0, 10.0)[c % 3] for c in range(k)],
-                   etas=[1e-3] * k)
+    return Members(seeds=[c % 2 for c in range(k)], gammas=[(0.1, 1.0, 10.0)[c % 3] for c in range(k)], etas=[1e-3] * k)
 
 
-def baseline(spec: dict, shape: tuple[int, int, int], cells: Members, stream: OnlineStream, steps: int,
-             test: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> None:
+def baseline(
+    spec: dict,
+    shape: tuple[int, int, int],
+    cells: Members,
+    stream: OnlineStream,
+    steps: int,
+    test: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+) -> None:
     """The paper-style loop: each cell its own module, frozen copy and optimizer, one after another."""
     x_test, y_test = test[0].to(device, torch.float32) / 255.0, test[1].to(device)
     evals = set(eval_steps(steps).tolist())
@@ -67,12 +73,25 @@ def baseline(spec: dict, shape: tuple[int, int, int], cells: Members, stream: On
 def measure(spec: dict, shape: tuple[int, int, int], k: int, steps: int, pool: Path, device: torch.device) -> dict:
     stream = OnlineStream(pool, BATCH, steps, data_seed=0)
     test = torch.randint(0, 256, (256, *shape), dtype=torch.uint8), torch.randint(0, CLASSES, (256,))
-    setup = Setup(model=spec, input_shape=shape, num_classes=CLASSES, loss="mse", steps=steps, mean=(0.5,),
-                  std=(0.25,), dtype=torch.float32, device=device, divergence_cap=1e4, record_points=10,
-                  test_batch_size=256)
+    setup = Setup(
+        model=spec,
+        input_shape=shape,
+        num_classes=CLASSES,
+        loss="mse",
+        steps=steps,
+        mean=(0.5,),
+        std=(0.25,),
+        dtype=torch.float32,
+        device=device,
+        divergence_cap=1e4,
+        record_points=10,
+        test_batch_size=256,
+    )
     cells = members(k)
-    runs = {"baseline": lambda: baseline(spec, shape, cells, stream, steps, test, device),
-            "packed": lambda: train(setup, cells, stream, *test, log=lambda m: None)}
+    runs = {
+        "baseline": lambda: baseline(spec, shape, cells, stream, steps, test, device),
+        "packed": lambda: train(setup, cells, stream, *test, log=lambda m: None),
+    }
     rates = {}
     for run in runs.values():
         run()  # warm-up (allocator, kernels, caches)
@@ -90,13 +109,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="SGD steps per cell per measurement")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cases = [({"name": "mlp", "width": w, "depth": 3}, shape) for shape in ((8, 8, 1), (28, 28, 1))
-             for w in (128, 512, 1024)] + [({"name": "cnn", "width": 16}, (28, 28, 1))]
+    cases = [
+        ({"name": "mlp", "width": w, "depth": 3}, shape) for shape in ((8, 8, 1), (28, 28, 1)) for w in (128, 512, 1024)
+    ] + [({"name": "cnn", "width": 16}, (28, 28, 1))]
     sizes = (8, 32)
     if args.quick:
         cases, sizes = cases[:1], (32,)
-    print(f"device: {device_name(device)}; torch threads {torch.get_num_threads()}; batch {BATCH}; "
-          f"{args.steps} steps; float32\n")
+    print(
+        f"device: {device_name(device)}; torch threads {torch.get_num_threads()}; batch {BATCH}; "
+        f"{args.steps} steps; float32\n"
+    )
     print("| model | input | K | baseline cell-steps/s | packed cell-steps/s | ratio |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,8 +131,11 @@ def main() -> None:
             for k in sizes:
                 rates = measure(spec, shape, k, args.steps, pool, device)
                 name = ", ".join(f"{key} {value}" for key, value in spec.items() if key != "name")
-                print(f"| {spec['name']} ({name}) | {'x'.join(map(str, shape))} | {k} | {rates['baseline']:.0f} | "
-                      f"{rates['packed']:.0f} | {rates['packed'] / rates['baseline']:.2f} |", flush=True)
+                print(
+                    f"| {spec['name']} ({name}) | {'x'.join(map(str, shape))} | {k} | {rates['baseline']:.0f} | "
+                    f"{rates['packed']:.0f} | {rates['packed'] / rates['baseline']:.2f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -57,12 +57,24 @@ def test_set(digits_files) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
-def make_setup(steps: int = 20, dtype: torch.dtype = torch.float32, loss: str = "mse", width: int = 32,
-               depth: int = 3, **overrides) -> Setup:
+def make_setup(
+    steps: int = 20, dtype: torch.dtype = torch.float32, loss: str = "mse", width: int = 32, depth: int = 3, **overrides
+) -> Setup:
     """A small MLP run on 8x8 digits."""
-    fields = dict(model={"name": "mlp", "width": width, "depth": depth}, input_shape=(8, 8, 1), num_classes=10,
-                  loss=loss, steps=steps, mean=(0.3,), std=(0.4,), dtype=dtype, device=torch.device("cpu"),
-                  divergence_cap=1e4, record_points=10, test_batch_size=128)
+    fields = dict(
+        model={"name": "mlp", "width": width, "depth": depth},
+        input_shape=(8, 8, 1),
+        num_classes=10,
+        loss=loss,
+        steps=steps,
+        mean=(0.3,),
+        std=(0.4,),
+        dtype=dtype,
+        device=torch.device("cpu"),
+        divergence_cap=1e4,
+        record_points=10,
+        test_batch_size=128,
+    )
     return Setup(**{**fields, **overrides})
 
 

@@ -20,8 +20,12 @@ def idx_bytes(array: np.ndarray, code: int) -> bytes:
 def cifar_batch(images_hwc: np.ndarray, labels: np.ndarray, label_key: bytes) -> bytes:
     """A batch pickled as CIFAR publishes it (Python 2 str keys, i.e. bytes; rows of R, G, B planes)."""
     data = images_hwc.transpose(0, 3, 1, 2).reshape(len(images_hwc), 3072)
-    batch = {b"batch_label": b"testing batch", label_key: [int(v) for v in labels], b"data": data,
-             b"filenames": [b"img_%d.png" % k for k in range(len(labels))]}
+    batch = {
+        b"batch_label": b"testing batch",
+        label_key: [int(v) for v in labels],
+        b"data": data,
+        b"filenames": [b"img_%d.png" % k for k in range(len(labels))],
+    }
     return pickle.dumps(batch, protocol=2)
 
 
@@ -39,7 +43,9 @@ def cifar10_archive(path: Path, train: tuple[np.ndarray, np.ndarray], test: tupl
     """A cifar-10-python.tar.gz: ``train`` split over the 5 data batches, ``test`` in test_batch."""
     images, labels = train
     cuts = np.array_split(np.arange(len(labels)), 5)
-    members = {f"cifar-10-batches-py/data_batch_{k + 1}": cifar_batch(images[cut], labels[cut], b"labels")
-               for k, cut in enumerate(cuts)}
+    members = {
+        f"cifar-10-batches-py/data_batch_{k + 1}": cifar_batch(images[cut], labels[cut], b"labels")
+        for k, cut in enumerate(cuts)
+    }
     members["cifar-10-batches-py/test_batch"] = cifar_batch(*test, b"labels")
     return write_tar(path, members)

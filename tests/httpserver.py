@@ -135,7 +135,7 @@ def _ranged(content: bytes, range_header: str | None) -> tuple[int, bytes, dict[
     end = min(int(match[2]) if match[2] else len(content) - 1, len(content) - 1)
     if start > end:
         return 416, b"", {"Content-Range": f"bytes */{len(content)}"}
-    return 206, content[start:end + 1], {"Content-Range": f"bytes {start}-{end}/{len(content)}"}
+    return 206, content[start : end + 1], {"Content-Range": f"bytes {start}-{end}/{len(content)}"}
 
 
 def corrupted(content: bytes) -> bytes:

@@ -14,7 +14,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import yaml
-
 from conftest import h5_datasets
 
 from gammasweep.jobs.train import train_pack
@@ -23,9 +22,19 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles", "envs")
 
 MICRO_DATASET = {
-    "kind": "generated", "source": "sklearn_digits",
-    "generator": {"dim": 8, "dim_mults": [1, 2], "timesteps": 40, "train_steps": 20, "batch_size": 32,
-                  "learning_rate": 1e-3, "ema_decay": 0.9, "cond_drop_prob": 0.1, "seed": 0},
+    "kind": "generated",
+    "source": "sklearn_digits",
+    "generator": {
+        "dim": 8,
+        "dim_mults": [1, 2],
+        "timesteps": 40,
+        "train_steps": 20,
+        "batch_size": 32,
+        "learning_rate": 1e-3,
+        "ema_decay": 0.9,
+        "cond_drop_prob": 0.1,
+        "seed": 0,
+    },
     "sampling": {"images": 400, "shards": 2, "seed": 0, "guidance_weight": 0.5, "sampling_steps": 4, "batch_size": 200},
     # The micro generator is far too short to make recognisable digits: its gate only checks balance.
     "quality_gate": {"min_agreement": 0.0, "max_imbalance": 0.05, "classifier_steps": 20},
@@ -38,35 +47,84 @@ def micro_config(losses: tuple[str, ...] = ("mse", "cross_entropy")) -> dict:
     the MSE one also carries every probe and the figures that need them, and a toy model has its
     figure, and the dataset its sample grid: every plot kind runs."""
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    experiment = {"dataset": "micro", "model": {"name": "mlp", "width": 16, "depth": 3}, "batch_size": 8,
-                  "steps": 20, "seeds": 2, "data_seed": 0, "pack_size": 2,
-                  "gamma": [0.1, 10.0], "eta": [1e-2, 1e6]}
-    config = {"training": default["training"], "datasets": {"micro": copy.deepcopy(MICRO_DATASET)},
-              "experiments": {}, "figures": {}}
+    experiment = {
+        "dataset": "micro",
+        "model": {"name": "mlp", "width": 16, "depth": 3},
+        "batch_size": 8,
+        "steps": 20,
+        "seeds": 2,
+        "data_seed": 0,
+        "pack_size": 2,
+        "gamma": [0.1, 10.0],
+        "eta": [1e-2, 1e6],
+    }
+    config = {
+        "training": default["training"],
+        "datasets": {"micro": copy.deepcopy(MICRO_DATASET)},
+        "experiments": {},
+        "figures": {},
+    }
     for loss in losses:
         name = f"mlp_{loss}"
         config["experiments"][name] = {**copy.deepcopy(experiment), "loss": loss}
-        config["figures"] |= {f"phase_{name}": {"plot": "phase_portrait", "experiments": [name]},
-                              f"curves_{name}": {"plot": "loss_curves", "experiments": [name]},
-                              f"scaling_{name}": {"plot": "eta_star_scaling", "experiments": [name]}}
-    if "mse" in losses:
-        config["experiments"]["mlp_mse"]["training"] = {"probes": {
-            "sharpness": {"examples": 32, "iterations": 4}, "spectrum": {"examples": 32, "iterations": 4},
-            "alignment": {"examples": 8}, "outputs": {"examples": 32}, "representation": {"examples": 8},
-            "weight_movement": {}, "noether_charge": {}, "feature_sparsity": {"examples": 8},
-            "readout_sharpness": {"examples": 32, "iterations": 4}, "hessian_trace": {"examples": 32, "vectors": 2},
-            "ntk_spectrum": {"examples": 8, "iterations": 4, "modes": 2}}}
-        config["figures"] |= {plot: {"plot": plot, "experiments": ["mlp_mse"]} for plot in (
-            "catapult", "hessian_spectrum", "silent_alignment", "output_agreement", "representation_similarity",
-            "weight_movement", "feature_sparsity_curves", "curvature_measures")}
         config["figures"] |= {
-            "phase_steps_mlp_mse": {"plot": "phase_portrait", "experiments": ["mlp_mse"], "options": {"steps": [5, 20]}},
+            f"phase_{name}": {"plot": "phase_portrait", "experiments": [name]},
+            f"curves_{name}": {"plot": "loss_curves", "experiments": [name]},
+            f"scaling_{name}": {"plot": "eta_star_scaling", "experiments": [name]},
+        }
+    if "mse" in losses:
+        config["experiments"]["mlp_mse"]["training"] = {
+            "probes": {
+                "sharpness": {"examples": 32, "iterations": 4},
+                "spectrum": {"examples": 32, "iterations": 4},
+                "alignment": {"examples": 8},
+                "outputs": {"examples": 32},
+                "representation": {"examples": 8},
+                "weight_movement": {},
+                "noether_charge": {},
+                "feature_sparsity": {"examples": 8},
+                "readout_sharpness": {"examples": 32, "iterations": 4},
+                "hessian_trace": {"examples": 32, "vectors": 2},
+                "ntk_spectrum": {"examples": 8, "iterations": 4, "modes": 2},
+            }
+        }
+        config["figures"] |= {
+            plot: {"plot": plot, "experiments": ["mlp_mse"]}
+            for plot in (
+                "catapult",
+                "hessian_spectrum",
+                "silent_alignment",
+                "output_agreement",
+                "representation_similarity",
+                "weight_movement",
+                "feature_sparsity_curves",
+                "curvature_measures",
+            )
+        }
+        config["figures"] |= {
+            "phase_steps_mlp_mse": {
+                "plot": "phase_portrait",
+                "experiments": ["mlp_mse"],
+                "options": {"steps": [5, 20]},
+            },
             "performance_mlp_mse": {"plot": "performance_vs_gamma", "experiments": ["mlp_mse"]},
-            "sharpness_mlp_mse": {"plot": "sharpness_vs_gamma", "experiments": ["mlp_mse"],
-                                  "paper": "Fig. 3a", "caption": "Sharpness falls with gamma."},
-            "sharpness_steps_mlp_mse": {"plot": "sharpness_trajectory", "experiments": ["mlp_mse"]}}
-    config["toy_models"] = {"toy": {"loss": "mse", "depth": 3, "steps": 50, "gamma": [0.01, 1.0, 100.0],
-                                    "eta": {"min": 1e-6, "max": 1e2, "per_decade": 2}}}
+            "sharpness_mlp_mse": {
+                "plot": "sharpness_vs_gamma",
+                "experiments": ["mlp_mse"],
+                "paper": "Fig. 3a",
+                "caption": "Sharpness falls with gamma.",
+            },
+            "sharpness_steps_mlp_mse": {"plot": "sharpness_trajectory", "experiments": ["mlp_mse"]},
+        }
+    config["toy_models"] = {
+        "toy": {
+            "loss": "mse",
+            "depth": 3,
+            "steps": 50,
+            "gamma": [0.01, 1.0, 100.0],
+            "eta": {"min": 1e-6, "max": 1e2, "per_decade": 2},
+        }
+    }
     config["figures"]["toy"] = {"plot": "toy_phase_portrait", "toy_models": ["toy"]}
     config["figures"]["regimes"] = {"plot": "regime_diagram", "toy_models": ["toy"]}
     config["figures"]["samples"] = {"plot": "sample_grid", "datasets": ["micro"], "options": {"per_class": 2}}
@@ -78,9 +136,15 @@ def long_pack_config(width: int, steps: int) -> dict:
     enough to be interrupted mid-way, and one figure."""
     config = micro_config(losses=("mse",))
     config["datasets"]["micro"]["sampling"]["images"] = steps
-    config["experiments"]["mlp_mse"] |= {"model": {"name": "mlp", "width": width, "depth": 4}, "batch_size": 1,
-                                         "steps": steps, "gamma": [0.1, 10.0], "eta": [1e-3], "pack_size": 2,
-                                         "training": {"probes": {"weight_movement": {}}}}  # a cheap probe resumes too
+    config["experiments"]["mlp_mse"] |= {
+        "model": {"name": "mlp", "width": width, "depth": 4},
+        "batch_size": 1,
+        "steps": steps,
+        "gamma": [0.1, 10.0],
+        "eta": [1e-3],
+        "pack_size": 2,
+        "training": {"probes": {"weight_movement": {}}},
+    }  # a cheap probe resumes too
     config["figures"] = {"curves_mlp_mse": {"plot": "loss_curves", "experiments": ["mlp_mse"]}}
     return config
 
@@ -110,11 +174,19 @@ def rule_counts(dry_run_stdout: str) -> dict[str, int]:
     return counts
 
 
-def snakemake(root: Path, *args: str, timeout: int = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def snakemake(
+    root: Path, *args: str, timeout: int = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run snakemake (this interpreter's) in ``root`` (``env``: extra environment variables); return the
     finished process (text output)."""
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=root, env={**snakemake_env(), **(env or {})},
-                          text=True, capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=root,
+        env={**snakemake_env(), **(env or {})},
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def snakemake_env() -> dict[str, str]:
@@ -133,8 +205,12 @@ def assert_cells_equal_an_uninterrupted_run(root: Path, experiment: str, scratch
         with h5py.File(cell) as f:
             params.append(json.loads(f.attrs["params"]))
     reference = [str(scratch / f"uninterrupted{i}.h5") for i in range(len(cells))]
-    train_pack(params, str(root / "results" / "data" / "micro" / "pool.h5"),
-               str(root / "results" / "data" / "sources" / "sklearn_digits" / "test.h5"), reference)
+    train_pack(
+        params,
+        str(root / "results" / "data" / "micro" / "pool.h5"),
+        str(root / "results" / "data" / "sources" / "sklearn_digits" / "test.h5"),
+        reference,
+    )
     for resumed, uninterrupted in zip(cells, reference, strict=True):
         a, b = h5_datasets(resumed), h5_datasets(uninterrupted)
         assert a.keys() == b.keys()

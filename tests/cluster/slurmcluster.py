@@ -480,9 +480,7 @@ def _start_munged(state_dir: pathlib.Path) -> tuple[subprocess.Popen, pathlib.Pa
             break
         time.sleep(0.2)
     _stop_popen(proc)
-    raise SlurmClusterError(
-        "munged did not come up (`munge -n | unmunge` fails)\n" + _format_logs([log])
-    )
+    raise SlurmClusterError("munged did not come up (`munge -n | unmunge` fails)\n" + _format_logs([log]))
 
 
 # --------------------------------------------------------------------------
@@ -502,9 +500,7 @@ exit 0
 """
 
 
-def _write_config(
-    state_dir: pathlib.Path, node: str, cpus: int, mem_mb: int
-) -> dict[str, pathlib.Path]:
+def _write_config(state_dir: pathlib.Path, node: str, cpus: int, mem_mb: int) -> dict[str, pathlib.Path]:
     paths = {
         "ctld_state": state_dir / "slurmctld-state",
         "spool": SLURMD_SPOOL,
@@ -536,12 +532,12 @@ AuthType=auth/munge
 CredType=cred/munge
 SlurmctldPort=6817
 SlurmdPort=6818
-StateSaveLocation={paths['ctld_state']}
-SlurmdSpoolDir={paths['spool']}
-SlurmctldPidFile={state_dir / 'slurmctld.pid'}
-SlurmdPidFile={state_dir / 'slurmd.pid'}
-SlurmctldLogFile={paths['slurmctld_log']}
-SlurmdLogFile={paths['slurmd_log']}
+StateSaveLocation={paths["ctld_state"]}
+SlurmdSpoolDir={paths["spool"]}
+SlurmctldPidFile={state_dir / "slurmctld.pid"}
+SlurmdPidFile={state_dir / "slurmd.pid"}
+SlurmctldLogFile={paths["slurmctld_log"]}
+SlurmdLogFile={paths["slurmd_log"]}
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -560,8 +556,8 @@ GresTypes=gpu
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/filetxt
-JobCompLoc={paths['jobcomp']}
-EpilogSlurmctld={paths['epilog']}
+JobCompLoc={paths["jobcomp"]}
+EpilogSlurmctld={paths["epilog"]}
 # keep finished jobs visible to squeue (snakemake polls with squeue)
 MinJobAge=600
 # jobs without --mem must not grab the whole node's memory
@@ -603,9 +599,7 @@ def _node_state(node: str) -> str:
 
 
 @contextlib.contextmanager
-def local_slurm_cluster(
-    state_dir: pathlib.Path, *, timeout: float = 60.0
-) -> Iterator[SlurmCluster]:
+def local_slurm_cluster(state_dir: pathlib.Path, *, timeout: float = 60.0) -> Iterator[SlurmCluster]:
     """Start munged (if needed), slurmctld and slurmd; yield a SlurmCluster.
 
     Waits (up to ``timeout`` seconds) until ``sinfo`` reports the node idle;
@@ -614,9 +608,7 @@ def local_slurm_cluster(
     """
     missing = missing_binaries()
     if missing:
-        raise SlurmClusterError(
-            f"SLURM/munge binaries not found: {', '.join(missing)}; {INSTALL_HINT}"
-        )
+        raise SlurmClusterError(f"SLURM/munge binaries not found: {', '.join(missing)}; {INSTALL_HINT}")
     if os.geteuid() != 0:
         raise SlurmClusterError("local_slurm_cluster() must run as root")
 
@@ -780,11 +772,7 @@ def _parse_record(job_file: pathlib.Path, final: dict[str, str] | None) -> dict:
             if sep:
                 env[key] = value
     job_id = fields.get("JobId") or env.get("SLURM_JOB_ID") or job_file.stem
-    exit_code = (
-        fields.get("ExitCode")
-        or env.get("SLURM_JOB_EXIT_CODE2")
-        or (final or {}).get("ExitCode", "")
-    )
+    exit_code = fields.get("ExitCode") or env.get("SLURM_JOB_EXIT_CODE2") or (final or {}).get("ExitCode", "")
     # What the job asked for: --gpus -> TresPerJob, --gres -> TresPerNode,
     # --gpus-per-task -> TresPerTask, --gpus-per-socket -> TresPerSocket.
     requested = {
@@ -864,9 +852,7 @@ def completed_jobs(cluster: SlurmCluster) -> list[dict]:
     return records
 
 
-def wait_for_completed_jobs(
-    cluster: SlurmCluster, count: int, timeout: float = 30.0
-) -> list[dict]:
+def wait_for_completed_jobs(cluster: SlurmCluster, count: int, timeout: float = 30.0) -> list[dict]:
     """:func:`completed_jobs` once at least ``count`` jobs are recorded.
 
     The epilog runs asynchronously right after a job ends, so a record may
@@ -883,7 +869,6 @@ def wait_for_completed_jobs(
             raise TimeoutError(
                 f"expected {count} finished job records in "
                 f"{cluster.job_records_dir}, found {len(jobs)}: "
-                f"{[(j['job_id'], j['name'], j['state']) for j in jobs]}\n"
-                + cluster.logs()
+                f"{[(j['job_id'], j['name'], j['state']) for j in jobs]}\n" + cluster.logs()
             )
         time.sleep(0.25)

@@ -16,11 +16,18 @@ import h5py
 import pytest
 import yaml
 from slurmcluster import INSTALL_HINT, local_slurm_cluster, missing_binaries, slurm_available, wait_for_completed_jobs
-from workflow_helpers import (REPO, assert_cells_equal_an_uninterrupted_run, long_pack_config, micro_config, scratch_workflow, snakemake,
-                              snakemake_env)
+from workflow_helpers import (
+    REPO,
+    assert_cells_equal_an_uninterrupted_run,
+    long_pack_config,
+    micro_config,
+    scratch_workflow,
+    snakemake,
+    snakemake_env,
+)
 
-from gammasweep.plan.plan import Plan
 from gammasweep.plan.config import load_schema
+from gammasweep.plan.plan import Plan
 
 GPU_RULES = {"train_generator", "sample_shard", "quality_gate", "train_pack", "bracket_eta", "train_column"}
 
@@ -30,8 +37,14 @@ def _site_profile(root, partition: str, **settings) -> str:
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     profile["default-resources"]["slurm_partition"] = partition
     del profile["default-resources"]["slurm_account"]
-    profile |= {"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 1,
-                "seconds-between-status-checks": 1, "latency-wait": 10, "jobs": 8, **settings}
+    profile |= {
+        "slurm-status-command": "squeue",
+        "slurm-init-seconds-before-status-checks": 1,
+        "seconds-between-status-checks": 1,
+        "latency-wait": 10,
+        "jobs": 8,
+        **settings,
+    }
     (root / "site").mkdir()
     (root / "site" / "config.yaml").write_text(yaml.safe_dump(profile))
     return "site"
@@ -43,8 +56,10 @@ def test_every_pack_of_cells_runs_as_its_own_gpu_job_on_slurm(tmp_path):
     config = micro_config(losses=("mse",))
     del config["experiments"]["mlp_mse"]["training"]  # no probes: what runs where is the question here
     config["experiments"]["mlp_mse_adaptive"] = config["experiments"]["mlp_mse"] | {"eta_grid": "adaptive"}
-    config["figures"] = {"phase": config["figures"]["phase_mlp_mse"],  # figures are local rules: two will do
-                         "coverage": {"plot": "adaptive_coverage", "experiments": ["mlp_mse_adaptive", "mlp_mse"]}}
+    config["figures"] = {
+        "phase": config["figures"]["phase_mlp_mse"],  # figures are local rules: two will do
+        "coverage": {"plot": "adaptive_coverage", "experiments": ["mlp_mse_adaptive", "mlp_mse"]},
+    }
     root = scratch_workflow(tmp_path / "workflow", config)
     profile = _site_profile(root, "debug")
     with local_slurm_cluster(tmp_path / "slurm") as cluster:
@@ -52,12 +67,22 @@ def test_every_pack_of_cells_runs_as_its_own_gpu_job_on_slurm(tmp_path):
         result = snakemake(root, "--configfile", "micro.yaml", "--profile", profile, timeout=1200)
         assert result.returncode == 0, result.stderr[-6000:] + cluster.logs()
         edges = json.loads((root / "results" / "brackets" / "mlp_mse_adaptive.json").read_text())["edges"]
-        expected = {"train_generator": 1, "sample_shard": 2, "merge_pool": 1, "quality_gate": 1, "train_pack": 2,
-                    "aggregate": 1, "bracket_eta": 2, "train_column": sum(e > 0 for e in edges.values()),
-                    "aggregate_adaptive": 1}
+        expected = {
+            "train_generator": 1,
+            "sample_shard": 2,
+            "merge_pool": 1,
+            "quality_gate": 1,
+            "train_pack": 2,
+            "aggregate": 1,
+            "bracket_eta": 2,
+            "train_column": sum(e > 0 for e in edges.values()),
+            "aggregate_adaptive": 1,
+        }
         jobs = wait_for_completed_jobs(cluster, sum(expected.values()))
     for job in jobs:  # the slurm executor's comment: rule_<rule>[_wildcards_<values>]
-        job["rule"] = re.sub(r"^train_\w+_pack\d{4}$", "train_pack", job["comment"].removeprefix("rule_").split("_wildcards_")[0])
+        job["rule"] = re.sub(
+            r"^train_\w+_pack\d{4}$", "train_pack", job["comment"].removeprefix("rule_").split("_wildcards_")[0]
+        )
     # fetch_source, eta_brackets (the checkpoint), the figures and `all` are local rules; everything
     # else ran as a SLURM job, the columns planned after the checkpoint included.
     assert Counter(job["rule"] for job in jobs) == expected
@@ -85,8 +110,12 @@ def _start_now(job_id: str, timeout: float = 60.0) -> None:
     """Lift the ~2 minutes SLURM holds a requeued job before it is eligible again (an admin's
     `scontrol update StartTime=now`), once the job is pending again."""
     deadline = time.monotonic() + timeout
-    while subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
-                         timeout=30).stdout.strip() != "PENDING":
+    while (
+        subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+        != "PENDING"
+    ):
         assert time.monotonic() < deadline, f"requeued job {job_id} never became pending"
         time.sleep(0.2)
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, timeout=30)
@@ -94,7 +123,10 @@ def _start_now(job_id: str, timeout: float = 60.0) -> None:
 
 # scancel: the job fails and the profile's retry (a new SLURM job) resumes it. scontrol requeue (what
 # preemption with requeue does) with --slurm-requeue: SLURM itself restarts the same job, which resumes.
-INTERRUPTIONS = {"scancel": (["scancel"], {}), "requeue": (["scontrol", "requeue"], {"slurm-requeue": True, "retries": 0})}
+INTERRUPTIONS = {
+    "scancel": (["scancel"], {}),
+    "requeue": (["scontrol", "requeue"], {"slurm-requeue": True, "retries": 0}),
+}
 
 
 LONG_PACK = long_pack_config(width=512, steps=1000)
@@ -105,8 +137,15 @@ def long_pack_data(tmp_path_factory) -> Path:
     """The long pack's data stage, built once here: the interruption tests send only the pack job
     through SLURM (the data rules' SLURM jobs are the first test's)."""
     root = scratch_workflow(tmp_path_factory.mktemp("long_pack_data"), LONG_PACK)
-    result = snakemake(root, "--configfile", "micro.yaml", "--cores", "2", "results/data/micro/quality.json",
-                       "results/data/sources/sklearn_digits/test.h5")
+    result = snakemake(
+        root,
+        "--configfile",
+        "micro.yaml",
+        "--cores",
+        "2",
+        "results/data/micro/quality.json",
+        "results/data/sources/sklearn_digits/test.h5",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "results" / "data"
 
@@ -124,9 +163,14 @@ def test_an_interrupted_pack_job_checkpoints_and_resumes(tmp_path, interruption,
     profile = _site_profile(root, "debug", **settings)
     log = root / "results" / "logs" / "train" / "mlp_mse" / "pack0000.log"
     with local_slurm_cluster(tmp_path / "slurm"):
-        workflow = subprocess.Popen([sys.executable, "-m", "snakemake", "--configfile", "micro.yaml", "--profile", profile,
-                                     *cells], cwd=root, env=snakemake_env(), stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
+        workflow = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "--configfile", "micro.yaml", "--profile", profile, *cells],
+            cwd=root,
+            env=snakemake_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + 900
             while not (log.exists() and "step 200/1000" in log.read_text()):

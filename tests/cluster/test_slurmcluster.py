@@ -117,8 +117,7 @@ def _snakemake_cmd(workdir: pathlib.Path, partition: str, slurm_logdir: pathlib.
 def test_snakemake_slurm_executor_runs_rules_as_slurm_jobs(tmp_path):
     if not slurm_available():
         pytest.fail(
-            f"SLURM/munge not installed (missing: {', '.join(missing_binaries())}); "
-            f"{INSTALL_HINT}",
+            f"SLURM/munge not installed (missing: {', '.join(missing_binaries())}); {INSTALL_HINT}",
             pytrace=False,
         )
     if os.geteuid() != 0:
@@ -152,8 +151,7 @@ def test_snakemake_slurm_executor_runs_rules_as_slurm_jobs(tmp_path):
         elapsed = time.monotonic() - started
         output = snakemake_log.read_text(errors="replace")
         assert proc.returncode == 0, (
-            f"snakemake exited with {proc.returncode} after {elapsed:.0f}s\n"
-            f"{output[-6000:]}\n{cluster.logs()}"
+            f"snakemake exited with {proc.returncode} after {elapsed:.0f}s\n{output[-6000:]}\n{cluster.logs()}"
         )
         try:
             jobs = wait_for_completed_jobs(cluster, count=len(RULES), timeout=30)
@@ -174,9 +172,7 @@ def test_snakemake_slurm_executor_runs_rules_as_slurm_jobs(tmp_path):
         assert ("gpus=none" not in text) == gpu, text
 
     # ---- one SLURM job per rule, all from this snakemake run ----------------
-    summary = [
-        (j["job_id"], j["name"], j["comment"], j["state"], j["tres_request"]) for j in jobs
-    ]
+    summary = [(j["job_id"], j["name"], j["comment"], j["state"], j["tres_request"]) for j in jobs]
     comments = sorted(j["comment"] for j in jobs)
     assert comments == sorted(f"rule_{r}" for r in RULES), summary
     assert len({j["name"] for j in jobs}) == 1, summary  # the run's uuid

@@ -7,8 +7,17 @@ import itertools
 import numpy as np
 import pytest
 
-from gammasweep.sweep.adaptive import (INFERRED_DIVERGED, SKIPPED, TRAINED, AdaptiveSettings, eta_guess, find_edge,
-                                 statuses, train_window, window_indices)
+from gammasweep.sweep.adaptive import (
+    INFERRED_DIVERGED,
+    SKIPPED,
+    TRAINED,
+    AdaptiveSettings,
+    eta_guess,
+    find_edge,
+    statuses,
+    train_window,
+    window_indices,
+)
 
 
 def short_runs(edge: int, calls: list[list[int]]):

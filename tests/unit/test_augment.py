@@ -29,8 +29,9 @@ from gammasweep.data.augment import (
 from gammasweep.data.stream import OnlineStream
 from gammasweep.sweep.train import Members, train
 
-OFF = StrongAugment(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
-                    hue=0.0, grayscale=0.0)
+OFF = StrongAugment(
+    scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=0.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, grayscale=0.0
+)
 
 
 def random_images(b: int = 16, h: int = 32, w: int = 32, c: int = 3, seed: int = 0) -> torch.Tensor:
@@ -53,20 +54,23 @@ def smooth_images(b: int, h: int, w: int) -> tuple[torch.Tensor, float]:
 # --- settings and seeding -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(scale=(0.0, 1.0)), "scale"),
-    (dict(scale=(0.8, 0.5)), "scale"),
-    (dict(scale=(0.5, 1.2)), "scale"),
-    (dict(scale=0.5), "scale"),
-    (dict(ratio=(-1.0, 1.0)), "ratio"),
-    (dict(ratio=(2.0, 1.0)), "ratio"),
-    (dict(flip=1.5), "flip"),
-    (dict(grayscale=-0.1), "grayscale"),
-    (dict(brightness=-0.1), "brightness"),
-    (dict(contrast=float("nan")), "contrast"),
-    (dict(saturation="0.4"), "saturation"),
-    (dict(hue=0.6), "hue"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(scale=(0.0, 1.0)), "scale"),
+        (dict(scale=(0.8, 0.5)), "scale"),
+        (dict(scale=(0.5, 1.2)), "scale"),
+        (dict(scale=0.5), "scale"),
+        (dict(ratio=(-1.0, 1.0)), "ratio"),
+        (dict(ratio=(2.0, 1.0)), "ratio"),
+        (dict(flip=1.5), "flip"),
+        (dict(grayscale=-0.1), "grayscale"),
+        (dict(brightness=-0.1), "brightness"),
+        (dict(contrast=float("nan")), "contrast"),
+        (dict(saturation="0.4"), "saturation"),
+        (dict(hue=0.6), "hue"),
+    ],
+)
 def test_settings_are_validated(kwargs, match):
     with pytest.raises(ValueError, match=match):
         StrongAugment(**kwargs)
@@ -165,10 +169,18 @@ def test_crop_matches_torchvision_resized_crop():
     images, slope = smooth_images(b, h, w)
     top, left, height, width = (torch.tensor(col, dtype=torch.float32) for col in zip(*CROPS))
     out = resized_crop_flip(images, top, left, height, width, torch.zeros(b, dtype=torch.bool))
-    ref = torch.stack([
-        TF.resized_crop(images[i].permute(2, 0, 1), *CROPS[i], size=[h, w], antialias=False,
-                        interpolation=TF.InterpolationMode.BILINEAR).permute(1, 2, 0)
-        for i in range(b)])
+    ref = torch.stack(
+        [
+            TF.resized_crop(
+                images[i].permute(2, 0, 1),
+                *CROPS[i],
+                size=[h, w],
+                antialias=False,
+                interpolation=TF.InterpolationMode.BILINEAR,
+            ).permute(1, 2, 0)
+            for i in range(b)
+        ]
+    )
     assert out.shape == ref.shape
     torch.testing.assert_close(out[:, 1:-1, 1:-1], ref[:, 1:-1, 1:-1], atol=1e-4, rtol=0)
     assert (out - ref).abs().max() <= 0.5 * slope
@@ -178,8 +190,9 @@ def test_crop_matches_torchvision_resized_crop():
 def test_crop_to_other_size_matches_torchvision():
     images, _ = smooth_images(2, 32, 32)
     crop = (0, 0, 32, 32)
-    out = resized_crop_flip(images, *(torch.full((2,), float(v)) for v in crop), torch.zeros(2, dtype=torch.bool),
-                            size=(48, 40))
+    out = resized_crop_flip(
+        images, *(torch.full((2,), float(v)) for v in crop), torch.zeros(2, dtype=torch.bool), size=(48, 40)
+    )
     ref = TF.resized_crop(images.permute(0, 3, 1, 2), *crop, size=[48, 40], antialias=False).permute(0, 2, 3, 1)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
@@ -241,8 +254,12 @@ def test_jitter_matches_torchvision_in_per_sample_order():
     order = torch.argsort(torch.rand(b, 4, generator=g), dim=1)
     assert set((order == HUE).int().argmax(dim=1).tolist()) == {0, 1, 2, 3}  # hue at every position
     out = color_jitter(x, bright, contrast, sat, hue, order)
-    fns = {BRIGHTNESS: (TF.adjust_brightness, bright), CONTRAST: (TF.adjust_contrast, contrast),
-           SATURATION: (TF.adjust_saturation, sat), HUE: (TF.adjust_hue, hue)}
+    fns = {
+        BRIGHTNESS: (TF.adjust_brightness, bright),
+        CONTRAST: (TF.adjust_contrast, contrast),
+        SATURATION: (TF.adjust_saturation, sat),
+        HUE: (TF.adjust_hue, hue),
+    }
     for i in range(b):
         ref = x[i].permute(2, 0, 1)
         for op in order[i].tolist():
@@ -256,7 +273,9 @@ def test_grayscale_and_single_channel():
     out = random_grayscale(x, torch.tensor([True, False, True, False]))
     assert torch.equal(out[1], x[1]) and torch.equal(out[3], x[3])
     assert torch.equal(out[0, ..., 0], out[0, ..., 1]) and torch.equal(out[0, ..., 0], out[0, ..., 2])
-    torch.testing.assert_close(out[0], TF.rgb_to_grayscale(x[0].permute(2, 0, 1), 3).permute(1, 2, 0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        out[0], TF.rgb_to_grayscale(x[0].permute(2, 0, 1), 3).permute(1, 2, 0), atol=1e-6, rtol=0
+    )
     # One channel: saturation, hue and grayscale are no-ops, brightness and contrast act.
     y = x[..., :1]
     assert torch.equal(color_jitter(y, ones(4), ones(4), torch.zeros(4), torch.full((4,), 0.3)), y)
@@ -289,10 +308,15 @@ def test_the_trainer_augments_every_step_afresh_and_reproducibly(digits_files, t
     stream = OnlineStream(digits_files[0], 16, 20, data_seed=1)
     members, setup = Members([0], [1.0], [0.5]), make_setup(steps=20)
     plain = train(setup, members, stream, *test_set, **quiet)
-    off = {f: getattr(OFF, f) for f in ("scale", "ratio", "flip", "brightness", "contrast", "saturation", "hue", "grayscale")}
+    off = {
+        f: getattr(OFF, f)
+        for f in ("scale", "ratio", "flip", "brightness", "contrast", "saturation", "hue", "grayscale")
+    }
     identity = train(dataclasses.replace(setup, augment=off), members, stream, *test_set, **quiet)
     np.testing.assert_allclose(identity.test_loss, plain.test_loss, rtol=1e-4)
-    strong = [train(dataclasses.replace(setup, augment={"scale": [0.5, 1.0]}), members, stream, *test_set, **quiet)
-              for _ in range(2)]
+    strong = [
+        train(dataclasses.replace(setup, augment={"scale": [0.5, 1.0]}), members, stream, *test_set, **quiet)
+        for _ in range(2)
+    ]
     np.testing.assert_array_equal(strong[0].test_loss, strong[1].test_loss)
     assert not np.allclose(strong[0].test_loss[:, -1], plain.test_loss[:, -1], rtol=1e-3)

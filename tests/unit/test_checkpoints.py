@@ -3,20 +3,23 @@ never used (killed job processes: tests/workflow/test_job_faults.py)."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 from conftest import make_setup
 
-from gammasweep.sweep.checkpoints import STOP, Checkpoint, Interrupted
 from gammasweep.data.stream import OnlineStream
+from gammasweep.sweep.checkpoints import STOP, Checkpoint, Interrupted
 from gammasweep.sweep.train import Curves, Members, train
 
 # Four members, one of which diverges at step 1 (so the pack is compacted before the stop).
 MEMBERS = Members(seeds=[0, 1, 0, 1], gammas=[1.0, 0.1, 3.0, 1.0], etas=[0.05, 0.005, 0.2, 1e8])
-PROBES = {"sharpness": {"examples": 32, "iterations": 4}, "spectrum": {"examples": 32, "iterations": 4},
-          "outputs": {"examples": 16}, "weight_movement": {}}  # per-eval and final-only records resume too
+PROBES = {
+    "sharpness": {"examples": 32, "iterations": 4},
+    "spectrum": {"examples": 32, "iterations": 4},
+    "outputs": {"examples": 16},
+    "weight_movement": {},
+}  # per-eval and final-only records resume too
 
 
 def _assert_same(a: Curves, b: Curves) -> None:
@@ -32,6 +35,7 @@ def run(digits_files, test_set, request):
 
     def go(**kwargs) -> Curves:
         return train(setup, MEMBERS, stream, *test_set, check_every=4, **kwargs)
+
     return go
 
 

@@ -8,11 +8,11 @@ import re
 import pytest
 import yaml
 
+from gammasweep.figures import PLOTS
 from gammasweep.plan.config import ConfigError, grid_values, load_schema, value_key
 from gammasweep.plan.plan import Plan, cell_path
-from gammasweep.figures import PLOTS
-from gammasweep.related.experiments import KINDS
 from gammasweep.probes.recorder import PROBES
+from gammasweep.related.experiments import KINDS
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,12 @@ def test_cell_params_resolve_dtype_and_overrides(default_config, schema):
         plan.cell_params("mlp_mse", "2.000e-03", "1.000e-07")
     # the optimizer, resolved: what shapes the results, with Adam's defaults
     assert small["optimizer"] == {"name": "sgd"}
-    assert plan.cell_params("mlp_mse_adam", "1.000e-03", "1.000e-07")["optimizer"] == \
-        {"name": "adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-12}
+    assert plan.cell_params("mlp_mse_adam", "1.000e-03", "1.000e-07")["optimizer"] == {
+        "name": "adam",
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "eps": 1e-12,
+    }
 
 
 def _mutate(config: dict, dotted: str, value) -> dict:
@@ -77,49 +81,136 @@ def _mutate(config: dict, dotted: str, value) -> dict:
     return config
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("experiments.mlp_mse.model.width", -4, r"'experiments.mlp_mse.model.width': -4 is less than the minimum of 1"),
-    ("experiments.mlp_mse.loss", "hinge", r"'experiments.mlp_mse.loss': 'hinge' is not one of \['mse', 'cross_entropy'\]"),
-    ("experiments.mlp_mse.steps", KeyError, r"'experiments.mlp_mse': 'steps' is a required property"),
-    ("experiments.mlp_mse.model.name", "transformer", r"'experiments.mlp_mse.model.name': 'transformer' is not one of"),
-    ("experiments.mlp_mse.model.depht", 3, r"'experiments.mlp_mse.model'.*'depht' was unexpected"),
-    ("experiments.mlp_mse.gamma", [], r"'experiments.mlp_mse.gamma'"),
-    ("experiments.mlp_mse.eta", {"min": 1, "max": 10}, r"'experiments.mlp_mse.eta'"),
-    ("training.device", "tpu", r"'training.device': 'tpu' does not match"),
-    ("figures.eta_star_mlp_mse.plot", "violin", r"'figures.eta_star_mlp_mse.plot': 'violin' is not one of"),
-    ("datasets.digits.normalization.std", [0.0], r"'datasets.digits.normalization.std.0': 0.0 is less than or equal"),
-    ("experiments.mlp_mse.dataset", "cifar", r"'experiments.mlp_mse.dataset': unknown dataset 'cifar'"),
-    ("figures.eta_star_mlp_mse.experiments", ["nope"], r"'figures.eta_star_mlp_mse.experiments': unknown experiment 'nope'"),
-    ("experiments.mlp_mse.batch_size", 10_000, r"'experiments.mlp_mse': steps x batch_size = 2000000 exceeds the 3200 images"),
-    ("datasets.digits.normalization.mean", [0.1, 0.2, 0.3], r"'datasets.digits.normalization.mean': needs 1 value"),
-    ("datasets.digits.generator.dim_mults", [1, 2, 2, 2, 2], r"'datasets.digits.generator': .*image_size=8 must be a positive multiple"),
-    ("experiments.mlp_mse_adaptive.eta_grid", "sparse", r"'experiments.mlp_mse_adaptive.eta_grid': 'sparse' is not one of"),
-    ("experiments.mlp_mse_adaptive.adaptive.depth_decades", 0, r"'experiments.mlp_mse_adaptive.adaptive.depth_decades': 0 is less"),
-    ("experiments.mlp_mse_adaptive.adaptive.bracket_steps", 201, r"'experiments.mlp_mse_adaptive.adaptive.bracket_steps': longer than"),
-    ("experiments.mlp_mse_adaptive.eta_grid", "full", r"'experiments.mlp_mse_adaptive.adaptive': only used with `eta_grid: adaptive`"),
-    ("experiments.mlp_mse_adaptive.training.probes.sharpness.examples", 6000,
-     r"'experiments.mlp_mse_adaptive.training.probes.sharpness.examples': more than the 5000 test_examples"),
-    ("experiments.mlp_mse_adaptive.training.probes.alignment.examples", 6000,
-     r"'experiments.mlp_mse_adaptive.training.probes.alignment.examples': more than the 5000 test_examples"),
-    ("experiments.mlp_mse_adaptive.training.probes.weight_movement", {"examples": 3},
-     r"'experiments.mlp_mse_adaptive.training.probes.weight_movement'.*'examples' was unexpected"),
-    ("experiments.mlp_mse_adaptive.training.probes.hessian", {}, r"'experiments.mlp_mse_adaptive.training.probes'.*'hessian' was unexpected"),
-    ("experiments.mlp_mse_adam.optimizer.name", "lion", r"'experiments.mlp_mse_adam.optimizer.name': 'lion' is not one of"),
-    ("experiments.mlp_mse_adam.optimizer.beta2", 1.0, r"'experiments.mlp_mse_adam.optimizer.beta2': 1.0 is greater than or equal"),
-    ("toy_models.toy_ce.loss", "hinge", r"'toy_models.toy_ce.loss': 'hinge' is not one of"),
-    ("figures.toy_phase_portrait.toy_models", ["toy_l9"], r"'figures.toy_phase_portrait.toy_models': unknown toy_model 'toy_l9'"),
-    ("figures.toy_phase_portrait.toy_models", KeyError, r"'figures.toy_phase_portrait'"),
-    ("training.schedule", {"decay": {"at": 1.5, "factor": 2}}, r"'training.schedule.decay.at': 1.5 is greater than the maximum"),
-    ("experiments.mlp_mse.training", {"schedule": {"warmup": {"steps": 10}}}, r"'start' is a required property"),
-    ("related.sparse_dln_sgd.kind", "resnet", r"'related.sparse_dln_sgd.kind': 'resnet' is not one of"),
-    ("related.sparse_dln_sgd.variants.constant.eta", KeyError, r"'related.sparse_dln_sgd.variants.constant': 'eta' is a required"),
-    ("related.sparse_dln_sgd.settings.dimension", 3, r"'related.sparse_dln_sgd.settings'.*'dimension' was unexpected"),
-    ("related.sparse_dln_sgd.variants.decay_10.settings", {"batch_size": 0},
-     r"'related.sparse_dln_sgd.variants.decay_10.settings.batch_size': 0 is less than the minimum"),
-    ("related.sparse_dln_sgd.variants.decay_10.decay", {"at": 0.1}, r"'factor' is a required property"),
-    ("figures.sparse_features_dln.related", ["dln"], r"'figures.sparse_features_dln.related': unknown related 'dln'"),
-    ("figures.digits_samples.datasets", ["mnist"], r"'figures.digits_samples.datasets': unknown dataset 'mnist'"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("experiments.mlp_mse.model.width", -4, r"'experiments.mlp_mse.model.width': -4 is less than the minimum of 1"),
+        (
+            "experiments.mlp_mse.loss",
+            "hinge",
+            r"'experiments.mlp_mse.loss': 'hinge' is not one of \['mse', 'cross_entropy'\]",
+        ),
+        ("experiments.mlp_mse.steps", KeyError, r"'experiments.mlp_mse': 'steps' is a required property"),
+        (
+            "experiments.mlp_mse.model.name",
+            "transformer",
+            r"'experiments.mlp_mse.model.name': 'transformer' is not one of",
+        ),
+        ("experiments.mlp_mse.model.depht", 3, r"'experiments.mlp_mse.model'.*'depht' was unexpected"),
+        ("experiments.mlp_mse.gamma", [], r"'experiments.mlp_mse.gamma'"),
+        ("experiments.mlp_mse.eta", {"min": 1, "max": 10}, r"'experiments.mlp_mse.eta'"),
+        ("training.device", "tpu", r"'training.device': 'tpu' does not match"),
+        ("figures.eta_star_mlp_mse.plot", "violin", r"'figures.eta_star_mlp_mse.plot': 'violin' is not one of"),
+        (
+            "datasets.digits.normalization.std",
+            [0.0],
+            r"'datasets.digits.normalization.std.0': 0.0 is less than or equal",
+        ),
+        ("experiments.mlp_mse.dataset", "cifar", r"'experiments.mlp_mse.dataset': unknown dataset 'cifar'"),
+        (
+            "figures.eta_star_mlp_mse.experiments",
+            ["nope"],
+            r"'figures.eta_star_mlp_mse.experiments': unknown experiment 'nope'",
+        ),
+        (
+            "experiments.mlp_mse.batch_size",
+            10_000,
+            r"'experiments.mlp_mse': steps x batch_size = 2000000 exceeds the 3200 images",
+        ),
+        ("datasets.digits.normalization.mean", [0.1, 0.2, 0.3], r"'datasets.digits.normalization.mean': needs 1 value"),
+        (
+            "datasets.digits.generator.dim_mults",
+            [1, 2, 2, 2, 2],
+            r"'datasets.digits.generator': .*image_size=8 must be a positive multiple",
+        ),
+        (
+            "experiments.mlp_mse_adaptive.eta_grid",
+            "sparse",
+            r"'experiments.mlp_mse_adaptive.eta_grid': 'sparse' is not one of",
+        ),
+        (
+            "experiments.mlp_mse_adaptive.adaptive.depth_decades",
+            0,
+            r"'experiments.mlp_mse_adaptive.adaptive.depth_decades': 0 is less",
+        ),
+        (
+            "experiments.mlp_mse_adaptive.adaptive.bracket_steps",
+            201,
+            r"'experiments.mlp_mse_adaptive.adaptive.bracket_steps': longer than",
+        ),
+        (
+            "experiments.mlp_mse_adaptive.eta_grid",
+            "full",
+            r"'experiments.mlp_mse_adaptive.adaptive': only used with `eta_grid: adaptive`",
+        ),
+        (
+            "experiments.mlp_mse_adaptive.training.probes.sharpness.examples",
+            6000,
+            r"'experiments.mlp_mse_adaptive.training.probes.sharpness.examples': more than the 5000 test_examples",
+        ),
+        (
+            "experiments.mlp_mse_adaptive.training.probes.alignment.examples",
+            6000,
+            r"'experiments.mlp_mse_adaptive.training.probes.alignment.examples': more than the 5000 test_examples",
+        ),
+        (
+            "experiments.mlp_mse_adaptive.training.probes.weight_movement",
+            {"examples": 3},
+            r"'experiments.mlp_mse_adaptive.training.probes.weight_movement'.*'examples' was unexpected",
+        ),
+        (
+            "experiments.mlp_mse_adaptive.training.probes.hessian",
+            {},
+            r"'experiments.mlp_mse_adaptive.training.probes'.*'hessian' was unexpected",
+        ),
+        (
+            "experiments.mlp_mse_adam.optimizer.name",
+            "lion",
+            r"'experiments.mlp_mse_adam.optimizer.name': 'lion' is not one of",
+        ),
+        (
+            "experiments.mlp_mse_adam.optimizer.beta2",
+            1.0,
+            r"'experiments.mlp_mse_adam.optimizer.beta2': 1.0 is greater than or equal",
+        ),
+        ("toy_models.toy_ce.loss", "hinge", r"'toy_models.toy_ce.loss': 'hinge' is not one of"),
+        (
+            "figures.toy_phase_portrait.toy_models",
+            ["toy_l9"],
+            r"'figures.toy_phase_portrait.toy_models': unknown toy_model 'toy_l9'",
+        ),
+        ("figures.toy_phase_portrait.toy_models", KeyError, r"'figures.toy_phase_portrait'"),
+        (
+            "training.schedule",
+            {"decay": {"at": 1.5, "factor": 2}},
+            r"'training.schedule.decay.at': 1.5 is greater than the maximum",
+        ),
+        ("experiments.mlp_mse.training", {"schedule": {"warmup": {"steps": 10}}}, r"'start' is a required property"),
+        ("related.sparse_dln_sgd.kind", "resnet", r"'related.sparse_dln_sgd.kind': 'resnet' is not one of"),
+        (
+            "related.sparse_dln_sgd.variants.constant.eta",
+            KeyError,
+            r"'related.sparse_dln_sgd.variants.constant': 'eta' is a required",
+        ),
+        (
+            "related.sparse_dln_sgd.settings.dimension",
+            3,
+            r"'related.sparse_dln_sgd.settings'.*'dimension' was unexpected",
+        ),
+        (
+            "related.sparse_dln_sgd.variants.decay_10.settings",
+            {"batch_size": 0},
+            r"'related.sparse_dln_sgd.variants.decay_10.settings.batch_size': 0 is less than the minimum",
+        ),
+        ("related.sparse_dln_sgd.variants.decay_10.decay", {"at": 0.1}, r"'factor' is a required property"),
+        (
+            "figures.sparse_features_dln.related",
+            ["dln"],
+            r"'figures.sparse_features_dln.related': unknown related 'dln'",
+        ),
+        ("figures.digits_samples.datasets", ["mnist"], r"'figures.digits_samples.datasets': unknown dataset 'mnist'"),
+    ],
+)
 def test_bad_configs_fail_naming_the_key(default_config, schema, key, value, message):
     with pytest.raises(ConfigError, match=message):
         Plan(_mutate(default_config, key, value), schema)
@@ -143,8 +234,10 @@ def test_a_sample_figure_reads_each_datasets_pool_and_test_set(repo):
     plan = Plan.from_files(repo / "config" / "paper.yaml", repo / "config" / "schema.yaml")
     assert plan.dataset_files("mnist1m") == ["results/data/mnist1m/pool.h5", "results/data/sources/mnist/test.h5"]
     assert plan.dataset_files("cifar5m") == ["results/data/cifar5m/parts/0.h5", "results/data/sources/cifar10/test.h5"]
-    assert plan.dataset_files("cifar10_train") == ["results/data/sources/cifar10/train.h5",
-                                                   "results/data/sources/cifar10/test.h5"]
+    assert plan.dataset_files("cifar10_train") == [
+        "results/data/sources/cifar10/train.h5",
+        "results/data/sources/cifar10/test.h5",
+    ]
     assert plan.figure_cubes("mnist1m_samples") == plan.dataset_files("mnist1m")
     assert "dataset ``mnist1m`` (generated, source mnist)" in plan.figure_caption("mnist1m_samples")
 
@@ -161,8 +254,9 @@ def test_an_adaptive_experiment_plans_columns_seeded_by_theory(default_config, s
     own = ("experiment", "probes")  # the adaptive sweep also carries the probes
     assert cells[0]["probes"] == default_config["experiments"]["mlp_mse_adaptive"]["training"]["probes"]
     assert sorted(cells[0]["probes"]) == sorted(PROBES)
-    assert {k: v for k, v in cells[0].items() if k not in own} == \
-        {k: v for k, v in plan.cell_params("mlp_mse", "1.000e-01", "1.000e-07").items() if k not in own}
+    assert {k: v for k, v in cells[0].items() if k not in own} == {
+        k: v for k, v in plan.cell_params("mlp_mse", "1.000e-01", "1.000e-07").items() if k not in own
+    }
     starts = [plan.bracket_start("mlp_mse_adaptive", c.gamma_key) for c in columns]
     assert starts == sorted(starts) and starts[0] < starts[-1]  # the guess rises with gamma
     assert plan.depth_steps("mlp_mse_adaptive", "1.000e-01") == 3  # 3 decades on a 1-per-decade grid

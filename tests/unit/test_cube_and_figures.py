@@ -12,18 +12,25 @@ import pytest
 import xarray as xr
 from matplotlib.image import imread
 
-from gammasweep.sweep.adaptive import INFERRED_DIVERGED, SKIPPED, TRAINED
+from gammasweep.figures import DATASET_PLOTS, PLOTS, RELATED_PLOTS, TOY_PLOTS, render
+from gammasweep.jobs.train import train_pack
 from gammasweep.results.analysis import adaptive_cost, eta_max, eta_star, final_metric, fit_power_law
 from gammasweep.results.cells import BadCellFile
 from gammasweep.results.cube import build_cube, open_cube, set_column_status, write_cube
-from gammasweep.figures import PLOTS, DATASET_PLOTS, RELATED_PLOTS, TOY_PLOTS, render
-from gammasweep.jobs.train import train_pack
+from gammasweep.sweep.adaptive import INFERRED_DIVERGED, SKIPPED, TRAINED
 from gammasweep.theory.toy import toy_cube
 
 GAMMAS, ETAS = [0.1, 10.0], [1e-3, 1e-1, 1e4]
-PROBES = {"sharpness": {"examples": 32, "iterations": 4}, "spectrum": {"examples": 32, "iterations": 5},
-          "alignment": {"examples": 16}, "outputs": {"examples": 32}, "representation": {"examples": 16},
-          "weight_movement": {}, "noether_charge": {}, "feature_sparsity": {"examples": 16}}  # every probe, so that
+PROBES = {
+    "sharpness": {"examples": 32, "iterations": 4},
+    "spectrum": {"examples": 32, "iterations": 5},
+    "alignment": {"examples": 16},
+    "outputs": {"examples": 32},
+    "representation": {"examples": 16},
+    "weight_movement": {},
+    "noether_charge": {},
+    "feature_sparsity": {"examples": 16},
+}  # every probe, so that
 # every figure kind renders from this cube
 
 
@@ -34,12 +41,31 @@ def cell_files(tmp_path_factory, digits_files):
     files, cells = [], []
     for gamma in GAMMAS:
         for eta in ETAS:
-            cells.append({"experiment": "tiny", "dataset": "digits", "model": {"name": "mlp", "width": 32, "depth": 3},
-                      "loss": "mse", "batch_size": 16, "steps": 40, "seeds": [0, 1], "data_seed": 0,
-                      "gamma": gamma, "eta": eta, "dtype": "float32", "input_shape": [8, 8, 1], "num_classes": 10,
-                      "normalization": {"mean": [0.3], "std": [0.4]}, "device": "cpu", "float64_below_gamma": 1e-2,
-                      "divergence_cap": 1e4, "record_points": 12, "test_batch_size": 200, "test_examples": 397,
-                      "probes": PROBES})
+            cells.append(
+                {
+                    "experiment": "tiny",
+                    "dataset": "digits",
+                    "model": {"name": "mlp", "width": 32, "depth": 3},
+                    "loss": "mse",
+                    "batch_size": 16,
+                    "steps": 40,
+                    "seeds": [0, 1],
+                    "data_seed": 0,
+                    "gamma": gamma,
+                    "eta": eta,
+                    "dtype": "float32",
+                    "input_shape": [8, 8, 1],
+                    "num_classes": 10,
+                    "normalization": {"mean": [0.3], "std": [0.4]},
+                    "device": "cpu",
+                    "float64_below_gamma": 1e-2,
+                    "divergence_cap": 1e4,
+                    "record_points": 12,
+                    "test_batch_size": 200,
+                    "test_examples": 397,
+                    "probes": PROBES,
+                }
+            )
             files.append(root / f"g{gamma}_e{eta}.h5")
     train_pack(cells, str(pool), str(test), [str(f) for f in files], "tiny")
     return files
@@ -54,9 +80,22 @@ def cube_file(cell_files, tmp_path_factory):
 
 def test_cube_layout_units_and_divergence(cube_file):
     cube = open_cube(cube_file)
-    assert dict(cube.sizes) == {"gamma": 2, "eta": 3, "seed": 2, "step": len(cube["step"]), "eval_step": 7,
-                                "layer": 3, "start": 1, "ritz": 5, "output_example": 32, "class": 10,
-                                "kernel_example": 16, "kernel_example_b": 16, "layer_pair": 2, "stage": 2}
+    assert dict(cube.sizes) == {
+        "gamma": 2,
+        "eta": 3,
+        "seed": 2,
+        "step": len(cube["step"]),
+        "eval_step": 7,
+        "layer": 3,
+        "start": 1,
+        "ritz": 5,
+        "output_example": 32,
+        "class": 10,
+        "kernel_example": 16,
+        "kernel_example_b": 16,
+        "layer_pair": 2,
+        "stage": 2,
+    }
     assert cube["train_loss"].dims == ("gamma", "eta", "seed", "step")
     assert cube["test_loss"].dims == ("gamma", "eta", "seed", "eval_step")
     assert cube["gamma"].values.tolist() == GAMMAS and cube["eta"].values.tolist() == ETAS
@@ -65,7 +104,9 @@ def test_cube_layout_units_and_divergence(cube_file):
     assert json.loads(cube.attrs["experiment_config"]) == {"note": "test"}
     assert json.loads(cube.attrs["cell_params"])["model"]["depth"] == 3
     # The probes' records: their own dimensions after (gamma, eta, seed), labelled where they have names.
-    assert cube["sharpness"].dims == ("gamma", "eta", "seed", "eval_step") and cube["sharpness"].attrs["units"] == "1/eta"
+    assert (
+        cube["sharpness"].dims == ("gamma", "eta", "seed", "eval_step") and cube["sharpness"].attrs["units"] == "1/eta"
+    )
     assert cube["weight_movement"].dims == ("gamma", "eta", "seed", "eval_step", "layer")
     assert cube["layer"].values.tolist() == ["hidden.0", "hidden.1", "readout"]
     assert cube["hessian_ritz_value"].dims == ("gamma", "eta", "seed", "eval_step", "start", "ritz")
@@ -118,8 +159,13 @@ def test_an_adaptive_cube_records_trained_inferred_and_skipped_cells(cell_files,
     render("adaptive_coverage", [path, cube_file], {}, outputs)
     table = pd.read_csv(outputs["csv"])
     assert table["trained"].tolist() == [3, 3] and (table["eta_max"] == table["eta_max_full"]).all()
-    assert adaptive_cost(open_cube(path)) == {"trained_cells": 6, "grid_cells": 10, "bracket_cells": 0,
-                                              "cell_steps": 6 * 40, "full_cell_steps": 10 * 40}
+    assert adaptive_cost(open_cube(path)) == {
+        "trained_cells": 6,
+        "grid_cells": 10,
+        "bracket_cells": 0,
+        "cell_steps": 6 * 40,
+        "full_cell_steps": 10 * 40,
+    }
 
 
 def _synthetic_cube() -> xr.Dataset:
@@ -128,9 +174,10 @@ def _synthetic_cube() -> xr.Dataset:
     diverged = np.zeros((3, 4, 1), bool)
     diverged[0, 2:], diverged[1, 3:] = True, True  # edges: 1e-2, 1e-1, 1.0 (nothing diverges)
     loss = np.array([[0.5, 0.4, np.nan, np.nan], [0.5, 0.2, 0.3, np.nan], [0.9, 0.8, 0.7, 0.1]])[..., None, None]
-    return xr.Dataset({"test_loss": (("gamma", "eta", "seed", "eval_step"), loss),
-                       "diverged": (("gamma", "eta", "seed"), diverged)},
-                      coords={"gamma": gammas, "eta": etas, "seed": [0], "eval_step": [10]})
+    return xr.Dataset(
+        {"test_loss": (("gamma", "eta", "seed", "eval_step"), loss), "diverged": (("gamma", "eta", "seed"), diverged)},
+        coords={"gamma": gammas, "eta": etas, "seed": [0], "eval_step": [10]},
+    )
 
 
 def test_eta_max_and_eta_star_known_answers():
@@ -156,12 +203,16 @@ def toy_cube_file(tmp_path_factory):
 
 def test_cubes_and_figures_are_read_without_torch(repo):
     """Figure jobs start fast: reading cubes and drawing figures never imports torch."""
-    code = "import sys, gammasweep.figures, gammasweep.results.cube; assert 'torch' not in sys.modules, 'torch imported'"
+    code = (
+        "import sys, gammasweep.figures, gammasweep.results.cube; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=120)
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("plot", sorted(set(PLOTS) - RELATED_PLOTS - DATASET_PLOTS))  # those: test_related*.py, test_sample_grid.py
+@pytest.mark.parametrize(
+    "plot", sorted(set(PLOTS) - RELATED_PLOTS - DATASET_PLOTS)
+)  # those: test_related*.py, test_sample_grid.py
 def test_every_figure_kind_renders_from_a_cube(plot, cube_file, toy_cube_file, tmp_path):
     outputs = {fmt: tmp_path / f"fig.{fmt}" for fmt in ("pdf", "png", "csv")}
     render(plot, [toy_cube_file if plot in TOY_PLOTS else cube_file], {}, outputs, title=f"test {plot}")

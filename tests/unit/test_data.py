@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from gammasweep.data.stream import OnlineStream
 from gammasweep.data.pools import read_images, write_images
+from gammasweep.data.stream import OnlineStream
 
 
 def _stream_batches(stream: OnlineStream, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,8 +97,8 @@ def test_a_windowed_stream_serves_any_step_in_any_order_as_after_a_resume(digits
     resumed.to_device("cpu", _window_budget(resumed, 4), log=lambda m: None)
     after_resume = [resumed.batch(t) for t in range(13, 30)]
     expected = _stream_batches(host, 30)
-    assert torch.equal(torch.cat([images for images, _ in after_resume]), expected[0][13 * 40:])
-    assert torch.equal(torch.cat([labels for _, labels in after_resume]), expected[1][13 * 40:])
+    assert torch.equal(torch.cat([images for images, _ in after_resume]), expected[0][13 * 40 :])
+    assert torch.equal(torch.cat([labels for _, labels in after_resume]), expected[1][13 * 40 :])
     with pytest.raises(IndexError, match="step 30 is outside the stream's 30 steps"):
         windowed.batch(30)
     with pytest.raises(IndexError, match="step -1 is outside"):

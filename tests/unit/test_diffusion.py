@@ -19,8 +19,17 @@ from gammasweep.data.diffusion import (
 )
 
 # micro configuration: trains in a few seconds on 2 CPU cores
-MICRO = GeneratorConfig(image_size=8, channels=1, dim=8, dim_mults=(1, 2), timesteps=50,
-                        train_steps=30, batch_size=32, learning_rate=2e-3, seed=3)
+MICRO = GeneratorConfig(
+    image_size=8,
+    channels=1,
+    dim=8,
+    dim_mults=(1, 2),
+    timesteps=50,
+    train_steps=30,
+    batch_size=32,
+    learning_rate=2e-3,
+    seed=3,
+)
 
 
 def quiet(_msg: str) -> None:
@@ -178,8 +187,9 @@ def test_guidance_is_plain_classifier_free_guidance():
 
 def test_mnist_sized_architecture(tmp_path):
     """28x28 works with dim_mults (1, 2, 4); (1, 2, 4, 8) is rejected (28 is not divisible by 8)."""
-    cfg = GeneratorConfig(image_size=28, channels=1, dim=8, dim_mults=(1, 2, 4), timesteps=50,
-                          train_steps=2, batch_size=4)
+    cfg = GeneratorConfig(
+        image_size=28, channels=1, dim=8, dim_mults=(1, 2, 4), timesteps=50, train_steps=2, batch_size=4
+    )
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(16, 28, 28, 1), dtype=np.uint8)
     labels = np.arange(16, dtype=np.int64) % 10
@@ -205,8 +215,17 @@ def test_bad_inputs_are_rejected(digits, tmp_path):
 # Conditioning quality after a few hundred steps (~30 s of training on 2 CPU cores).  Observed on
 # 200 samples (guidance weight 4, 10 DDIM steps): 0.545 with seed 0 (0.44..0.68 over other seeds and
 # learning rates 3e-3..5e-3); with 500 steps at batch 64 it reaches 0.97..1.0.  Chance is 0.1.
-QUALITY = GeneratorConfig(image_size=8, channels=1, dim=8, dim_mults=(1, 2), timesteps=50,
-                          train_steps=300, batch_size=32, learning_rate=3e-3, seed=0)
+QUALITY = GeneratorConfig(
+    image_size=8,
+    channels=1,
+    dim=8,
+    dim_mults=(1, 2),
+    timesteps=50,
+    train_steps=300,
+    batch_size=32,
+    learning_rate=3e-3,
+    seed=0,
+)
 
 
 def test_samples_are_recognised_as_their_class(digits, tmp_path):

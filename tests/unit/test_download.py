@@ -46,8 +46,12 @@ def test_good_download_is_recorded_and_not_fetched_again(server, dest):
     lines = []
     assert fetch(pinned(server), dest, log=lines.append, **FAST) == dest
     assert dest.read_bytes() == PAYLOAD
-    assert json.loads(sibling(dest, ".json").read_text()) == {"url": server.url(PATH), "size": len(PAYLOAD),
-                                                              "sha256": SHA256, "md5": MD5}
+    assert json.loads(sibling(dest, ".json").read_text()) == {
+        "url": server.url(PATH),
+        "size": len(PAYLOAD),
+        "sha256": SHA256,
+        "md5": MD5,
+    }
     assert not sibling(dest, ".part").exists()
     assert "393,216 / 393,216 bytes" in lines[-1]  # the closing progress line; a pinned sha256 needs no advice
     assert [(r.range, r.status, r.body_bytes) for r in gets(server)] == [(None, 200, len(PAYLOAD))]
@@ -96,10 +100,13 @@ def test_server_that_never_serves_the_pinned_bytes_fails_naming_both_checksums(s
     assert len(gets(server)) == 3
 
 
-@pytest.mark.parametrize("damage, reported", [
-    (lambda data: data[:200_000], "size (recorded): expected 393216 bytes, found 200000 bytes"),
-    (corrupted, f"sha256 (recorded): expected {SHA256}, found {hashlib.sha256(corrupted(PAYLOAD)).hexdigest()}"),
-])
+@pytest.mark.parametrize(
+    "damage, reported",
+    [
+        (lambda data: data[:200_000], "size (recorded): expected 393216 bytes, found 200000 bytes"),
+        (corrupted, f"sha256 (recorded): expected {SHA256}, found {hashlib.sha256(corrupted(PAYLOAD)).hexdigest()}"),
+    ],
+)
 def test_file_damaged_on_disk_is_caught_by_its_record(server, dest, damage, reported):
     lines = []
     fetch(Remote(server.url(PATH)), dest, log=lines.append, **FAST)  # nothing pinned: only the record knows the file

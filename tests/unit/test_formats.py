@@ -11,9 +11,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from dataset_files import cifar_batch, idx_bytes, write_tar
 from PIL import Image
 
-from gammasweep.data.pools import image_writer, read_images, write_images
 from gammasweep.data.formats import (
     convert_cifar5m_part,
     iter_npz_rows,
@@ -25,8 +25,7 @@ from gammasweep.data.formats import (
     read_mnist,
     read_tinyimagenet,
 )
-
-from dataset_files import cifar_batch, idx_bytes, write_tar
+from gammasweep.data.pools import image_writer, read_images, write_images
 
 RNG = np.random.default_rng(0)
 
@@ -52,8 +51,9 @@ def test_mnist_round_trip(tmp_path, gz):
     np.testing.assert_array_equal(got_labels, labels)
 
 
-@pytest.mark.parametrize(("code", "dtype"), [(0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32),
-                                             (0x0D, np.float32), (0x0E, np.float64)])
+@pytest.mark.parametrize(
+    ("code", "dtype"), [(0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32), (0x0D, np.float32), (0x0E, np.float64)]
+)
 def test_idx_other_types_big_endian(tmp_path, code, dtype):
     array = (RNG.standard_normal((3, 4, 5)) * 100).astype(dtype)
     got = read_idx(write(tmp_path / "a.idx", idx_bytes(array, code), gz=False))
@@ -111,13 +111,21 @@ def cifar10(tmp_path_factory):
     """A cifar-10-python.tar.gz: 5 train batches of 3 images and a test batch of 4, members in shuffled order."""
     images = RNG.integers(0, 256, (19, 32, 32, 3), dtype=np.uint8)
     labels = RNG.integers(0, 10, 19)
-    members = {f"cifar-10-batches-py/data_batch_{k + 1}": cifar_batch(images[3 * k:3 * k + 3], labels[3 * k:3 * k + 3],
-                                                                      b"labels") for k in range(5)}
+    members = {
+        f"cifar-10-batches-py/data_batch_{k + 1}": cifar_batch(
+            images[3 * k : 3 * k + 3], labels[3 * k : 3 * k + 3], b"labels"
+        )
+        for k in range(5)
+    }
     members["cifar-10-batches-py/test_batch"] = cifar_batch(images[15:], labels[15:], b"labels")
     members["cifar-10-batches-py/batches.meta"] = pickle.dumps({b"label_names": [b"airplane"]}, protocol=2)
     members["cifar-10-batches-py/readme.html"] = b"<html></html>"
-    order = ["cifar-10-batches-py/readme.html", *[f"cifar-10-batches-py/data_batch_{k}" for k in (4, 2, 5, 1, 3)],
-             "cifar-10-batches-py/test_batch", "cifar-10-batches-py/batches.meta"]
+    order = [
+        "cifar-10-batches-py/readme.html",
+        *[f"cifar-10-batches-py/data_batch_{k}" for k in (4, 2, 5, 1, 3)],
+        "cifar-10-batches-py/test_batch",
+        "cifar-10-batches-py/batches.meta",
+    ]
     path = write_tar(tmp_path_factory.mktemp("cifar") / "cifar-10-python.tar.gz", {m: members[m] for m in order})
     return path, images, labels
 
@@ -137,8 +145,8 @@ def test_cifar10_round_trip(cifar10):
 def test_cifar_pixel_layout(tmp_path):
     """Row k of b'data' is 1024 red, then 1024 green, then 1024 blue values, each plane row-major."""
     data = np.zeros((1, 3072), np.uint8)
-    data[0, 0] = 200            # red of pixel (0, 0)
-    data[0, 1024 + 33] = 100    # green of pixel (1, 1)
+    data[0, 0] = 200  # red of pixel (0, 0)
+    data[0, 1024 + 33] = 100  # green of pixel (1, 1)
     data[0, 2048 + 32 * 31 + 5] = 50  # blue of pixel (31, 5)
     blob = pickle.dumps({b"data": data, b"labels": [3]}, protocol=2)
     path = write_tar(tmp_path / "c.tar.gz", {"cifar-10-batches-py/test_batch": blob})
@@ -152,13 +160,27 @@ def test_cifar_pixel_layout(tmp_path):
 def test_cifar100(tmp_path):
     images = RNG.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     fine = np.array([0, 99, 42, 7, 13, 56])
+
     def batch(sl):
-        return pickle.dumps({b"filenames": [], b"batch_label": b"x", b"fine_labels": fine[sl].tolist(),
-                             b"coarse_labels": (fine[sl] // 5).tolist(),
-                             b"data": images[sl].transpose(0, 3, 1, 2).reshape(-1, 3072)}, protocol=2)
-    path = write_tar(tmp_path / "cifar-100-python.tar.gz",
-                     {"cifar-100-python/meta": b"", "cifar-100-python/test": batch(slice(4, 6)),
-                      "cifar-100-python/train": batch(slice(0, 4))})
+        return pickle.dumps(
+            {
+                b"filenames": [],
+                b"batch_label": b"x",
+                b"fine_labels": fine[sl].tolist(),
+                b"coarse_labels": (fine[sl] // 5).tolist(),
+                b"data": images[sl].transpose(0, 3, 1, 2).reshape(-1, 3072),
+            },
+            protocol=2,
+        )
+
+    path = write_tar(
+        tmp_path / "cifar-100-python.tar.gz",
+        {
+            "cifar-100-python/meta": b"",
+            "cifar-100-python/test": batch(slice(4, 6)),
+            "cifar-100-python/train": batch(slice(0, 4)),
+        },
+    )
     for reader in (read_cifar, read_cifar100):
         got_images, got_labels = reader(path, "train")
         np.testing.assert_array_equal(got_images, images[:4])
@@ -175,14 +197,15 @@ def test_cifar_errors(tmp_path, cifar10):
     with pytest.raises(ValueError, match="is a CIFAR-10 archive, not CIFAR-100"):
         read_cifar100(path, "test")
     ok = cifar_batch(images[:2], labels[:2], b"labels")
-    partial = write_tar(tmp_path / "partial.tar.gz",
-                        {f"cifar-10-batches-py/data_batch_{k}": ok for k in (1, 2, 4, 5)})
+    partial = write_tar(tmp_path / "partial.tar.gz", {f"cifar-10-batches-py/data_batch_{k}": ok for k in (1, 2, 4, 5)})
     with pytest.raises(ValueError, match=r"partial\.tar\.gz.*lacks member\(s\) cifar-10-batches-py/data_batch_3"):
         read_cifar10(partial, "train")
     with pytest.raises(ValueError, match="no CIFAR test members found"):
         read_cifar10(partial, "test")
-    bad = write_tar(tmp_path / "bad.tar.gz", {"cifar-10-batches-py/test_batch": cifar_batch(
-        images[:2], np.array([3, 10]), b"labels")})
+    bad = write_tar(
+        tmp_path / "bad.tar.gz",
+        {"cifar-10-batches-py/test_batch": cifar_batch(images[:2], np.array([3, 10]), b"labels")},
+    )
     with pytest.raises(ValueError, match=r"test_batch: labels must lie in 0\.\.9"):
         read_cifar10(bad, "test")
     short = pickle.dumps({b"data": np.zeros((2, 3000), np.uint8), b"labels": [1, 2]}, protocol=2)
@@ -267,15 +290,18 @@ def test_convert_cifar5m(tmp_path, cifar5m):
     assert len(lines) == 4 and "203/203" in lines[-1]
 
 
-@pytest.mark.parametrize(("arrays", "message"), [
-    ({"X": np.zeros((5, 32, 32, 3), np.int16), "Y": np.zeros(5, np.int64)}, r"X must be uint8 \(N, 32, 32, 3\)"),
-    ({"X": np.zeros((5, 32, 32), np.uint8), "Y": np.zeros(5, np.int64)}, r"X must be uint8 \(N, 32, 32, 3\)"),
-    ({"X": np.zeros((5, 3, 32, 32), np.uint8), "Y": np.zeros(5, np.int64)}, r"X must be uint8 \(N, 32, 32, 3\)"),
-    ({"X": np.zeros((5, 32, 32, 3), np.uint8), "Y": np.zeros(4, np.int64)}, "Y must hold 5 labels"),
-    ({"X": np.zeros((5, 32, 32, 3), np.uint8), "Y": np.array([0, 1, 10, 2, 3])}, r"labels must lie in 0\.\.9"),
-    ({"X": np.zeros((5, 32, 32, 3), np.uint8), "Y": np.array([0, 1, -1, 2, 3])}, r"labels must lie in 0\.\.9"),
-    ({"X": np.zeros((5, 32, 32, 3), np.uint8)}, r"no array 'Y'"),
-])
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"X": np.zeros((5, 32, 32, 3), np.int16), "Y": np.zeros(5, np.int64)}, r"X must be uint8 \(N, 32, 32, 3\)"),
+        ({"X": np.zeros((5, 32, 32), np.uint8), "Y": np.zeros(5, np.int64)}, r"X must be uint8 \(N, 32, 32, 3\)"),
+        ({"X": np.zeros((5, 3, 32, 32), np.uint8), "Y": np.zeros(5, np.int64)}, r"X must be uint8 \(N, 32, 32, 3\)"),
+        ({"X": np.zeros((5, 32, 32, 3), np.uint8), "Y": np.zeros(4, np.int64)}, "Y must hold 5 labels"),
+        ({"X": np.zeros((5, 32, 32, 3), np.uint8), "Y": np.array([0, 1, 10, 2, 3])}, r"labels must lie in 0\.\.9"),
+        ({"X": np.zeros((5, 32, 32, 3), np.uint8), "Y": np.array([0, 1, -1, 2, 3])}, r"labels must lie in 0\.\.9"),
+        ({"X": np.zeros((5, 32, 32, 3), np.uint8)}, r"no array 'Y'"),
+    ],
+)
 def test_convert_cifar5m_refuses(tmp_path, arrays, message):
     np.savez(tmp_path / "p.npz", **arrays)
     with pytest.raises(ValueError, match=message):
@@ -292,7 +318,7 @@ def test_image_writer_streams_and_matches_write_images(tmp_path):
     labels = RNG.integers(0, 10, 2500).astype(np.int32)
     with image_writer(tmp_path / "s.h5", 2500, (8, 8, 1), {"a": 1}) as writer:
         for start in range(0, 2500, 700):
-            writer.write(images[start:start + 700], labels[start:start + 700])
+            writer.write(images[start : start + 700], labels[start : start + 700])
     write_images(tmp_path / "w.h5", images, labels, {"a": 1})
     for name in ("s.h5", "w.h5"):
         got_images, got_labels = read_images(tmp_path / name)
@@ -338,8 +364,10 @@ def jpeg(array: np.ndarray) -> bytes:
 def tiny(tmp_path_factory):
     """A tiny-imagenet-200.zip in the official layout: 3 classes, 3 train images each, 4 val images, one grayscale."""
     root = "tiny-imagenet-200"
-    files: dict[str, bytes] = {f"{root}/wnids.txt": ("\n".join(WNIDS) + "\n").encode(),
-                               f"{root}/words.txt": b"n01000000\tthing\n"}
+    files: dict[str, bytes] = {
+        f"{root}/wnids.txt": ("\n".join(WNIDS) + "\n").encode(),
+        f"{root}/words.txt": b"n01000000\tthing\n",
+    }
     train = {}
     for w in WNIDS:
         files[f"{root}/train/{w}/{w}_boxes.txt"] = b""
@@ -352,7 +380,8 @@ def tiny(tmp_path_factory):
     for name, w in val_wnids.items():
         files[f"{root}/val/images/{name}"] = val[name] = jpeg(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8))
     files[f"{root}/val/val_annotations.txt"] = "".join(
-        f"{n}\t{w}\t0\t1\t62\t63\n" for n, w in reversed(val_wnids.items())).encode()
+        f"{n}\t{w}\t0\t1\t62\t63\n" for n, w in reversed(val_wnids.items())
+    ).encode()
     files[f"{root}/test/images/test_0.JPEG"] = jpeg(np.zeros((64, 64, 3), np.uint8))
     path = tmp_path_factory.mktemp("tiny") / "tiny-imagenet-200.zip"
     with zipfile.ZipFile(path, "w") as zf:

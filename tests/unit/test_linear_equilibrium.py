@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
-from gammasweep.related import linear_equilibrium as le
-from gammasweep.results.cube import write_cube
 from gammasweep.figures import render
+from gammasweep.related import linear_equilibrium as le
+from gammasweep.related.experiments import related_cube
 from gammasweep.related.noether import equilibrium_gap, hessian_trace, noether_charge
 from gammasweep.related.noether import noise_matrices as sample_noise_matrices
-from gammasweep.related.experiments import related_cube
+from gammasweep.results.cube import write_cube
 
 CONFIG = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "config.yaml").read_text())
 
@@ -32,8 +32,9 @@ def _spec(name: str, steps: int, **settings) -> dict:
 
 def _problem(seed: int = 0) -> le.LinearProblem:
     rng = np.random.default_rng(seed)
-    return le.LinearProblem(le.rank_one_teacher(3, 4, 1.5, seed) + 0.3 * rng.standard_normal((3, 4)),
-                            rng.uniform(0.5, 2.0, 4), 0.7)
+    return le.LinearProblem(
+        le.rank_one_teacher(3, 4, 1.5, seed) + 0.3 * rng.standard_normal((3, 4)), rng.uniform(0.5, 2.0, 4), 0.7
+    )
 
 
 def _weights(runs: int = 3, width: int = 5) -> dict[str, torch.Tensor]:
@@ -52,8 +53,9 @@ def test_exact_noise_matrices_match_a_large_sample_and_the_gap_matches_noether()
         np.testing.assert_allclose(gamma_w[r].numpy(), sample_w, atol=0.03 * np.abs(sample_w).max())
         np.testing.assert_allclose(gamma_u[r].numpy(), sample_u, atol=0.03 * np.abs(sample_u).max())
         # Given the same matrices, the batched Delta and gap are noether's.
-        delta, left = le.equilibrium_delta(p["u"][r:r + 1], p["w"][r:r + 1], torch.from_numpy(sample_w)[None],
-                                           torch.from_numpy(sample_u)[None])
+        delta, left = le.equilibrium_delta(
+            p["u"][r : r + 1], p["w"][r : r + 1], torch.from_numpy(sample_w)[None], torch.from_numpy(sample_u)[None]
+        )
         gap = torch.linalg.matrix_norm(delta) / torch.linalg.matrix_norm(left)
         assert float(gap[0]) == pytest.approx(equilibrium_gap(u, w, x, y), rel=1e-10)
 
@@ -63,12 +65,13 @@ def test_hessian_trace_matches_noether_and_autograd():
     batched = hessian_trace(p["u"], p["w"], torch.diag(torch.from_numpy(problem.input_variance)))  # torch, (R,)
     for r in range(2):
         u, w = p["u"][r], p["w"][r]
-        assert float(batched[r]) == pytest.approx(hessian_trace(u.numpy(), w.numpy(), np.diag(problem.input_variance)),
-                                                  rel=1e-12)  # numpy, one run
+        assert float(batched[r]) == pytest.approx(
+            hessian_trace(u.numpy(), w.numpy(), np.diag(problem.input_variance)), rel=1e-12
+        )  # numpy, one run
         theta = torch.cat([u.flatten(), w.flatten()])
 
         def half_loss(flat: torch.Tensor, u: torch.Tensor = u, w: torch.Tensor = w) -> torch.Tensor:
-            uu, ww = flat[: u.numel()].view(1, *u.shape), flat[u.numel():].view(1, *w.shape)
+            uu, ww = flat[: u.numel()].view(1, *u.shape), flat[u.numel() :].view(1, *w.shape)
             return 0.5 * le.expected_loss(uu, ww, problem)[0]
 
         exact = torch.autograd.functional.hessian(half_loss, theta).diagonal().sum()
@@ -91,12 +94,19 @@ def test_gd_changes_the_charge_only_at_second_order_in_eta():
     drift = {}
     for eta in (0.02, 0.01):
         steps = round(2.0 / eta)
-        run = le.train(problem, settings, torch.full((1, steps), eta, dtype=torch.float64), [0],
-                       np.array([0, steps]), print)
+        run = le.train(
+            problem, settings, torch.full((1, steps), eta, dtype=torch.float64), [0], np.array([0, steps]), print
+        )
         drift[eta] = abs(float(run["noether_charge"][0, 1] - run["noether_charge"][0, 0]))
     assert drift[0.01] == pytest.approx(drift[0.02] / 2, rel=0.1)
-    sgd = le.train(problem, {**settings, "optimizer": "sgd", "batch_size": 1}, torch.full((1, 200), 0.01,
-                   dtype=torch.float64), [0], np.array([0, 200]), print)
+    sgd = le.train(
+        problem,
+        {**settings, "optimizer": "sgd", "batch_size": 1},
+        torch.full((1, 200), 0.01, dtype=torch.float64),
+        [0],
+        np.array([0, 200]),
+        print,
+    )
     assert abs(float(sgd["noether_charge"][0, 1] - sgd["noether_charge"][0, 0])) > 10 * drift[0.01]
 
 
@@ -108,8 +118,9 @@ def linear_cube():
 @pytest.fixture(scope="module")
 def sweep_cube():
     spec = _spec("equilibrium_phi_sweep", 400, width=100)
-    spec["variants"] = {k: v for k, v in spec["variants"].items() if k.endswith(("phi25", "phi100"))
-                        and not k.startswith("sgd_wd")}
+    spec["variants"] = {
+        k: v for k, v in spec["variants"].items() if k.endswith(("phi25", "phi100")) and not k.startswith("sgd_wd")
+    }
     return related_cube(spec, log=lambda _: None)
 
 
@@ -158,17 +169,25 @@ def test_warm_up_lets_kaiming_init_train_at_the_large_step_size(warmup_cube):
     assert float(final.sel(variant="kaiming_warmup")) == pytest.approx(float(final.sel(variant="xavier")), rel=0.5)
 
 
-@pytest.mark.parametrize("figure, cube", [("noise_equilibrium_linear", "linear_cube"),
-                                          ("noise_equilibrium_sweep", "sweep_cube"),
-                                          ("noise_equilibrium_warmup", "warmup_cube")])
+@pytest.mark.parametrize(
+    "figure, cube",
+    [
+        ("noise_equilibrium_linear", "linear_cube"),
+        ("noise_equilibrium_sweep", "sweep_cube"),
+        ("noise_equilibrium_warmup", "warmup_cube"),
+    ],
+)
 def test_each_figure_renders(figure, cube, request, tmp_path):
     path = tmp_path / "cube.nc"
     write_cube(request.getfixturevalue(cube), path)
     entry = CONFIG["figures"][figure]
     options = copy.deepcopy(entry.get("options", {}))
     if figure == "noise_equilibrium_sweep":  # the reduced cube holds two phi_x of SGD and GD + weight decay
-        options["groups"] = {label: [v for v in variants if v.endswith(("phi25", "phi100"))]
-                             for label, variants in options["groups"].items() if not label.startswith("SGD +")}
+        options["groups"] = {
+            label: [v for v in variants if v.endswith(("phi25", "phi100"))]
+            for label, variants in options["groups"].items()
+            if not label.startswith("SGD +")
+        }
     outputs = {fmt: tmp_path / f"{figure}.{fmt}" for fmt in ("pdf", "png", "csv")}
     render(entry["plot"], [path], options, outputs)
     assert all(p.stat().st_size > 0 for p in outputs.values())

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gammasweep.probes.recorder import layer_inputs
 from gammasweep.sweep.models import build_model, layer_count
 from gammasweep.sweep.parameterization import members_first
-from gammasweep.probes.recorder import layer_inputs
 
 RESNET = {"name": "resnet18", "width": 2}
 VIT = {"name": "vit", "width": 8, "depth": 2, "heads": 2, "patch": 4}
@@ -41,7 +41,7 @@ def test_vit_tokens_are_the_flattened_patches_in_row_major_order():
     tokens = net.tokens(x).view(2, 6, 12)  # (B, T, p * p * C): T = 2 x 3 patches
     for i in range(2):
         for j in range(3):
-            assert torch.equal(tokens[:, 3 * i + j], x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].flatten(1))
+            assert torch.equal(tokens[:, 3 * i + j], x[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].flatten(1))
     with pytest.raises(ValueError, match="divisible by the patch"):
         build_model({**VIT, "patch": 4}, (4, 6, 3), 10, seeds=[0])
 

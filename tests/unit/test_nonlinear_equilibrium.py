@@ -20,8 +20,8 @@ import torch
 import yaml
 from conftest import REPO
 
-from gammasweep.results.cube import write_cube
 from gammasweep.figures import render
+from gammasweep.related.experiments import related_cube
 from gammasweep.related.noether import noise_matrices
 from gammasweep.related.nonlinear_equilibrium import (
     activation,
@@ -30,15 +30,21 @@ from gammasweep.related.nonlinear_equilibrium import (
     normalized,
     scale_invariant_forward,
 )
-from gammasweep.related.experiments import related_cube
+from gammasweep.results.cube import write_cube
 
 
 def _net(seed: int = 0, d0: int = 5, d: int = 4, n: int = 30, scale: float = 1.0):
     """u (1, d0, d), w (1, d, d0), x (n, d0), y (n, d0), float64."""
     rng = np.random.default_rng(seed)
-    return tuple(torch.from_numpy(a) for a in (scale * rng.standard_normal((1, d0, d)),
-                                               scale * rng.standard_normal((1, d, d0)),
-                                               rng.standard_normal((n, d0)), rng.standard_normal((n, d0))))
+    return tuple(
+        torch.from_numpy(a)
+        for a in (
+            scale * rng.standard_normal((1, d0, d)),
+            scale * rng.standard_normal((1, d, d0)),
+            rng.standard_normal((n, d0)),
+            rng.standard_normal((n, d0)),
+        )
+    )
 
 
 def test_the_noise_matrices_of_a_linear_activation_are_the_linear_nets():
@@ -107,8 +113,9 @@ def test_the_diagonals_are_the_noise_of_the_per_unit_charges():
         grad_u, grad_w = torch.autograd.grad(loss, (uu, ww))
         before = uu.detach().square().sum(0) - ww.detach().square().sum(1)
         after = (uu - eta * grad_u).detach().square().sum(0) - (ww - eta * grad_w).detach().square().sum(1)
-        np.testing.assert_allclose((after - before).numpy(),
-                                   (eta**2 * (grad_u.square().sum(0) - grad_w.square().sum(1))).numpy(), atol=1e-12)
+        np.testing.assert_allclose(
+            (after - before).numpy(), (eta**2 * (grad_u.square().sum(0) - grad_w.square().sum(1))).numpy(), atol=1e-12
+        )
         changes.append((after - before).numpy())
     input_side, output_side = hidden_noise_matrices(u, w, x, y, act)
     expected = 4 * eta**2 * torch.diagonal(input_side[0] - output_side[0]).numpy()
@@ -126,19 +133,27 @@ def test_covariance_matrices_normalize_by_the_trace():
 def test_scale_invariant_layers_have_orthogonal_gradients():
     """Each W_l enters as W_l / ||W_l||: <W_l, dL/dW_l> = 0, so a step raises ||W_l||^2 by exactly eta^2 ||g_l||^2."""
     rng = np.random.default_rng(5)
-    weights = [torch.from_numpy(rng.standard_normal(shape)).requires_grad_() for shape in ((2, 6, 3), (2, 6, 6), (2, 1, 6))]
+    weights = [
+        torch.from_numpy(rng.standard_normal(shape)).requires_grad_() for shape in ((2, 6, 3), (2, 6, 6), (2, 1, 6))
+    ]
     x, y = torch.from_numpy(rng.standard_normal((10, 3))), torch.from_numpy(rng.standard_normal(10))
-    torch.testing.assert_close(scale_invariant_forward([3.0 * w for w in weights], x), scale_invariant_forward(weights, x))
+    torch.testing.assert_close(
+        scale_invariant_forward([3.0 * w for w in weights], x), scale_invariant_forward(weights, x)
+    )
     loss = (scale_invariant_forward(weights, x) - y).square().mean(1).sum()
     grads = torch.autograd.grad(loss, weights)
     eta = 0.1
     for weight, grad in zip(weights, grads):
         weight = weight.detach()
         assert float((weight * grad).sum().abs()) < 1e-12 * float(weight.norm() * grad.norm())
-        np.testing.assert_allclose(torch.linalg.matrix_norm(weight - eta * grad).square().numpy(),
-                                   (torch.linalg.matrix_norm(weight).square()
-                                    + eta**2 * torch.linalg.matrix_norm(grad).square()).numpy(), rtol=1e-12)
-    np.testing.assert_allclose(torch.linalg.matrix_norm(normalized(weights[1].detach())).numpy(), np.sqrt(6), rtol=1e-12)
+        np.testing.assert_allclose(
+            torch.linalg.matrix_norm(weight - eta * grad).square().numpy(),
+            (torch.linalg.matrix_norm(weight).square() + eta**2 * torch.linalg.matrix_norm(grad).square()).numpy(),
+            rtol=1e-12,
+        )
+    np.testing.assert_allclose(
+        torch.linalg.matrix_norm(normalized(weights[1].detach())).numpy(), np.sqrt(6), rtol=1e-12
+    )
 
 
 def _entry(name: str, steps: int, **settings) -> dict:
@@ -188,5 +203,7 @@ def test_sgd_grows_the_scale_invariant_norm_and_gd_keeps_it(tmp_path):
     norm = cube["param_norm"].isel(seed=0)
     growth = norm.isel(step=-1) / norm.isel(step=0) - 1
     assert float(growth.sel(variant="sgd")) > 0.1 and abs(float(growth.sel(variant="gd"))) < 0.01
-    assert (cube["layer_norm"].sel(variant="sgd").isel(step=-1) > cube["layer_norm"].sel(variant="sgd").isel(step=0)).all()
+    assert (
+        cube["layer_norm"].sel(variant="sgd").isel(step=-1) > cube["layer_norm"].sel(variant="sgd").isel(step=0)
+    ).all()
     _render(tmp_path, cube, "noise_equilibrium_scale_invariant")

@@ -12,13 +12,13 @@ from conftest import make_setup
 from torch.func import functional_call
 
 from gammasweep.data.stream import OnlineStream, normalize
+from gammasweep.probes.recorder import last_features
 from gammasweep.sweep.losses import mse
 from gammasweep.sweep.models import build_model
 from gammasweep.sweep.optimizers import Optimizer
 from gammasweep.sweep.parameterization import centered_output, learning_rate, update_scales
-from gammasweep.probes.recorder import last_features
-from gammasweep.theory.toy import divergence_slopes
 from gammasweep.sweep.train import Members, train
+from gammasweep.theory.toy import divergence_slopes
 
 QUIET = {"log": lambda message: None}
 
@@ -56,7 +56,9 @@ def _by_hand(setup, seed: int, gamma: float, eta: float, stream: OnlineStream, t
                 else:
                     m[name] = 0.9 * m[name] + 0.1 * g
                     v[name] = 0.999 * v[name] + 0.001 * g * g
-                    direction = (m[name] / (1 - 0.9 ** (t + 1))) / (torch.sqrt(v[name] / (1 - 0.999 ** (t + 1))) + optimizer.eps)
+                    direction = (m[name] / (1 - 0.9 ** (t + 1))) / (
+                        torch.sqrt(v[name] / (1 - 0.999 ** (t + 1))) + optimizer.eps
+                    )
                 p -= eta * scales[name] * direction
     with torch.no_grad():
         x_test = normalize(test_set[0], setup.mean, setup.std, torch.float64)
@@ -89,8 +91,14 @@ def test_sign_based_feature_updates_are_width_independent(name):
         loss = mse(centered_output(functional_call(net, params, (x,)), g0, 1.0), y).sum()
         grads = torch.autograd.grad(loss, list(params.values()))
         with torch.no_grad():
-            optimizer.apply(params, grads, optimizer.state(params), torch.tensor([-0.05], dtype=torch.float64),
-                            update_scales(net, name), t=0)
+            optimizer.apply(
+                params,
+                grads,
+                optimizer.state(params),
+                torch.tensor([-0.05], dtype=torch.float64),
+                update_scales(net, name),
+                t=0,
+            )
             change.append((last_features(net, params, x) - before).pow(2).mean().sqrt().item())
     assert np.all(np.abs(np.array(change) / change[0] - 1) < 0.3), change
     assert change[0] > 1e-3
@@ -106,7 +114,9 @@ def test_an_adam_pack_trains_each_member_as_alone(digits_files, test_set):
     pack = train(setup, members, stream, *test_set, check_every=4, **QUIET)
     assert pack.diverged.tolist() == [False, False, False, True]
     for k in range(3):
-        alone = train(setup, Members([members.seeds[k]], [members.gammas[k]], [members.etas[k]]), stream, *test_set, **QUIET)
+        alone = train(
+            setup, Members([members.seeds[k]], [members.gammas[k]], [members.etas[k]]), stream, *test_set, **QUIET
+        )
         np.testing.assert_allclose(pack.test_loss[k], alone.test_loss[0], rtol=1e-8)
         np.testing.assert_allclose(pack.train_loss[k], alone.train_loss[0], rtol=1e-8)
 

@@ -11,12 +11,12 @@ import pytest
 import xarray as xr
 from matplotlib.image import imread
 
-from gammasweep.results.analysis import best_over_eta, cell_diverged, eta_max, eta_star, final_metric
 from gammasweep.figures.performance_vs_gamma import performance_vs_gamma
 from gammasweep.figures.phase_portrait import phase_portrait
 from gammasweep.figures.sharpness_trajectory import sharpness_trajectory
 from gammasweep.figures.sharpness_vs_gamma import sharpness_vs_gamma
 from gammasweep.figures.style import theme
+from gammasweep.results.analysis import best_over_eta, cell_diverged, eta_max, eta_star, final_metric
 
 GAMMAS = np.array([1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0])
 ETAS = 10.0 ** np.arange(-4, 3)  # 7 etas, 1e-4 .. 1e2
@@ -41,8 +41,8 @@ def _cube(sharpness: str = "measured") -> xr.Dataset:
             continue
         if k + 1 < len(ETAS):
             diverged_step[i, k + 1, 0] = 50
-        diverged_step[i, k + 2:] = 5
-        diverged_step[i, k + 3:] = 0
+        diverged_step[i, k + 2 :] = 5
+        diverged_step[i, k + 3 :] = 0
     g, j, s, t = np.meshgrid(GAMMAS, np.arange(len(ETAS)), SEEDS, EVALS, indexing="ij")
     k = np.array(EDGE)[:, None, None, None]
     alive = (diverged_step[..., None] < 0) | (t <= diverged_step[..., None])
@@ -50,7 +50,10 @@ def _cube(sharpness: str = "measured") -> xr.Dataset:
     variables = {
         "test_loss": 1.0 + (j - (k - 1)) ** 2 + 0.01 * s,
         "test_accuracy": 0.1 + 0.05 * j * (t + 1) / (EVALS[-1] + 1) + 0.01 * s,
-        "sharpness": np.vectorize(sharpness_law)(g) * (t + 1) / (EVALS[-1] + 1) * (1 + 0.1 * s)
+        "sharpness": np.vectorize(sharpness_law)(g)
+        * (t + 1)
+        / (EVALS[-1] + 1)
+        * (1 + 0.1 * s)
         * np.sqrt(ETAS[j] / eta_star_),
     }
     data = {name: (("gamma", "eta", "seed", "eval_step"), np.where(alive, v, np.nan)) for name, v in variables.items()}
@@ -59,13 +62,23 @@ def _cube(sharpness: str = "measured") -> xr.Dataset:
     elif sharpness == "absent":
         del data["sharpness"]
     train_alive = (diverged_step[..., None] < 0) | (STEPS < diverged_step[..., None])
-    data |= {"train_loss": (("gamma", "eta", "seed", "step"), np.where(train_alive, 1.0 / (STEPS + 1.0), np.nan)),
-             "diverged": (("gamma", "eta", "seed"), diverged_step >= 0),
-             "diverged_step": (("gamma", "eta", "seed"), diverged_step),
-             "cell_status": (("gamma", "eta"), np.zeros(shape[:2], np.int8))}
-    params = {"model": {"name": "mlp", "depth": 3, "width": 128}, "loss": "mse", "steps": int(EVALS[-1]), "seeds": SEEDS}
-    return xr.Dataset(data, coords={"gamma": GAMMAS, "eta": ETAS, "seed": SEEDS, "step": STEPS, "eval_step": EVALS},
-                      attrs={"experiment": "synthetic", "cell_params": json.dumps(params)})
+    data |= {
+        "train_loss": (("gamma", "eta", "seed", "step"), np.where(train_alive, 1.0 / (STEPS + 1.0), np.nan)),
+        "diverged": (("gamma", "eta", "seed"), diverged_step >= 0),
+        "diverged_step": (("gamma", "eta", "seed"), diverged_step),
+        "cell_status": (("gamma", "eta"), np.zeros(shape[:2], np.int8)),
+    }
+    params = {
+        "model": {"name": "mlp", "depth": 3, "width": 128},
+        "loss": "mse",
+        "steps": int(EVALS[-1]),
+        "seeds": SEEDS,
+    }
+    return xr.Dataset(
+        data,
+        coords={"gamma": GAMMAS, "eta": ETAS, "seed": SEEDS, "step": STEPS, "eval_step": EVALS},
+        attrs={"experiment": "synthetic", "cell_params": json.dumps(params)},
+    )
 
 
 @pytest.fixture(scope="module")

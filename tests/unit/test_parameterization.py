@@ -19,8 +19,12 @@ from gammasweep.sweep.parameterization import MuBatchNorm2d, MuConv2d, centered_
 from gammasweep.sweep.train import Members, train
 
 SPEC = {"name": "mlp", "depth": 3}
-EVERY_MODEL = [{"name": "mlp", "depth": 3, "width": 16}, {"name": "cnn", "width": 4}, {"name": "resnet18", "width": 2},
-               {"name": "vit", "width": 8, "depth": 2, "heads": 2, "patch": 4}]
+EVERY_MODEL = [
+    {"name": "mlp", "depth": 3, "width": 16},
+    {"name": "cnn", "width": 4},
+    {"name": "resnet18", "width": 2},
+    {"name": "vit", "width": 8, "depth": 2, "heads": 2, "patch": 4},
+]
 
 # Stacked, ResNet-18's 20 convolutions run grouped (one group per member), alone dense: they sum in
 # other orders, and 20 BatchNorms divide by the batch's deviations, so round-off reaches a few 1e-15
@@ -47,9 +51,14 @@ def test_a_stacked_member_is_the_single_network_of_its_seed(spec):
         torch.testing.assert_close(stacked(x)[k], alone(x)[0], rtol=1e-13, atol=STACKING_ATOL.get(spec["name"], 1e-15))
 
 
-def _width_sweep(spec: dict, image: tuple[int, int, int], widths: list[int], seeds: list[int],
-                 activations: Callable[[nn.Module, torch.Tensor], list[torch.Tensor]],
-                 eta: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _width_sweep(
+    spec: dict,
+    image: tuple[int, int, int],
+    widths: list[int],
+    seeds: list[int],
+    activations: Callable[[nn.Module, torch.Tensor], list[torch.Tensor]],
+    eta: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per width, on one batch: the RMS of each of ``activations(net, x)`` at init and its RMS change
     after one SGD step (lr = width * eta, gamma = 1, MSE), (widths, activations) each; and
     sqrt(width) x the RMS of the output at init, (widths,)."""
@@ -66,7 +75,7 @@ def _width_sweep(spec: dict, image: tuple[int, int, int], widths: list[int], see
             after = activations(net, x)
         rms.append([h.pow(2).mean().sqrt().item() for h in before])
         change.append([(a - b).pow(2).mean().sqrt().item() for a, b in zip(after, before)])
-        out.append(g0.pow(2).mean().sqrt().item() * width ** 0.5)
+        out.append(g0.pow(2).mean().sqrt().item() * width**0.5)
     return np.array(rms), np.array(change), np.array(out)
 
 
@@ -77,16 +86,19 @@ def _within(values: np.ndarray, tolerance: float = 0.5) -> bool:
 
 # (spec, image, width factor): the width grows by the factor twice; doubling only for ResNet-18,
 # whose quadrupled width (64) alone would cost seconds.
-MUP_CASES = {"mlp": (EVERY_MODEL[0], (8, 8, 1), 4), "cnn": ({**EVERY_MODEL[1], "width": 32}, (4, 4, 3), 4),
-             "resnet18": ({**EVERY_MODEL[2], "width": 4}, (8, 8, 3), 2),
-             "vit": ({**EVERY_MODEL[3], "width": 16, "patch": 2}, (4, 4, 3), 4)}
+MUP_CASES = {
+    "mlp": (EVERY_MODEL[0], (8, 8, 1), 4),
+    "cnn": ({**EVERY_MODEL[1], "width": 32}, (4, 4, 3), 4),
+    "resnet18": ({**EVERY_MODEL[2], "width": 4}, (8, 8, 3), 2),
+    "vit": ({**EVERY_MODEL[3], "width": 16, "patch": 2}, (4, 4, 3), 4),
+}
 
 
 @pytest.mark.parametrize("spec,image,factor", MUP_CASES.values(), ids=MUP_CASES.keys())
 def test_mup_features_and_their_updates_are_width_independent_for_every_model(spec, image, factor):
     """Last hidden features are O(1) at init and move O(1) after one step with lr = N * eta, as the
     width grows; the muP output at init shrinks like 1/sqrt(width)."""
-    widths = [spec["width"] * factor ** i for i in range(3)]
+    widths = [spec["width"] * factor**i for i in range(3)]
     rms, change, out = _width_sweep(spec, image, widths, [0], lambda net, x: [net.features(x)])
     for values in (rms, change, out):
         assert _within(values), (rms, change, out)
@@ -95,6 +107,7 @@ def test_mup_features_and_their_updates_are_width_independent_for_every_model(sp
 
 def _part_outputs(part: str) -> Callable[[nn.Module, torch.Tensor], list[torch.Tensor]]:
     """(net, x) -> the outputs of each submodule of ``net.<part>`` in one forward pass."""
+
     def outputs(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
         captured = []
         hooks = [m.register_forward_hook(lambda module, args, out: captured.append(out)) for m in getattr(net, part)]
@@ -104,6 +117,7 @@ def _part_outputs(part: str) -> Callable[[nn.Module, torch.Tensor], list[torch.T
             for hook in hooks:
                 hook.remove()
         return captured
+
     return outputs
 
 
@@ -116,7 +130,7 @@ def test_mup_hidden_activations_of_the_normalized_models_and_their_updates_are_w
     one step with lr = N * eta moves each of them by a width-independent amount (lr = eta, the NTK
     scaling's, would shrink the change like 1/N). Two members (seeds 0, 1) average the seed noise."""
     spec, image, factor = MUP_CASES[case]
-    widths = [spec["width"] * factor ** i for i in range(3)]
+    widths = [spec["width"] * factor**i for i in range(3)]
     rms, change, _ = _width_sweep(spec, image, widths, [0, 1], _part_outputs(part))
     assert _within(rms, 0.25) and _within(change), (rms, change)
     assert np.all((rms > 0.3) & (rms < 3)) and np.all(change > 1e-2), (rms, change)
@@ -141,8 +155,10 @@ def test_mu_conv2d_defaults_are_the_3x3_same_convolution_of_before():
 
     shortcut = MuConv2d(3, 5, generators, kernel_size=1, stride=2, bias=False)
     assert shortcut.bias is None and shortcut.fan_in == 3 and shortcut(stacked).shape == (4, 10, 4, 4)
-    torch.testing.assert_close(shortcut(stacked), F.conv2d(stacked[:, :, ::2, ::2], shortcut.weight.reshape(10, 3, 1, 1)
-                                                           / math.sqrt(3), groups=2))
+    torch.testing.assert_close(
+        shortcut(stacked),
+        F.conv2d(stacked[:, :, ::2, ::2], shortcut.weight.reshape(10, 3, 1, 1) / math.sqrt(3), groups=2),
+    )
 
 
 def test_batch_norm_normalizes_each_member_on_its_own_batch_statistics():

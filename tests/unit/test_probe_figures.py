@@ -35,7 +35,7 @@ def _cube(drop_step: float = 40.0, rise_step: float = 4.0) -> xr.Dataset:
     g, e, s = len(GAMMAS), len(ETAS), len(SEEDS)
     diverged_step = np.full((g, e, s), -1)
     diverged_step[:, 2] = 0
-    alive_eval = (diverged_step[..., None] < 0)
+    alive_eval = diverged_step[..., None] < 0
     loss = 1.0 / (1.0 + (STEPS / drop_step) ** 4) * 0.99 + 0.01
     ntk = 0.1 + 0.8 / (1.0 + np.exp(-(EVALS - rise_step)))
     feature = 0.1 + 0.8 / (1.0 + np.exp(-(EVALS - 2 * rise_step)))
@@ -47,35 +47,54 @@ def _cube(drop_step: float = 40.0, rise_step: float = 4.0) -> xr.Dataset:
         growth = 1.0 + 0.1 * rank * EVALS / EVALS[-1]  # the rank-r value grows by 1 + r / 10 (they stay in order)
         ritz[..., rank] = ((5 - rank) * growth[None, None, None, :] / GAMMAS[:, None, None, None])[..., None]
     weights = np.where(np.isfinite(ritz), 0.2, 0.0)
-    outputs = np.stack([GEN.normal(size=(12, 3)) if gamma < 0.1 else np.linspace(-1, 1, 36).reshape(12, 3)
-                        + 0.01 * k for k, gamma in enumerate(GAMMAS)])
+    outputs = np.stack(
+        [
+            GEN.normal(size=(12, 3)) if gamma < 0.1 else np.linspace(-1, 1, 36).reshape(12, 3) + 0.01 * k
+            for k, gamma in enumerate(GAMMAS)
+        ]
+    )
     kernels = np.einsum("gpf,gqf->gpq", FEATURES, FEATURES) / FEATURES.shape[-1]
     movement = np.minimum(np.stack([3 * GAMMAS, GAMMAS], -1), 1.0)[:, None, None, None, :]
     data = {
-        "train_loss": full(loss, len(STEPS)), "train_loss_at_step": full(loss, len(STEPS)),
+        "train_loss": full(loss, len(STEPS)),
+        "train_loss_at_step": full(loss, len(STEPS)),
         "test_loss": nan_if_diverged(full(np.array([2.0, 1.0, 3.0])[None, :, None, None], len(EVALS))),
         "ntk_alignment": nan_if_diverged(full(ntk, len(EVALS))),
         "feature_alignment": nan_if_diverged(full(feature, len(EVALS))),
         "sharpness": nan_if_diverged(full(np.geomspace(50.0, 5.0, len(EVALS)), len(EVALS))),
-        "hessian_ritz_value": nan_if_diverged(ritz), "hessian_ritz_weight": weights,
+        "hessian_ritz_value": nan_if_diverged(ritz),
+        "hessian_ritz_weight": weights,
         "probe_output": nan_if_diverged(full(outputs[:, None, None], 12, 3)),
         "feature_kernel": nan_if_diverged(full(kernels[:, None, None], 12, 12)),
         "weight_movement": nan_if_diverged(np.broadcast_to(movement, (g, e, s, len(EVALS), 2)).copy()),
     }
-    data |= {"readout_sharpness": 0.5 * data["sharpness"], "hessian_trace": 10.0 * data["sharpness"],
-             "ntk_eigenvalue": np.stack([data["sharpness"], 0.25 * data["sharpness"]], -1)}
-    dims = {"train_loss": ("step",), "train_loss_at_step": ("step",), "hessian_ritz_value": ("eval_step", "start", "ritz"),
-            "hessian_ritz_weight": ("eval_step", "start", "ritz"), "probe_output": ("output_example", "class"),
-            "feature_kernel": ("kernel_example", "kernel_example_b"), "weight_movement": ("eval_step", "layer"),
-            "ntk_eigenvalue": ("eval_step", "ntk_mode")}
+    data |= {
+        "readout_sharpness": 0.5 * data["sharpness"],
+        "hessian_trace": 10.0 * data["sharpness"],
+        "ntk_eigenvalue": np.stack([data["sharpness"], 0.25 * data["sharpness"]], -1),
+    }
+    dims = {
+        "train_loss": ("step",),
+        "train_loss_at_step": ("step",),
+        "hessian_ritz_value": ("eval_step", "start", "ritz"),
+        "hessian_ritz_weight": ("eval_step", "start", "ritz"),
+        "probe_output": ("output_example", "class"),
+        "feature_kernel": ("kernel_example", "kernel_example_b"),
+        "weight_movement": ("eval_step", "layer"),
+        "ntk_eigenvalue": ("eval_step", "ntk_mode"),
+    }
     variables = {k: (("gamma", "eta", "seed", *dims.get(k, ("eval_step",))), v) for k, v in data.items()}
-    variables |= {"diverged": (("gamma", "eta", "seed"), diverged_step >= 0),
-                  "diverged_step": (("gamma", "eta", "seed"), diverged_step),
-                  "cell_status": (("gamma", "eta"), np.zeros((g, e), np.int8))}
+    variables |= {
+        "diverged": (("gamma", "eta", "seed"), diverged_step >= 0),
+        "diverged_step": (("gamma", "eta", "seed"), diverged_step),
+        "cell_status": (("gamma", "eta"), np.zeros((g, e), np.int8)),
+    }
     params = {"model": {"name": "mlp", "depth": 2, "width": 16}, "loss": "mse", "steps": 100, "seeds": SEEDS}
-    return xr.Dataset(variables, coords={"gamma": GAMMAS, "eta": ETAS, "seed": SEEDS, "step": STEPS, "eval_step": EVALS,
-                                         "layer": LAYERS},
-                      attrs={"experiment": "synthetic", "cell_params": json.dumps(params)})
+    return xr.Dataset(
+        variables,
+        coords={"gamma": GAMMAS, "eta": ETAS, "seed": SEEDS, "step": STEPS, "eval_step": EVALS, "layer": LAYERS},
+        attrs={"experiment": "synthetic", "cell_params": json.dumps(params)},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +128,12 @@ def test_silent_alignment_times_the_alignment_before_the_loss(cube):
     assert summary["ntk_half_rise_step"].tolist() == [5.0, 5.0]
     assert summary["feature_half_rise_step"].tolist() == [10.0, 10.0]
     # loss 1 -> ~0.01: halfway in log is ~0.1, first reached after the drop at step 40
-    expected = STEPS[np.argmax(np.log10(_cube()["train_loss"].values[0, 0, 0]) <= np.log10(1.0) + 0.5 * np.log10(
-        _cube()["train_loss"].values[0, 0, 0].min()))]
+    expected = STEPS[
+        np.argmax(
+            np.log10(_cube()["train_loss"].values[0, 0, 0])
+            <= np.log10(1.0) + 0.5 * np.log10(_cube()["train_loss"].values[0, 0, 0].min())
+        )
+    ]
     assert summary["loss_half_drop_step"].tolist() == [expected, expected] and expected > 40
     late = _draw(silent_alignment, _cube(drop_step=3.0, rise_step=50.0), {"gammas": [1.0]})[1]
     row = late[late["kind"] == "summary"].iloc[0]
@@ -140,7 +163,9 @@ def test_output_agreement_scores_pairs_of_networks(cube):
     a = np.linspace(-1, 1, 36)
     r, r2 = agreement(a, 2 * a)
     assert r == pytest.approx(1.0) and r2 == pytest.approx(1 - (a**2).sum() / ((2 * a) ** 2).sum())
-    assert _draw(output_agreement, cube, {"pairs": [[0.011, 1.1]]})[1][["gamma_a", "gamma_b"]].values.tolist() == [[1e-2, 1.0]]
+    assert _draw(output_agreement, cube, {"pairs": [[0.011, 1.1]]})[1][["gamma_a", "gamma_b"]].values.tolist() == [
+        [1e-2, 1.0]
+    ]
 
 
 def test_representation_similarity_is_linear_cka_of_the_final_features(cube):
@@ -175,8 +200,9 @@ def test_curvature_measures_draw_each_recorded_measure_at_eta_star(cube):
     assert len(axes) == 6 and set(table["gamma"]) == {1e-3, 1.0, 100.0} and (table["eta"] == 0.1).all()
     assert len(axes[0].get_lines()) == 5  # Hessian, readout block, two NTK modes, and 2 / eta*
     first = table[table["eval_step"] == 0].set_index(["gamma", "measure", "mode"])["value"]
-    np.testing.assert_allclose([first[(1.0, m, 1)] for m in ("sharpness", "readout_sharpness", "hessian_trace")],
-                               [50.0, 25.0, 500.0])
+    np.testing.assert_allclose(
+        [first[(1.0, m, 1)] for m in ("sharpness", "readout_sharpness", "hessian_trace")], [50.0, 25.0, 500.0]
+    )
     np.testing.assert_allclose(first[(1.0, "ntk_eigenvalue", 2)], 12.5)
     without_trace = _draw(curvature_measures, cube.drop_vars(["hessian_trace", "ntk_eigenvalue"]), {"gammas": [1.0]})
     assert len(without_trace[0]) == 1 and set(without_trace[1]["measure"]) == {"sharpness", "readout_sharpness"}
@@ -185,4 +211,8 @@ def test_curvature_measures_draw_each_recorded_measure_at_eta_star(cube):
     saddle["hessian_trace"][{"eval_step": 0}] = -5.0  # Hutchinson's estimate below zero near a saddle
     assert _draw(curvature_measures, saddle, {})[0][3].get_yscale() == "symlog"
     with pytest.raises(ValueError, match="ntk_spectrum"):
-        _draw(curvature_measures, cube.drop_vars(["sharpness", "readout_sharpness", "hessian_trace", "ntk_eigenvalue"]), {})
+        _draw(
+            curvature_measures,
+            cube.drop_vars(["sharpness", "readout_sharpness", "hessian_trace", "ntk_eigenvalue"]),
+            {},
+        )

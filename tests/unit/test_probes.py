@@ -12,22 +12,36 @@ from conftest import make_setup
 from torch.func import functional_call
 
 from gammasweep.data.stream import OnlineStream, normalize
+from gammasweep.probes.linalg import (
+    GaussNewton,
+    Hessian,
+    hutchinson_trace,
+    lanczos_quadrature,
+    start_vectors,
+    top_hessian_eigenvalue,
+)
+from gammasweep.probes.recorder import PROBES, FeatureSparsityProbe, Network, ProbeBatch, label_kernel, tangent_kernel
+from gammasweep.related.sparsity import feature_sparsity
+from gammasweep.results.kernels import centered_alignment
 from gammasweep.sweep.losses import LOSSES
 from gammasweep.sweep.models import build_model
 from gammasweep.sweep.parameterization import centered_output
-from gammasweep.results.kernels import centered_alignment
-from gammasweep.probes.recorder import PROBES, FeatureSparsityProbe, Network, ProbeBatch, label_kernel, tangent_kernel
-from gammasweep.probes.linalg import GaussNewton, Hessian, hutchinson_trace, lanczos_quadrature, start_vectors, top_hessian_eigenvalue
-from gammasweep.related.sparsity import feature_sparsity
 from gammasweep.sweep.train import Members, train
 
 QUIET = {"log": lambda message: None}
 SHARPNESS = {"sharpness": {"examples": 64, "iterations": 30}}
-EVERY_PROBE = {"sharpness": {"examples": 32, "iterations": 5}, "spectrum": {"examples": 32, "iterations": 6, "vectors": 2},
-               "alignment": {"examples": 16}, "outputs": {"examples": 397}, "representation": {"examples": 16},
-               "weight_movement": {}, "feature_sparsity": {"examples": 16},
-               "readout_sharpness": {"examples": 32, "iterations": 5}, "hessian_trace": {"examples": 32, "vectors": 3},
-               "ntk_spectrum": {"examples": 16, "iterations": 6, "modes": 3}}
+EVERY_PROBE = {
+    "sharpness": {"examples": 32, "iterations": 5},
+    "spectrum": {"examples": 32, "iterations": 6, "vectors": 2},
+    "alignment": {"examples": 16},
+    "outputs": {"examples": 397},
+    "representation": {"examples": 16},
+    "weight_movement": {},
+    "feature_sparsity": {"examples": 16},
+    "readout_sharpness": {"examples": 32, "iterations": 5},
+    "hessian_trace": {"examples": 32, "vectors": 3},
+    "ntk_spectrum": {"examples": 16, "iterations": 6, "modes": 3},
+}
 
 
 def _quadratic_rows(spectra: list[list[float]], seed: int = 0) -> tuple[torch.Tensor, dict, object]:
@@ -82,6 +96,7 @@ def _member_loss(setup, seeds: list[int], gammas: list[float], x: torch.Tensor, 
 
     def outputs_of(w: dict) -> torch.Tensor:
         return centered_output(functional_call(model, w, (x,)), g0[rows], gamma)
+
     return {k: v[rows] for k, v in init.items()}, outputs_of, lambda w: LOSSES[setup.loss](outputs_of(w), y)
 
 
@@ -94,9 +109,10 @@ def _row_function(weights: dict, row: int, of_stacked):
         for name, shape in zip(names, shapes):
             size = math.prod(shape)
             stacked = weights[name].clone()
-            stacked[row] = theta[offset:offset + size].view(shape)
+            stacked[row] = theta[offset : offset + size].view(shape)
             parts[name], offset = stacked, offset + size
         return of_stacked(parts)
+
     return function, torch.cat([v[row].flatten() for v in weights.values()])
 
 
@@ -153,7 +169,7 @@ def test_readout_hessian_trace_and_ntk_spectrum_match_exact_matrices_of_a_small_
         np.testing.assert_allclose(ritz[:3].numpy(), ntk_eigenvalues[:3].numpy(), rtol=1e-6)
         row_loss, _ = _row_function(weights, row, lambda w, row=row: loss_of(w)[row])
         hessian = torch.autograd.functional.hessian(row_loss, flat)
-        off_diagonal = (hessian**2).sum() - (hessian.diagonal()**2).sum()
+        off_diagonal = (hessian**2).sum() - (hessian.diagonal() ** 2).sum()
         standard_error = math.sqrt(2 * off_diagonal.item() / vectors)
         assert abs(trace[row].item() - hessian.trace().item()) < 4 * standard_error
         assert standard_error < 0.5 * abs(hessian.trace().item())  # the check has teeth
@@ -177,9 +193,15 @@ def test_the_ntk_spectrum_of_a_batch_norm_model_is_that_of_its_batch_function(te
     np.testing.assert_allclose(ritz[:3].numpy(), exact[:3].numpy(), rtol=1e-6)
 
 
-@pytest.mark.parametrize("model", [{"name": "mlp", "width": 5, "depth": 3}, {"name": "cnn", "width": 2},
-                                   {"name": "vit", "width": 4, "depth": 1, "heads": 2, "patch": 4}],
-                         ids=lambda m: m["name"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"name": "mlp", "width": 5, "depth": 3},
+        {"name": "cnn", "width": 2},
+        {"name": "vit", "width": 4, "depth": 1, "heads": 2, "patch": 4},
+    ],
+    ids=lambda m: m["name"],
+)
 def test_tangent_kernel_matches_the_brute_force_jacobian(test_set, model):
     setup = make_setup(model=model, dtype=torch.float64)
     net = build_model(model, setup.input_shape, setup.num_classes, [0, 1]).to(torch.float64)
@@ -189,7 +211,9 @@ def test_tangent_kernel_matches_the_brute_force_jacobian(test_set, model):
     for row in range(2):
         outputs, flat = _row_function(weights, row, lambda w, row=row: functional_call(net, w, (x,))[row])
         jacobian = torch.autograd.functional.jacobian(outputs, flat)  # (P, C, parameters)
-        torch.testing.assert_close(kernels[row], torch.einsum("pcf,qcf->pq", jacobian, jacobian), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(
+            kernels[row], torch.einsum("pcf,qcf->pq", jacobian, jacobian), rtol=1e-10, atol=1e-10
+        )
 
 
 def test_centered_alignment_known_answers():
@@ -200,9 +224,14 @@ def test_centered_alignment_known_answers():
     target = label_kernel(labels, 3, torch.float64)
     eye = torch.eye(12, dtype=torch.float64)
     assert centered_alignment(eye, target).item() == pytest.approx(math.sqrt(2 / 11), rel=1e-12)
-    assert centered_alignment(5.0 * target + 2.0, target).item() == pytest.approx(1.0, rel=1e-12)  # + constant: centered away
+    assert centered_alignment(5.0 * target + 2.0, target).item() == pytest.approx(
+        1.0, rel=1e-12
+    )  # + constant: centered away
     gen = torch.Generator().manual_seed(0)
-    a, b = torch.randn(12, 7, generator=gen, dtype=torch.float64), torch.randn(12, 4, generator=gen, dtype=torch.float64)
+    a, b = (
+        torch.randn(12, 7, generator=gen, dtype=torch.float64),
+        torch.randn(12, 4, generator=gen, dtype=torch.float64),
+    )
     ac, bc = a - a.mean(0), b - b.mean(0)
     cka = (bc.T @ ac).norm() ** 2 / ((ac.T @ ac).norm() * (bc.T @ bc).norm())
     batched = centered_alignment(torch.stack([a @ a.T, a @ a.T]), torch.stack([b @ b.T, a @ a.T]))
@@ -221,15 +250,33 @@ def test_probes_leave_the_trajectory_untouched_and_are_recorded_per_member(digit
         np.testing.assert_array_equal(values, probed.arrays()[field], err_msg=field)
     assert probed.diverged.tolist() == [False, True, False]
     records = probed.probes
-    assert sorted(records) == ["feature_alignment", "feature_kernel", "feature_sparsity", "hessian_ritz_value",
-                               "hessian_ritz_weight", "hessian_trace", "ntk_alignment", "ntk_eigenvalue", "probe_output",
-                               "readout_sharpness", "sharpness", "weight_movement"]
-    assert records["ntk_eigenvalue"].dims == ("member", "eval_step", "ntk_mode") and records["ntk_eigenvalue"].shape[2] == 3
+    assert sorted(records) == [
+        "feature_alignment",
+        "feature_kernel",
+        "feature_sparsity",
+        "hessian_ritz_value",
+        "hessian_ritz_weight",
+        "hessian_trace",
+        "ntk_alignment",
+        "ntk_eigenvalue",
+        "probe_output",
+        "readout_sharpness",
+        "sharpness",
+        "weight_movement",
+    ]
+    assert (
+        records["ntk_eigenvalue"].dims == ("member", "eval_step", "ntk_mode")
+        and records["ntk_eigenvalue"].shape[2] == 3
+    )
     assert records["feature_sparsity"]["stage"].values.tolist() == ["hidden.1", "readout"]
     assert records["weight_movement"].dims == ("member", "eval_step", "layer")
     assert records["weight_movement"]["layer"].values.tolist() == ["hidden.0", "hidden.1", "readout"]
     assert records["hessian_ritz_value"].dims == ("member", "eval_step", "start", "ritz")
-    assert records["hessian_ritz_value"].shape[2:] == (2, 6) and records["probe_output"].dims == ("member", "output_example", "class")
+    assert records["hessian_ritz_value"].shape[2:] == (2, 6) and records["probe_output"].dims == (
+        "member",
+        "output_example",
+        "class",
+    )
     after = probed.eval_step > probed.diverged_step[1]  # measured like the test loss: up to its diverged step
     for name, record in records.items():
         alive = record.isel(member=[0, 2])
@@ -242,7 +289,9 @@ def test_probes_leave_the_trajectory_untouched_and_are_recorded_per_member(digit
             assert np.isfinite(diverged.isel(eval_step=np.flatnonzero(~after)).values).any(), name
         else:  # final-only records: nothing for a member that diverged before the end
             assert np.isnan(diverged.values).all(), name
-    np.testing.assert_allclose(records["hessian_ritz_weight"].sum(["start", "ritz"]).isel(member=[0, 2]).values, 1.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        records["hessian_ritz_weight"].sum(["start", "ritz"]).isel(member=[0, 2]).values, 1.0, rtol=1e-5
+    )
     assert (records["weight_movement"].isel(eval_step=0).values[[0, 2]] == 0).all()  # at init, exactly
     # The outputs probe saw the whole test set: its MSE against the labels is the final test loss.
     f, onehot = records["probe_output"].values, np.eye(10)[test_set[1].numpy()]
@@ -260,10 +309,18 @@ def test_lazy_regime_scalings_at_init_and_after_training(digits_files, test_set)
     weights move ~ gamma: the relative weight movement falls by 10x per decade of gamma."""
     gammas = [1e-3, 1e-2, 1e-1]
     members = Members(seeds=[0] * 3, gammas=gammas, etas=[0.5 * g**2 for g in gammas])
-    probes = SHARPNESS | {"weight_movement": {}, "ntk_spectrum": {"examples": 64, "iterations": 30, "modes": 2},
-                          "readout_sharpness": {"examples": 64, "iterations": 30}}
-    curves = train(make_setup(steps=20, dtype=torch.float64, probes=probes), members,
-                   OnlineStream(digits_files[0], 16, 20, 0), *test_set, **QUIET)
+    probes = SHARPNESS | {
+        "weight_movement": {},
+        "ntk_spectrum": {"examples": 64, "iterations": 30, "modes": 2},
+        "readout_sharpness": {"examples": 64, "iterations": 30},
+    }
+    curves = train(
+        make_setup(steps=20, dtype=torch.float64, probes=probes),
+        members,
+        OnlineStream(digits_files[0], 16, 20, 0),
+        *test_set,
+        **QUIET,
+    )
     assert curves.test_loss[0, -1] < 0.9 * curves.test_loss[0, 0]  # it learns
     slope = lambda values: np.diff(np.log10(values)) / np.diff(np.log10(gammas))  # noqa: E731
     sharpness = curves.probes["sharpness"].values
@@ -294,8 +351,10 @@ def test_the_noether_charge_moves_only_at_second_order_in_the_step(digits_files,
     params, lr = dict(net.named_parameters()), width * eta
     sq = lambda name: params[name].grad.pow(2).sum().item()  # noqa: E731
     dot = lambda name: (params[name] * params[name].grad).sum().item()  # noqa: E731
-    expected = [lr**2 * (sq("hidden.0.weight") + sq("hidden.0.bias") - sq("hidden.1.weight")),
-                lr**2 * (sq("hidden.1.weight") + sq("hidden.1.bias") - sq("readout.weight"))]
+    expected = [
+        lr**2 * (sq("hidden.0.weight") + sq("hidden.0.bias") - sq("hidden.1.weight")),
+        lr**2 * (sq("hidden.1.weight") + sq("hidden.1.bias") - sq("readout.weight")),
+    ]
     np.testing.assert_allclose(charge.values[0, 1] - charge.values[0, 0], expected, rtol=1e-6)
     first_order = 2 * lr * abs(dot("hidden.0.weight") + dot("hidden.0.bias"))
     assert first_order > 100 * abs(expected[0])  # each layer's own term is large; they cancel
@@ -303,7 +362,9 @@ def test_the_noether_charge_moves_only_at_second_order_in_the_step(digits_files,
     assert charge.values[0, 0, 0] == pytest.approx(at_init.item(), rel=1e-12)
 
 
-@pytest.mark.parametrize("spec", [{"name": "mlp", "width": 24, "depth": 3}, {"name": "cnn", "width": 3}], ids=["mlp", "cnn"])
+@pytest.mark.parametrize(
+    "spec", [{"name": "mlp", "width": 24, "depth": 3}, {"name": "cnn", "width": 3}], ids=["mlp", "cnn"]
+)
 def test_feature_sparsity_is_measured_per_stage_on_each_members_own_features(spec):
     """The probe's value for member k and stage s is sparsity.feature_sparsity of that member's
     post-ReLU features entering the stage: hidden units as units for an MLP, channels for a
@@ -328,20 +389,37 @@ def test_feature_sparsity_is_measured_per_stage_on_each_members_own_features(spe
     assert (0 < values).all() and (values < 1).all() and not np.allclose(values[0], values[1])
 
 
-@pytest.mark.parametrize("model", [{"name": "resnet18", "width": 2}, {"name": "vit", "width": 8, "depth": 1, "heads": 2, "patch": 4}],
-                         ids=lambda m: m["name"])
+@pytest.mark.parametrize(
+    "model",
+    [{"name": "resnet18", "width": 2}, {"name": "vit", "width": 8, "depth": 1, "heads": 2, "patch": 4}],
+    ids=lambda m: m["name"],
+)
 def test_every_probe_runs_on_resnet18_and_the_vit_but_the_ntk_refuses_batch_norm(digits_files, test_set, model):
     """Through the trainer on 8 x 8 digits, every probe records finite values for every member of the
     ViT (its LayerNorm is per example) and every probe but the alignment for ResNet-18, whose NTK
     raises: BatchNorm makes an example's output depend on its batch, so per-example Jacobians are not
     its NTK (docs/models.md). The NTK spectrum, from Jacobian products of the batch function, runs."""
-    members, stream = Members(seeds=[0, 1], gammas=[1.0, 10.0], etas=[0.05, 0.5]), OnlineStream(digits_files[0], 16, 1, 0)
-    probes = {**EVERY_PROBE, "sharpness": {"examples": 8, "iterations": 2},  # Hessians through 20 BatchNorms cost
-              "spectrum": {"examples": 8, "iterations": 3, "vectors": 1}, "readout_sharpness": {"examples": 8, "iterations": 2},
-              "hessian_trace": {"examples": 8, "vectors": 1}, "ntk_spectrum": {"examples": 8, "iterations": 3, "modes": 2}}
+    members, stream = (
+        Members(seeds=[0, 1], gammas=[1.0, 10.0], etas=[0.05, 0.5]),
+        OnlineStream(digits_files[0], 16, 1, 0),
+    )
+    probes = {
+        **EVERY_PROBE,
+        "sharpness": {"examples": 8, "iterations": 2},  # Hessians through 20 BatchNorms cost
+        "spectrum": {"examples": 8, "iterations": 3, "vectors": 1},
+        "readout_sharpness": {"examples": 8, "iterations": 2},
+        "hessian_trace": {"examples": 8, "vectors": 1},
+        "ntk_spectrum": {"examples": 8, "iterations": 3, "modes": 2},
+    }
     if model["name"] == "resnet18":
         with pytest.raises(ValueError, match="BatchNorm"):
-            train(make_setup(steps=1, model=model, probes={"alignment": {"examples": 8}}), members, stream, *test_set, **QUIET)
+            train(
+                make_setup(steps=1, model=model, probes={"alignment": {"examples": 8}}),
+                members,
+                stream,
+                *test_set,
+                **QUIET,
+            )
         del probes["alignment"]
     curves = train(make_setup(steps=1, model=model, probes=probes), members, stream, *test_set, **QUIET)
     assert sorted(curves.probes) == sorted(r for name in probes for r in PROBES[name].records)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from gammasweep.data.sources import fetch_sklearn_digits
 from gammasweep.data.diffusion import GeneratorConfig, sample_labelled, train_generator
 from gammasweep.data.quality import (
     QualityGateError,
@@ -17,6 +16,7 @@ from gammasweep.data.quality import (
     quality_report,
     train_reference_classifier,
 )
+from gammasweep.data.sources import fetch_sklearn_digits
 
 K = 10
 CLF = dict(steps=500, batch_size=64, seed=0)  # ~1.5 s on 2 CPU cores; measured test accuracy 0.990
@@ -79,8 +79,9 @@ def test_gate_passes_on_real_images_with_true_labels(classifier, digits):
 def test_gate_fails_on_an_untrained_generator(classifier, digits, tmp_path):
     """A broken generator must fail this rule: 1 training step, then real sampling code."""
     model, accuracy = classifier
-    config = GeneratorConfig(image_size=8, channels=1, dim=4, dim_mults=(1, 2), timesteps=25,
-                             train_steps=1, batch_size=8, seed=0)
+    config = GeneratorConfig(
+        image_size=8, channels=1, dim=4, dim_mults=(1, 2), timesteps=25, train_steps=1, batch_size=8, seed=0
+    )
     ckpt = tmp_path / "broken.pt"
     train_generator(*digits[0], config, ckpt, log=lambda _m: None)
     images, labels = sample_labelled(ckpt, 60, seed=0, sampling_steps=5, batch_size=60, log=lambda _m: None)
@@ -125,8 +126,7 @@ def test_per_class_gate_catches_one_broken_class(classifier, digits):
     broken[labels == 6] = 5  # ... and vice versa: agreement ~0.8, classes 5 and 6 near 0
     loose = quality_report(model, images, broken, K, min_agreement=0.7, max_imbalance=0.1)
     assert loose["passed"]  # the overall rule alone misses it
-    strict = quality_report(model, images, broken, K, min_agreement=0.7, max_imbalance=0.1,
-                            min_class_agreement=0.5)
+    strict = quality_report(model, images, broken, K, min_agreement=0.7, max_imbalance=0.1, min_class_agreement=0.5)
     assert not strict["passed"]
     assert [f.split(" agreement")[0] for f in strict["failures"]] == ["class 5", "class 6"]
 
@@ -137,11 +137,21 @@ def test_report_is_json_and_check_quality_lists_every_reason(classifier, digits)
     counts[3], counts[7] = 10, 30
     images, labels = balanced(*digits[1], per_class=counts)
     labels = np.random.default_rng(1).permutation(labels)  # bad agreement and bad balance
-    report = quality_report(model, images, labels, K, min_agreement=0.8, max_imbalance=0.1,
-                            reference_accuracy=0.75)  # a too-weak classifier is a reason of its own
+    report = quality_report(
+        model, images, labels, K, min_agreement=0.8, max_imbalance=0.1, reference_accuracy=0.75
+    )  # a too-weak classifier is a reason of its own
     assert json.loads(json.dumps(report, allow_nan=False)) == report
-    assert set(report) >= {"agreement", "per_class_agreement", "class_counts", "imbalance",
-                           "reference_accuracy", "min_agreement", "max_imbalance", "passed", "failures"}
+    assert set(report) >= {
+        "agreement",
+        "per_class_agreement",
+        "class_counts",
+        "imbalance",
+        "reference_accuracy",
+        "min_agreement",
+        "max_imbalance",
+        "passed",
+        "failures",
+    }
     assert len(report["per_class_agreement"]) == len(report["class_counts"]) == K
     assert report["reference_accuracy"] == 0.75 and report["passed"] is False
     assert len(report["failures"]) == 4  # agreement, class 3, class 7, weak classifier

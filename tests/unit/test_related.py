@@ -3,7 +3,6 @@ figure (the workflow rule: tests/workflow/test_related_workflow.py)."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,11 +10,11 @@ import torch
 from matplotlib.image import imread
 from workflow_helpers import DEFAULT_CONFIG, small_dln
 
-from gammasweep.results.cube import write_cube
-from gammasweep.related.diagonal_nets import DEFAULTS, simulate, sparse_regression
 from gammasweep.figures import render
+from gammasweep.related.diagonal_nets import DEFAULTS, simulate, sparse_regression
 from gammasweep.related.experiments import related_cube
 from gammasweep.related.sparsity import diagonal_net_jacobian, jacobian_rank, support_size
+from gammasweep.results.cube import write_cube
 
 QUIET = {"log": lambda message: None}
 
@@ -47,7 +46,9 @@ def test_a_related_cube_holds_every_variant_and_seed_and_is_reproducible():
     cube = related_cube(spec, **QUIET)
     assert list(cube["variant"].values) == list(spec["variants"]) and cube["seed"].values.tolist() == [0, 1]
     assert cube["train_loss"].dims == ("variant", "seed", "step") and cube["step"].values[[0, -1]].tolist() == [0, 300]
-    assert cube["eta"].sel(variant="decay_10") == 0.282 and "from 10 %" in str(cube["schedule"].sel(variant="decay_10").values)
+    assert cube["eta"].sel(variant="decay_10") == 0.282 and "from 10 %" in str(
+        cube["schedule"].sel(variant="decay_10").values
+    )
     sgd = cube["train_loss"].sel(variant="constant").isel(step=-1).values
     assert sgd[0] != sgd[1]  # seeds draw different batches
     gd = cube["train_loss"].sel(variant="gd").isel(step=-1).values
@@ -59,7 +60,9 @@ def test_a_related_cube_holds_every_variant_and_seed_and_is_reproducible():
     x = sparse_regression(30, 12, 50, 3, seed=spec["data_seed"])[0]
     predictor = cube["predictor"].sel(variant="gd", seed=0).values
     u = np.sqrt(np.abs(predictor))  # any factorization with the same u * v has the same support
-    assert cube["support_size"].sel(variant="gd", seed=0).isel(step=-1) == support_size(u, predictor / np.where(u > 0, u, 1))
+    assert cube["support_size"].sel(variant="gd", seed=0).isel(step=-1) == support_size(
+        u, predictor / np.where(u > 0, u, 1)
+    )
     assert 0 < cube["jacobian_rank"].sel(variant="gd", seed=0).isel(step=-1) <= 12
     assert jacobian_rank(diagonal_net_jacobian(x, np.ones(30), np.ones(30))) == 12  # n < d: full row rank
 
@@ -68,7 +71,9 @@ def test_divergent_variants_are_recorded_not_raised():
     spec = small_dln(steps=100)
     spec["variants"] = {"huge": {"eta": 50.0}, "fine": {"eta": 0.01}}
     cube = related_cube(spec, **QUIET)
-    assert (cube["diverged_step"].sel(variant="huge") >= 0).all() and (cube["diverged_step"].sel(variant="fine") == -1).all()
+    assert (cube["diverged_step"].sel(variant="huge") >= 0).all() and (
+        cube["diverged_step"].sel(variant="fine") == -1
+    ).all()
     assert np.isnan(cube["train_loss"].sel(variant="huge").isel(step=-1)).all()
 
 

@@ -38,8 +38,12 @@ def test_jacobian_rank_and_support_of_a_diagonal_net():
 def _two_layer(seed: int = 0):
     rng = np.random.default_rng(seed)
     d0, d, d2, n = 4, 3, 2, 50
-    return (rng.standard_normal((d2, d)), rng.standard_normal((d, d0)), rng.standard_normal((n, d0)),
-            rng.standard_normal((n, d2)))
+    return (
+        rng.standard_normal((d2, d)),
+        rng.standard_normal((d, d0)),
+        rng.standard_normal((n, d0)),
+        rng.standard_normal((n, d2)),
+    )
 
 
 def test_noise_matrices_and_the_gap_match_their_definitions():
@@ -69,7 +73,7 @@ def test_the_hessian_trace_formula_matches_autograd():
     theta = torch.cat([u.flatten(), w.flatten()])
 
     def half_loss(flat: torch.Tensor) -> torch.Tensor:
-        uu, ww = flat[: u.numel()].view_as(u), flat[u.numel():].view_as(w)
+        uu, ww = flat[: u.numel()].view_as(u), flat[u.numel() :].view_as(w)
         return 0.5 * ((x @ ww.T @ uu.T - y) ** 2).sum(1).mean()
 
     exact = torch.autograd.functional.hessian(half_loss, theta).diagonal().sum()
@@ -90,11 +94,11 @@ def test_feature_sparsity_matches_the_greedy_definition_on_random_features():
             column = features[:, j]
             if not column.any():
                 continue
-            if column.std() > 0 and any(features[:, k].std() > 0 and abs(np.corrcoef(column, features[:, k])[0, 1]) > threshold
-                                        for k in kept):
+            if column.std() > 0 and any(
+                features[:, k].std() > 0 and abs(np.corrcoef(column, features[:, k])[0, 1]) > threshold for k in kept
+            ):
                 continue
             kept.append(j)
         expected = np.count_nonzero(features[:, kept]) / features.size
         assert feature_sparsity(features, threshold) == pytest.approx(expected), threshold
     assert feature_sparsity(features, 0.95) < feature_sparsity(features, 1.0)  # the copies are dropped
-

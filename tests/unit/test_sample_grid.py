@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from gammasweep.data.pools import read_images, write_images
+from gammasweep.data.preview import pool_preview, preview_rows
 from gammasweep.figures import render
 from gammasweep.figures.sample_grid import sample_grid
 from gammasweep.figures.style import theme
-from gammasweep.data.preview import pool_preview, preview_rows
 
 
 def _pool(path: Path, counts: list[int], shape: tuple[int, int, int] = (6, 5, 1), seed: int = 0) -> Path:
@@ -79,7 +79,7 @@ def test_preview_of_a_missing_or_truncated_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         pool_preview(tmp_path / "absent.h5", 4)
     path = _pool(tmp_path / "pool.h5", [50, 50], shape=(16, 16, 1))
-    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(OSError, match="unreadable"):
         pool_preview(path, 4)
     with pytest.raises(ValueError, match="per_class"):

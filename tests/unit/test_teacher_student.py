@@ -24,8 +24,10 @@ def _entry(repo, name: str, **changes) -> dict:
 
 
 def _two_layer() -> dict[str, torch.Tensor]:
-    return {"layer1": torch.tensor([[1.0, 0.0], [-1.0, 1.0], [0.0, -2.0]], dtype=torch.float64),
-            "readout": torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)}
+    return {
+        "layer1": torch.tensor([[1.0, 0.0], [-1.0, 1.0], [0.0, -2.0]], dtype=torch.float64),
+        "readout": torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64),
+    }
 
 
 def test_the_relu_net_and_its_jacobian_match_the_closed_form():
@@ -36,7 +38,8 @@ def test_the_relu_net_and_its_jacobian_match_the_closed_form():
     expected_features = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.6]])
     np.testing.assert_allclose(features[0].numpy(), expected_features)
     np.testing.assert_allclose(outputs.numpy(), [2.0, -1.0, 0.5 * 1.6])
-    # Stacked over R = 2 runs (the second with every weight doubled): dh/dW_j = a_j 1[w_j x > 0] x, dh/da_j = relu(w_j x).
+    # Stacked over R = 2 runs (the second with every weight doubled):
+    # dh/dW_j = a_j 1[w_j x > 0] x, dh/da_j = relu(w_j x).
     stacked = {k: torch.stack([v, 2 * v]) for k, v in weights.items()}
     jacobian = output_jacobians(stacked, x).numpy()
     assert jacobian.shape == (2, 3, 6 + 3)
@@ -44,11 +47,13 @@ def test_the_relu_net_and_its_jacobian_match_the_closed_form():
     for i, xi in enumerate(x.numpy()):
         d_w = (a * (expected_features[i] > 0))[:, None] * xi[None, :]
         np.testing.assert_allclose(jacobian[0, i], np.concatenate([d_w.ravel(), expected_features[i]]), atol=1e-15)
-        np.testing.assert_allclose(jacobian[1, i], 2 * np.concatenate([d_w.ravel(), expected_features[i]]),
-                                   atol=1e-15)
+        np.testing.assert_allclose(jacobian[1, i], 2 * np.concatenate([d_w.ravel(), expected_features[i]]), atol=1e-15)
     # Depth 3: relu(W2 relu(W1 x)) read out.
-    deep = {"layer1": weights["layer1"], "layer2": torch.tensor([[1.0, 1.0, -1.0]], dtype=torch.float64),
-            "readout": torch.tensor([3.0], dtype=torch.float64)}
+    deep = {
+        "layer1": weights["layer1"],
+        "layer2": torch.tensor([[1.0, 1.0, -1.0]], dtype=torch.float64),
+        "readout": torch.tensor([3.0], dtype=torch.float64),
+    }
     np.testing.assert_allclose(relu_net(deep, x)[0].numpy(), 3 * np.maximum(expected_features @ [1.0, 1.0, -1.0], 0))
 
 
@@ -58,7 +63,9 @@ def test_the_teacher_problem_lies_on_the_sphere():
     np.testing.assert_allclose(x_test.norm(dim=1).numpy(), 1.0)
     np.testing.assert_allclose(teacher["layer1"].norm(dim=1).numpy(), 1.0)
     assert set(np.abs(teacher["readout"].numpy())) == {1.0}
-    np.testing.assert_allclose(y.numpy(), np.maximum(x.numpy() @ teacher["layer1"].numpy().T, 0) @ teacher["readout"].numpy())
+    np.testing.assert_allclose(
+        y.numpy(), np.maximum(x.numpy() @ teacher["layer1"].numpy().T, 0) @ teacher["readout"].numpy()
+    )
     assert y_test.shape == (30,)
     raw = teacher_problem(3, [4, 2], 20, 30, normalized=False, seed=5)[0]
     assert not np.allclose(raw["layer1"].norm(dim=1).numpy(), 1.0) and set(raw) == {"layer1", "layer2", "readout"}
@@ -78,8 +85,9 @@ def test_the_first_record_of_a_zero_readout_student_is_its_feature_matrix(repo):
     spec["variants"] = {"constant": spec["variants"]["constant"]}
     cube = related_cube(spec, log=lambda _: None)
     settings = spec["settings"]
-    _, x, y, _, _ = teacher_problem(settings["dim"], settings["teacher_hidden"], settings["train"], settings["test"],
-                                    True, spec["data_seed"])
+    _, x, y, _, _ = teacher_problem(
+        settings["dim"], settings["teacher_hidden"], settings["train"], settings["test"], True, spec["data_seed"]
+    )
     for seed in (0, 1):
         rng = np.random.default_rng(seed)
         w = settings["init_scale"] * rng.standard_normal((settings["hidden"][0], settings["dim"]))
@@ -98,9 +106,13 @@ def test_the_two_layer_figures_render_and_the_large_step_size_sparsifies(repo, t
     spec = _entry(repo, "sparse_ts2_sgd", steps=2500, seeds=3, record_points=6)
     spec["variants"] = {k: spec["variants"][k] for k in ("constant", "decay_50")}
     cube = related_cube(spec, log=lambda _: None)
-    figures = {"trajectories": {"variables": ["train_loss", "test_loss", "jacobian_rank", "feature_sparsity"],
-                                "log_y": ["train_loss", "test_loss"]},
-               "neuron_directions": {"angle_tolerance": 10}}
+    figures = {
+        "trajectories": {
+            "variables": ["train_loss", "test_loss", "jacobian_rank", "feature_sparsity"],
+            "log_y": ["train_loss", "test_loss"],
+        },
+        "neuron_directions": {"angle_tolerance": 10},
+    }
     path = tmp_path / "ts2.nc"
     cube.to_netcdf(path)
     for plot, options in figures.items():
@@ -120,8 +132,11 @@ def test_the_two_layer_figures_render_and_the_large_step_size_sparsifies(repo, t
 
 def test_the_three_layer_figure_draws_a_panel_per_layer(repo, tmp_path):
     spec = _entry(repo, "sparse_ts3_sgd", steps=600, seeds=1, record_points=4)
-    spec["variants"] = {k: {**v, **({"warmup": {"steps": 30, "start": 0.1}} if "warmup" in v else {})}
-                        for k, v in spec["variants"].items() if k in ("constant", "decay_50")}
+    spec["variants"] = {
+        k: {**v, **({"warmup": {"steps": 30, "start": 0.1}} if "warmup" in v else {})}
+        for k, v in spec["variants"].items()
+        if k in ("constant", "decay_50")
+    }
     cube = related_cube(spec, log=lambda _: None)
     assert cube["activation_rate"].dims == ("variant", "seed", "step", "layer")
     assert cube["readout"].dims == ("variant", "seed", "last_neuron")

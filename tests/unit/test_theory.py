@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gammasweep.theory import toy as theory
 from gammasweep.results.analysis import fit_power_law
+from gammasweep.theory import toy as theory
 
 GAMMAS = np.logspace(-4, 4, 17)
 ETAS = np.logspace(-12, 7, 19 * 10 + 1)  # 10 per decade

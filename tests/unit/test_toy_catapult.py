@@ -15,8 +15,15 @@ from workflow_helpers import REPO
 
 from gammasweep.figures.trajectories import trajectories
 from gammasweep.related.experiments import related_cube
-from gammasweep.related.toy_catapult import (catapult_onset, flattest_minimum_sharpness, hessian, lazy_divergence_edge,
-                                     ntk_at_init, sharpness, simulate)
+from gammasweep.related.toy_catapult import (
+    catapult_onset,
+    flattest_minimum_sharpness,
+    hessian,
+    lazy_divergence_edge,
+    ntk_at_init,
+    sharpness,
+    simulate,
+)
 
 QUIET = {"log": lambda message: None}
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -39,8 +46,10 @@ def test_the_closed_forms_are_the_autograd_hessian_and_its_top_eigenvalue():
     gamma = 0.3
     rng = np.random.default_rng(0)
     for u, v in [(2.0, 0.5), (1.0, 1.0), *rng.normal(0, 2, (5, 2))]:
+
         def loss(w: torch.Tensor) -> torch.Tensor:
             return 0.5 * ((w[0] * w[1] - 1.0) / gamma - 1.0) ** 2
+
         exact = torch.autograd.functional.hessian(loss, torch.tensor([u, v], dtype=torch.float64))
         h = hessian(torch.tensor(u, dtype=torch.float64), torch.tensor(v, dtype=torch.float64), gamma)
         torch.testing.assert_close(h, exact, rtol=1e-12, atol=1e-12)
@@ -48,7 +57,9 @@ def test_the_closed_forms_are_the_autograd_hessian_and_its_top_eigenvalue():
         assert float(top) == pytest.approx(float(torch.linalg.eigvalsh(exact)[-1]), rel=1e-12)
     # The NTK at init is ||grad f~||^2 = (v0^2 + u0^2) / gamma^2; eta_crit and the lazy edge follow from it.
     assert ntk_at_init(0.1, 2.0) == pytest.approx((0.25 + 4.0) / 0.01)
-    assert catapult_onset(0.1, 2.0) == pytest.approx(2 / 425) and lazy_divergence_edge(0.1, 2.0) == pytest.approx(4 / 425)
+    assert catapult_onset(0.1, 2.0) == pytest.approx(2 / 425) and lazy_divergence_edge(0.1, 2.0) == pytest.approx(
+        4 / 425
+    )
     # The balanced minimum u = v = sqrt(1 + gamma) has the flattest-minimum sharpness (r = 0 there).
     w = torch.tensor(np.sqrt(1.1), dtype=torch.float64)
     assert float(sharpness(w, w, 0.1)) == pytest.approx(flattest_minimum_sharpness(0.1), rel=1e-12)
@@ -87,11 +98,11 @@ def test_between_eta_crit_and_the_window_top_gd_catapults_to_a_flatter_minimum(g
     assert rises(ds).all() and (ds["diverged_step"].values == -1).all() and (loss[:, -1] < CONVERGED).all()
     assert (sharp[:, -1] < 2 / etas).all() and (sharp[:, -1] < 0.9 * sharp[:, 0]).all()
     peak = loss.max(1)
-    assert ((peak * gamma ** 2 > 0.1) & (peak * gamma ** 2 < 10)).all()
+    assert ((peak * gamma**2 > 0.1) & (peak * gamma**2 < 10)).all()
     # The catapult drives the weights towards balance: on the minima u v = 1 + gamma the sharpness is
     # sqrt((u^2 - v^2)^2 + 4 (1 + gamma)^2) / gamma^2, so |u^2 - v^2| shrinks from a^2 - a^-2 with it.
     gap = ds["u"].values ** 2 - ds["v"].values ** 2
-    np.testing.assert_allclose(np.hypot(gap[:, -1], 2 * (1 + gamma)) / gamma ** 2, sharp[:, -1], rtol=1e-9)
+    np.testing.assert_allclose(np.hypot(gap[:, -1], 2 * (1 + gamma)) / gamma**2, sharp[:, -1], rtol=1e-9)
     assert (np.abs(gap[:, -1]) < 0.9 * gap[:, 0]).all()
 
 
@@ -121,7 +132,7 @@ def test_the_balanced_init_never_catapults(gamma):
 
 def _first_eta(ds: xr.Dataset, etas: np.ndarray, where: np.ndarray) -> float:
     """The smallest step size of the (sorted) grid at which ``where`` holds, checking it holds above it too."""
-    assert where.any() and not where[0] and where[np.argmax(where):].all(), "not a single edge on the grid"
+    assert where.any() and not where[0] and where[np.argmax(where) :].all(), "not a single edge on the grid"
     return float(etas[np.argmax(where)])
 
 
@@ -151,7 +162,9 @@ def test_the_config_entry_shows_each_regime():
     cube = related_cube(spec, **QUIET).isel(seed=0)
     loss, sharp = cube["loss"], cube["sharpness"]
     start = float(loss.sel(variant="lazy").isel(step=0))
-    assert float(loss.sel(variant="lazy").max()) == start and float(loss.sel(variant="lazy").isel(step=-1)) < 1e-12 * start
+    assert (
+        float(loss.sel(variant="lazy").max()) == start and float(loss.sel(variant="lazy").isel(step=-1)) < 1e-12 * start
+    )
     assert float(loss.sel(variant="catapult").max()) > 10 * start
     assert float(sharp.sel(variant="catapult").isel(step=-1)) < 2 / float(cube["eta"].sel(variant="catapult"))
     assert int(cube["diverged_step"].sel(variant="divergent")) >= 0
@@ -162,8 +175,11 @@ def test_the_config_entry_shows_each_regime():
 
 def _edge_lines(ax: plt.Axes) -> dict[str, tuple[float, str]]:
     """variant -> (y, colour) of the panel's stability-edge lines."""
-    return {line.get_gid().split(":", 1)[1]: (float(line.get_ydata()[0]), line.get_color())
-            for line in ax.get_lines() if (line.get_gid() or "").startswith("stability_edge:")}
+    return {
+        line.get_gid().split(":", 1)[1]: (float(line.get_ydata()[0]), line.get_color())
+        for line in ax.get_lines()
+        if (line.get_gid() or "").startswith("stability_edge:")
+    }
 
 
 def test_the_trajectories_figure_draws_2_over_eta_per_variant_on_the_chosen_panels():
@@ -179,8 +195,9 @@ def test_the_trajectories_figure_draws_2_over_eta_per_variant_on_the_chosen_pane
     for name in options["stability_edge"]:
         edges = _edge_lines(axes[name])
         assert set(edges) == set(spec["variants"])
-        curves = {line.get_label().split(":")[0]: line.get_color() for line in axes[name].get_lines()
-                  if not line.get_gid()}
+        curves = {
+            line.get_label().split(":")[0]: line.get_color() for line in axes[name].get_lines() if not line.get_gid()
+        }
         for variant, (y, colour) in edges.items():
             assert y == pytest.approx(2 / spec["variants"][variant]["eta"]) and colour == curves[variant]
     assert table.loc[table["variant"] == "divergent", "diverged_runs"].eq(1).all()

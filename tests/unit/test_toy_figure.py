@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from gammasweep.theory import toy as theory
-from gammasweep.results.cube import open_cube
 from gammasweep.figures.style import theme
 from gammasweep.figures.toy_phase_portrait import toy_phase_portrait
 from gammasweep.jobs.simulate import simulate_toy_cube
+from gammasweep.results.cube import open_cube
+from gammasweep.theory import toy as theory
 
 GAMMAS = np.logspace(-4, 4, 17)  # 2 per decade
 ETAS = np.logspace(-12, 4, 16 * 20 + 1)  # 20 per decade
@@ -60,8 +60,12 @@ def test_figure_renders_one_panel_per_cube_and_tables_the_edge_slopes(cubes, tmp
     edges = table[table["kind"] == "edge"]
     assert len(edges) == 2 * len(GAMMAS) and edges["eta_max_measured"].notnull().all()
     fits = table[table["kind"] == "fit"].set_index(["loss", "regime"])
-    expected = {("mse", "lazy"): (2.0, 0.15), ("mse", "rich"): (2 / 3, 0.15),
-                ("cross_entropy", "lazy"): (1.0, 0.2), ("cross_entropy", "rich"): (2 / 3, 0.15)}
+    expected = {
+        ("mse", "lazy"): (2.0, 0.15),
+        ("mse", "rich"): (2 / 3, 0.15),
+        ("cross_entropy", "lazy"): (1.0, 0.2),
+        ("cross_entropy", "rich"): (2 / 3, 0.15),
+    }
     for key, (slope, tol) in expected.items():
         assert fits.loc[key, "expected_slope"] == pytest.approx(slope)
         assert fits.loc[key, "slope"] == pytest.approx(slope, abs=tol), key
@@ -69,8 +73,13 @@ def test_figure_renders_one_panel_per_cube_and_tables_the_edge_slopes(cubes, tmp
 
 
 def test_job_writes_a_cube_that_reads_back_with_its_settings(tmp_path):
-    settings = {"loss": "cross_entropy", "depth": 2, "steps": 50,
-                "gamma": {"min": 0.01, "max": 100.0, "per_decade": 1}, "eta": [1e-3, 1e-1, 10.0, 1e3]}
+    settings = {
+        "loss": "cross_entropy",
+        "depth": 2,
+        "steps": 50,
+        "gamma": {"min": 0.01, "max": 100.0, "per_decade": 1},
+        "eta": [1e-3, 1e-1, 10.0, 1e3],
+    }
     out = tmp_path / "toy.nc"
     simulate_toy_cube(settings, str(out))
     cube = open_cube(out)
@@ -109,8 +118,10 @@ def test_regime_diagram_shades_the_theory_regions_and_finds_where_the_triangle_c
     assert closing[0] == pytest.approx(root, rel=0.01) and np.isnan(closing[1])
     lines = table[(table["kind"] == "line") & (table["steps"] == 3)]
     lazy = lines[lines["gamma"] < 1e-3]
-    np.testing.assert_allclose(lazy["learns_decades"], np.log10(theory.eta_max(lazy["gamma"].values, DEPTH)
-                                                                / theory.eta_min(lazy["gamma"].values, DEPTH, 3)))
+    np.testing.assert_allclose(
+        lazy["learns_decades"],
+        np.log10(theory.eta_max(lazy["gamma"].values, DEPTH) / theory.eta_min(lazy["gamma"].values, DEPTH, 3)),
+    )
     assert (lines["eta_crit"] >= lines["eta_max"]).all()  # the toy's catapult onset lies above its edge
     with pytest.raises(ValueError, match="MSE"):
         regime_diagram([theory.toy_cube(GAMMAS, ETAS[::40], DEPTH, 3, "cross_entropy")], {})

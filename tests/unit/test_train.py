@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import h5_datasets, make_setup
 
-from gammasweep.results.cells import read_cell
 from gammasweep.data.stream import OnlineStream
 from gammasweep.jobs.train import train_pack
-from gammasweep.sweep.models import build_model
+from gammasweep.results.cells import read_cell
 from gammasweep.sweep import train as train_module
+from gammasweep.sweep.models import build_model
 from gammasweep.sweep.train import Members, eval_steps, record_steps, train
 
 QUIET = {"log": lambda m: None}
@@ -34,7 +34,9 @@ def test_stream_is_one_pass_in_seeded_order(digits_files):
     assert torch.equal(a.images, b.images) and not torch.equal(a.images, other.images)
     # No image reused within the pass (the pool's images are distinct digits).
     flat = a.images.reshape(len(a.images), -1).numpy()
-    assert len(np.unique(flat, axis=0)) == len(np.unique(OnlineStream(pool, 1, 1000, 1).images.reshape(1000, -1).numpy(), axis=0))
+    assert len(np.unique(flat, axis=0)) == len(
+        np.unique(OnlineStream(pool, 1, 1000, 1).images.reshape(1000, -1).numpy(), axis=0)
+    )
     with pytest.raises(ValueError, match="needs steps x batch"):
         OnlineStream(pool, 100, 100, data_seed=0)
 
@@ -62,8 +64,9 @@ def test_divergence_cap_counts_as_divergence(digits_files, test_set):
 
 def test_members_with_different_seeds_differ_and_all_learn(digits_files, test_set):
     setup = make_setup(steps=60)
-    curves = train(setup, Members([0, 1, 2], [1.0] * 3, [0.5] * 3), OnlineStream(digits_files[0], 16, 60, 0),
-                   *test_set, **QUIET)
+    curves = train(
+        setup, Members([0, 1, 2], [1.0] * 3, [0.5] * 3), OnlineStream(digits_files[0], 16, 60, 0), *test_set, **QUIET
+    )
     final = curves.test_loss[:, -1]
     assert len(set(final.round(8))) == 3
     assert np.all(final < curves.test_loss[:, 0])  # every member learns
@@ -71,11 +74,28 @@ def test_members_with_different_seeds_differ_and_all_learn(digits_files, test_se
 
 
 def _params(tmp_path, **overrides) -> dict:
-    params = {"experiment": "t", "dataset": "digits", "model": {"name": "mlp", "width": 32, "depth": 3},
-              "loss": "cross_entropy", "batch_size": 16, "steps": 25, "seeds": [0, 1], "data_seed": 0,
-              "gamma": 1e-3, "eta": 1e-5, "dtype": "float64", "input_shape": [8, 8, 1], "num_classes": 10,
-              "normalization": {"mean": [0.3], "std": [0.4]}, "device": "cpu", "float64_below_gamma": 1e-2,
-              "divergence_cap": 1e4, "record_points": 10, "test_batch_size": 100, "test_examples": 300}
+    params = {
+        "experiment": "t",
+        "dataset": "digits",
+        "model": {"name": "mlp", "width": 32, "depth": 3},
+        "loss": "cross_entropy",
+        "batch_size": 16,
+        "steps": 25,
+        "seeds": [0, 1],
+        "data_seed": 0,
+        "gamma": 1e-3,
+        "eta": 1e-5,
+        "dtype": "float64",
+        "input_shape": [8, 8, 1],
+        "num_classes": 10,
+        "normalization": {"mean": [0.3], "std": [0.4]},
+        "device": "cpu",
+        "float64_below_gamma": 1e-2,
+        "divergence_cap": 1e4,
+        "record_points": 10,
+        "test_batch_size": 100,
+        "test_examples": 300,
+    }
     return params | overrides
 
 
@@ -102,8 +122,14 @@ def test_a_cells_optimizer_reaches_its_training_job(tmp_path, digits_files, test
     setup = make_setup(steps=25, dtype=torch.float64, loss="cross_entropy", width=32, test_batch_size=100)
     stream = OnlineStream(pool, 16, 25, 0)
     images, labels = test_set[0][:300], test_set[1][:300]
-    sign = train(dataclasses.replace(setup, optimizer={"name": "signsgd"}), Members([0, 1], [1.0] * 2, [1e-2] * 2),
-                 stream, images, labels, **QUIET)
+    sign = train(
+        dataclasses.replace(setup, optimizer={"name": "signsgd"}),
+        Members([0, 1], [1.0] * 2, [1e-2] * 2),
+        stream,
+        images,
+        labels,
+        **QUIET,
+    )
     plain = train(setup, Members([0, 1], [1.0] * 2, [1e-2] * 2), stream, images, labels, **QUIET)
     np.testing.assert_array_equal(curves.test_loss, sign.test_loss)
     assert not np.allclose(sign.test_loss[:, -1], plain.test_loss[:, -1])
@@ -112,8 +138,10 @@ def test_a_cells_optimizer_reaches_its_training_job(tmp_path, digits_files, test
 def test_float64_cells_keep_precision_at_tiny_gamma(digits_files, test_set):
     """At gamma = 1e-5 the centered difference needs float64: float32 loses the signal."""
     stream = OnlineStream(digits_files[0], 16, 20, 0)
-    runs = {dt: train(make_setup(steps=20, dtype=dt), Members([0], [1e-5], [1e-11]), stream, *test_set, **QUIET)
-            for dt in (torch.float32, torch.float64)}
+    runs = {
+        dt: train(make_setup(steps=20, dtype=dt), Members([0], [1e-5], [1e-11]), stream, *test_set, **QUIET)
+        for dt in (torch.float32, torch.float64)
+    }
     f64 = runs[torch.float64]
     assert not f64.diverged[0] and f64.test_loss[0, -1] < f64.test_loss[0, 0]
     assert abs(runs[torch.float32].test_loss[0, -1] - f64.test_loss[0, -1]) > 1e-4 * f64.test_loss[0, -1]
@@ -127,14 +155,21 @@ def _alone(setup, stream, test_set, k: int, members: Members = PACK):
     return train(setup, one, stream, *test_set, **QUIET)
 
 
-@pytest.mark.parametrize("model", [{"name": "mlp", "width": 32, "depth": 3}, {"name": "cnn", "width": 4}],
-                         ids=lambda m: m["name"])
+@pytest.mark.parametrize(
+    "model", [{"name": "mlp", "width": 32, "depth": 3}, {"name": "cnn", "width": 4}], ids=lambda m: m["name"]
+)
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5)], ids=["float64", "float32"])
 def test_a_pack_trains_each_cell_exactly_as_alone(digits_files, test_set, model, dtype, rtol):
     """A mix of gamma, eta and seeds trained as one pack equals each cell trained on its own."""
-    probes = {"sharpness": {"examples": 32, "iterations": 4}, "spectrum": {"examples": 32, "iterations": 4},
-              "alignment": {"examples": 12}, "outputs": {"examples": 12}, "representation": {"examples": 12},
-              "weight_movement": {}, "noether_charge": {}}
+    probes = {
+        "sharpness": {"examples": 32, "iterations": 4},
+        "spectrum": {"examples": 32, "iterations": 4},
+        "alignment": {"examples": 12},
+        "outputs": {"examples": 12},
+        "representation": {"examples": 12},
+        "weight_movement": {},
+        "noether_charge": {},
+    }
     setup = make_setup(steps=30, dtype=dtype, model=model, probes=probes)
     stream = OnlineStream(digits_files[0], 16, 30, 0)
     pack = train(setup, PACK, stream, *test_set, **QUIET)
@@ -145,18 +180,22 @@ def test_a_pack_trains_each_cell_exactly_as_alone(digits_files, test_set, model,
         for field, values in pack.arrays().items():
             if field not in ("step", "eval_step"):
                 scale = np.nanmax(np.abs(values[k])) if np.isfinite(values[k]).any() else 0.0  # centered outputs near 0
-                np.testing.assert_allclose(values[k], alone.arrays()[field][0], rtol=rtol, atol=rtol * scale, err_msg=field)
+                np.testing.assert_allclose(
+                    values[k], alone.arrays()[field][0], rtol=rtol, atol=rtol * scale, err_msg=field
+                )
 
 
 @pytest.mark.parametrize("chunk_bytes", [train_module.CPU_CHUNK_BYTES, 1], ids=["one-chunk", "chunks-of-one"])
-def test_cells_diverging_at_step_one_leave_the_survivors_of_their_pack_untouched(digits_files, test_set,
-                                                                              monkeypatch, chunk_bytes):
+def test_cells_diverging_at_step_one_leave_the_survivors_of_their_pack_untouched(
+    digits_files, test_set, monkeypatch, chunk_bytes
+):
     """Four of six cells blow up at step 1 (NaN/inf weights); the pack compacts them away, and the
     two survivors' curves equal their single-cell runs to float64 precision, whether the pack is
     one forward/backward pass per step or one per member (how large packs run on a CPU)."""
     monkeypatch.setattr(train_module, "CPU_CHUNK_BYTES", chunk_bytes)
-    members = Members(seeds=[0, 1, 0, 1, 0, 1], gammas=[1.0, 1.0, 1.0, 0.1, 1.0, 1e-2],
-                      etas=[1e6, 0.05, 1e30, 0.005, 1e12, 1e8])
+    members = Members(
+        seeds=[0, 1, 0, 1, 0, 1], gammas=[1.0, 1.0, 1.0, 0.1, 1.0, 1e-2], etas=[1e6, 0.05, 1e30, 0.005, 1e12, 1e8]
+    )
     setup = make_setup(steps=40, dtype=torch.float64)
     stream = OnlineStream(digits_files[0], 16, 40, 0)
     pack = train(setup, members, stream, *test_set, log=lambda m: None, check_every=4)

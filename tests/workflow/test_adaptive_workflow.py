@@ -13,9 +13,9 @@ import pytest
 import yaml
 from workflow_helpers import MICRO_DATASET, REPO, rule_counts, scratch_workflow, snakemake
 
-from gammasweep.sweep.adaptive import INFERRED_DIVERGED, SKIPPED, TRAINED
 from gammasweep.results.analysis import adaptive_cost, cell_diverged, eta_max, eta_star
 from gammasweep.results.cube import open_cube
+from gammasweep.sweep.adaptive import INFERRED_DIVERGED, SKIPPED, TRAINED
 
 ADAPTIVE = ("mlp_mse_adaptive", "mlp_mse_late")
 
@@ -27,8 +27,10 @@ def adaptive_config() -> dict:
     experiments = {name: config["experiments"][name] for name in ("mlp_mse", "mlp_mse_adaptive")}
     config["experiments"] = experiments
     dataset = copy.deepcopy(MICRO_DATASET)
-    dataset["sampling"] |= {"images": experiments["mlp_mse"]["steps"] * experiments["mlp_mse"]["batch_size"],
-                            "batch_size": 800}
+    dataset["sampling"] |= {
+        "images": experiments["mlp_mse"]["steps"] * experiments["mlp_mse"]["batch_size"],
+        "batch_size": 800,
+    }
     experiments["mlp_mse_adaptive"]["training"]["probes"] = {"sharpness": {"examples": 64, "iterations": 10}}
     late = copy.deepcopy(experiments["mlp_mse_adaptive"])  # (the other probes cost time and test nothing here)
     late["adaptive"]["bracket_steps"] = 2
@@ -37,8 +39,9 @@ def adaptive_config() -> dict:
     for experiment in experiments.values():
         experiment["dataset"] = "micro"
     config["datasets"] = {"micro": dataset}
-    config["figures"] = {f"coverage_{name}": {"plot": "adaptive_coverage", "experiments": [name, "mlp_mse"]}
-                         for name in ADAPTIVE}
+    config["figures"] = {
+        f"coverage_{name}": {"plot": "adaptive_coverage", "experiments": [name, "mlp_mse"]} for name in ADAPTIVE
+    }
     config["figures"]["phase_mlp_mse_adaptive"] = {"plot": "phase_portrait", "experiments": ["mlp_mse_adaptive"]}
     return config
 
@@ -48,8 +51,9 @@ def adaptive_run(tmp_path_factory):
     root = scratch_workflow(tmp_path_factory.mktemp("adaptive"), adaptive_config())
     before = snakemake(root, "--configfile", "micro.yaml", "-n", "--quiet", "rules")
     assert before.returncode == 0, before.stderr[-3000:]
-    bracketed = snakemake(root, "--configfile", "micro.yaml", "--cores", "2",
-                          *(f"results/brackets/{name}.json" for name in ADAPTIVE))
+    bracketed = snakemake(
+        root, "--configfile", "micro.yaml", "--cores", "2", *(f"results/brackets/{name}.json" for name in ADAPTIVE)
+    )
     assert bracketed.returncode == 0, bracketed.stderr[-3000:]
     after = snakemake(root, "--configfile", "micro.yaml", "-n", "--quiet", "rules")
     assert after.returncode == 0, after.stderr[-3000:]
@@ -63,7 +67,9 @@ def test_the_dag_is_replanned_after_the_bracketing_checkpoint(adaptive_run):
     gammas = 7
     assert before["bracket_eta"] == 2 * gammas and before["eta_brackets"] == 2 and "train_column" not in before
     assert before["train_pack"] == 4  # the full grid's packs only
-    edges = {name: json.loads((root / "results" / "brackets" / f"{name}.json").read_text())["edges"] for name in ADAPTIVE}
+    edges = {
+        name: json.loads((root / "results" / "brackets" / f"{name}.json").read_text())["edges"] for name in ADAPTIVE
+    }
     trainable = sum(edge > 0 for column in edges.values() for edge in column.values())
     assert "bracket_eta" not in after and "eta_brackets" not in after
     assert after["train_column"] == trainable > 0 and after["aggregate_adaptive"] == 2
@@ -79,15 +85,21 @@ def test_adaptive_eta_finds_the_full_grids_edge_and_best_eta_with_fewer_cells(ad
         status = cube["cell_status"].values
         trained = status == TRAINED
         for variable in ("diverged", "diverged_step"):
-            np.testing.assert_array_equal(cube[variable].values[trained], full[variable].values[trained],
-                                          err_msg=f"{name}: {variable}")
+            np.testing.assert_array_equal(
+                cube[variable].values[trained], full[variable].values[trained], err_msg=f"{name}: {variable}"
+            )
         # Other pack compositions round differently (float64 to ~1e-15). The accuracy at step 0 is left
         # out: the centered output is 0 up to that rounding there, so its argmax is a tie broken by noise.
         after_init = {"test_accuracy": cube["eval_step"].values > 0}
         for variable in ("train_loss", "test_loss", "test_accuracy"):
             steps = after_init.get(variable, slice(None))
-            np.testing.assert_allclose(cube[variable].values[trained][..., steps], full[variable].values[trained][..., steps],
-                                       rtol=1e-6, atol=0, err_msg=f"{name}: {variable}")
+            np.testing.assert_allclose(
+                cube[variable].values[trained][..., steps],
+                full[variable].values[trained][..., steps],
+                rtol=1e-6,
+                atol=0,
+                err_msg=f"{name}: {variable}",
+            )
         if name == "mlp_mse_adaptive":  # probed, unlike the full grid, and its curves still equal the full grid's
             alive = trained & ~cube["diverged"].any("seed").values
             assert np.isfinite(cube["sharpness"].values[alive]).all() and "sharpness" not in full
@@ -102,13 +114,15 @@ def test_adaptive_eta_finds_the_full_grids_edge_and_best_eta_with_fewer_cells(ad
 
 def test_late_divergence_moves_the_edge_down_and_the_window_with_it(adaptive_run):
     root = adaptive_run[0]
-    columns = [json.loads(path.read_text()) for path in (root / "results" / "runs" / "mlp_mse_late").glob("*/column.json")]
+    columns = [
+        json.loads(path.read_text()) for path in (root / "results" / "runs" / "mlp_mse_late").glob("*/column.json")
+    ]
     moved = [c for c in columns if c["edge"] < c["bracket_edge"]]
     assert moved, "the 2-step brackets should have missed a divergence"
     for column in moved:  # the window still reaches depth_steps below the new eta_max
         status = column["status"]
         low = max(column["edge"] - 1 - column["depth_steps"], 0)
-        assert all(s == TRAINED for s in status[low:column["edge"] + 1])
+        assert all(s == TRAINED for s in status[low : column["edge"] + 1])
     logs = "".join(p.read_text() for p in (root / "results" / "logs" / "train" / "mlp_mse_late").glob("*.log"))
     assert "full-length runs move the edge" in logs
 

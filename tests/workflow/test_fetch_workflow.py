@@ -34,8 +34,13 @@ def test_mnist_is_fetched_from_its_idx_files(tmp_path):
     }
     files = {f"/{file}": gzip.compress(idx_bytes(array, 0x08)) for file, array in published.values()}
     with FileServer(files) as server:
-        downloads = {name: {"remote": {"url": server.url(f"/{file}"), "md5": hashlib.md5(files[f"/{file}"]).hexdigest()},
-                            "path": str(tmp_path / "downloads" / name)} for name, (file, _) in published.items()}
+        downloads = {
+            name: {
+                "remote": {"url": server.url(f"/{file}"), "md5": hashlib.md5(files[f"/{file}"]).hexdigest()},
+                "path": str(tmp_path / "downloads" / name),
+            }
+            for name, (file, _) in published.items()
+        }
         fetch_source("mnist", downloads, str(tmp_path / "train.h5"), str(tmp_path / "test.h5"))
     for split in ("train", "test"):
         got_images, got_labels = read_images(tmp_path / f"{split}.h5")
@@ -52,11 +57,15 @@ def _npz(x: np.ndarray, y: np.ndarray) -> bytes:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A server of 3 CIFAR-5M parts (120 images each) and a CIFAR-10 archive; the part arrays."""
-    parts = [(RNG.integers(0, 256, (PART_IMAGES, 32, 32, 3), dtype=np.uint8), RNG.integers(0, 10, PART_IMAGES))
-             for _ in range(3)]
+    parts = [
+        (RNG.integers(0, 256, (PART_IMAGES, 32, 32, 3), dtype=np.uint8), RNG.integers(0, 10, PART_IMAGES))
+        for _ in range(3)
+    ]
     split = lambda n: (RNG.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), RNG.integers(0, 10, n))  # noqa: E731
     archive = cifar10_archive(tmp_path_factory.mktemp("cifar") / "c10.tar.gz", split(10), split(50)).read_bytes()
-    files = {f"/cifar5m/part{k}.npz": _npz(*part) for k, part in enumerate(parts)} | {"/cifar-10-python.tar.gz": archive}
+    files = {f"/cifar5m/part{k}.npz": _npz(*part) for k, part in enumerate(parts)} | {
+        "/cifar-10-python.tar.gz": archive
+    }
     with FileServer(files) as server:
         yield server, parts
 
@@ -66,12 +75,28 @@ def fetched_config(server) -> dict:
     config = micro_config(losses=("mse",))
     archive = server.files["/cifar-10-python.tar.gz"]
     config["downloads"] = {f"c5m_part{k}": {"url": server.url(f"/cifar5m/part{k}.npz")} for k in range(3)}
-    config["downloads"]["cifar10"] = {"url": server.url("/cifar-10-python.tar.gz"), "md5": hashlib.md5(archive).hexdigest()}
-    config["datasets"] = {"c5m": {"kind": "fetched", "source": "cifar10", "format": "cifar5m",
-                                  "parts": ["c5m_part0", "c5m_part1", "c5m_part2"], "images_per_part": PART_IMAGES,
-                                  "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}}
-    config["experiments"]["mlp_mse"] |= {"dataset": "c5m", "steps": 30, "batch_size": 8, "gamma": [1.0],
-                                         "eta": [0.01], "pack_size": 1}
+    config["downloads"]["cifar10"] = {
+        "url": server.url("/cifar-10-python.tar.gz"),
+        "md5": hashlib.md5(archive).hexdigest(),
+    }
+    config["datasets"] = {
+        "c5m": {
+            "kind": "fetched",
+            "source": "cifar10",
+            "format": "cifar5m",
+            "parts": ["c5m_part0", "c5m_part1", "c5m_part2"],
+            "images_per_part": PART_IMAGES,
+            "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+        }
+    }
+    config["experiments"]["mlp_mse"] |= {
+        "dataset": "c5m",
+        "steps": 30,
+        "batch_size": 8,
+        "gamma": [1.0],
+        "eta": [0.01],
+        "pack_size": 1,
+    }
     config["figures"] = {"curves_mlp_mse": {"plot": "loss_curves", "experiments": ["mlp_mse"]}}
     return config
 

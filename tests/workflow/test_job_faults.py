@@ -15,26 +15,57 @@ from conftest import h5_datasets
 
 from gammasweep.jobs.train import train_pack
 
+
 # Four members, one of which diverges at step 1 (so the pack is compacted before the stop).
 def _cells(tmp_path, name: str, steps: int = 1200) -> tuple[list[dict], list[str]]:
-    base = {"experiment": "t", "dataset": "digits", "model": {"name": "mlp", "width": 64, "depth": 3},
-            "loss": "mse", "batch_size": 1, "steps": steps, "seeds": [0, 1], "data_seed": 0, "dtype": "float64",
-            "input_shape": [8, 8, 1], "num_classes": 10, "normalization": {"mean": [0.3], "std": [0.4]},
-            "device": "cpu", "float64_below_gamma": 1e-2, "divergence_cap": 1e4, "record_points": 20,
-            "test_batch_size": 400, "test_examples": 400, "probes": {"weight_movement": {}, "outputs": {"examples": 16}}}
+    base = {
+        "experiment": "t",
+        "dataset": "digits",
+        "model": {"name": "mlp", "width": 64, "depth": 3},
+        "loss": "mse",
+        "batch_size": 1,
+        "steps": steps,
+        "seeds": [0, 1],
+        "data_seed": 0,
+        "dtype": "float64",
+        "input_shape": [8, 8, 1],
+        "num_classes": 10,
+        "normalization": {"mean": [0.3], "std": [0.4]},
+        "device": "cpu",
+        "float64_below_gamma": 1e-2,
+        "divergence_cap": 1e4,
+        "record_points": 20,
+        "test_batch_size": 400,
+        "test_examples": 400,
+        "probes": {"weight_movement": {}, "outputs": {"examples": 16}},
+    }
     cells = [base | {"gamma": g, "eta": e} for g, e in ((1.0, 0.01), (0.1, 1e-3))]
     return cells, [str(tmp_path / name / f"cell{i}.h5") for i in range(len(cells))]
 
 
-def _job_command(tmp_path, digits_files, name: str, steps: int = 1200, preamble: str = "",
-                 **checkpointing) -> tuple[list[str], list[str]]:
+def _job_command(
+    tmp_path, digits_files, name: str, steps: int = 1200, preamble: str = "", **checkpointing
+) -> tuple[list[str], list[str]]:
     """(command, cell files) of a pack job in its own process, as a workflow rule runs it;
     ``preamble``: Python run first in that process."""
     cells, outs = _cells(tmp_path, name, steps)
     args = tmp_path / f"{name}.json"
-    args.write_text(json.dumps({"cells": cells, "pool": str(digits_files[0]), "test": str(digits_files[1]),
-                                "outs": outs, "pack": name, **checkpointing}))
-    code = preamble + "import json, sys; from gammasweep.jobs.train import train_pack; train_pack(**json.load(open(sys.argv[1])))"
+    args.write_text(
+        json.dumps(
+            {
+                "cells": cells,
+                "pool": str(digits_files[0]),
+                "test": str(digits_files[1]),
+                "outs": outs,
+                "pack": name,
+                **checkpointing,
+            }
+        )
+    )
+    code = (
+        preamble
+        + "import json, sys; from gammasweep.jobs.train import train_pack; train_pack(**json.load(open(sys.argv[1])))"
+    )
     return [sys.executable, "-c", code, str(args)], outs
 
 
@@ -56,8 +87,13 @@ def test_a_killed_pack_job_resumes_from_its_checkpoint_with_identical_results(tm
     """SIGTERM (SLURM's notice): checkpoint and exit non-zero. kill -9: nothing to catch, the last
     periodic checkpoint is resumed. Either way the rerun's cell files equal an uninterrupted run's."""
     checkpoint = tmp_path / "pack.pt"
-    job, outs = _job(tmp_path, digits_files, "killed", checkpoint=str(checkpoint),
-                     checkpoint_seconds=1e9 if kill == signal.SIGTERM else 0.0)
+    job, outs = _job(
+        tmp_path,
+        digits_files,
+        "killed",
+        checkpoint=str(checkpoint),
+        checkpoint_seconds=1e9 if kill == signal.SIGTERM else 0.0,
+    )
     _wait_for(job, "step 240/1200" if kill == signal.SIGTERM else "checkpoint: step 300 saved")
     job.send_signal(kill)
     output = job.communicate(timeout=120)[0]
@@ -80,10 +116,14 @@ def test_a_killed_pack_job_resumes_from_its_checkpoint_with_identical_results(tm
 
 def test_a_full_disk_fails_the_job_clearly_and_leaves_nothing_half_written(tmp_path, digits_files):
     """The file-size limit (RLIMIT_FSIZE) makes every write past 4 kB fail as a full disk would."""
-    full_disk = ("import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-                 "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); ")
+    full_disk = (
+        "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); "
+    )
     command, outs = _job_command(tmp_path, digits_files, "full", steps=20, preamble=full_disk)
     job = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert job.returncode != 0
-    assert f"could not write {outs[0]}" in job.stderr and "nothing was written under that name" in job.stderr, job.stderr
+    assert f"could not write {outs[0]}" in job.stderr and "nothing was written under that name" in job.stderr, (
+        job.stderr
+    )
     assert list((tmp_path / "full").iterdir()) == []  # neither the cell file nor its temporary

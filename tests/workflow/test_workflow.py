@@ -19,12 +19,21 @@ import numpy as np
 import pytest
 import yaml
 from conftest import h5_datasets
-from workflow_helpers import (REPO, assert_cells_equal_an_uninterrupted_run, job_table, long_pack_config,
-                              micro_config, rule_counts, scratch_workflow, snakemake, snakemake_env)
+from workflow_helpers import (
+    REPO,
+    assert_cells_equal_an_uninterrupted_run,
+    job_table,
+    long_pack_config,
+    micro_config,
+    rule_counts,
+    scratch_workflow,
+    snakemake,
+    snakemake_env,
+)
 
+from gammasweep.figures import PLOTS, RELATED_PLOTS
 from gammasweep.plan.plan import Plan
 from gammasweep.results.cube import open_cube
-from gammasweep.figures import PLOTS, RELATED_PLOTS
 from gammasweep.results.records import RECORDS
 
 
@@ -64,7 +73,9 @@ def test_end_to_end_micro_run_builds_every_figure(micro_run):
     manifest = json.loads((micro_run / "results" / "data" / "micro" / "manifest.json").read_text())
     pool_file = micro_run / manifest["pool"]["path"]
     assert manifest["pool"]["sha256"] == hashlib.sha256(pool_file.read_bytes()).hexdigest()
-    assert [shard["images"] for shard in manifest["shards"]] == [200, 200] and manifest["pool"]["class_counts"] == [40] * 10
+    assert [shard["images"] for shard in manifest["shards"]] == [200, 200] and manifest["pool"]["class_counts"] == [
+        40
+    ] * 10
     with h5py.File(micro_run / "results" / "data" / "micro" / "pool.h5") as f:
         assert f["images"].shape == (400, 8, 8, 1) and f["images"].dtype == np.uint8
         assert np.bincount(f["labels"][()]).tolist() == [40] * 10
@@ -116,7 +127,10 @@ def test_a_changed_cell_parameter_reruns_exactly_the_affected_packs(micro_run):
     packs = re.findall(r"^train_(\w+)_pack\d{4}\s+1$", job_table(plan.stdout), re.MULTILINE)
     assert packs == ["mlp_cross_entropy"] * 2 and counts["aggregate"] == 1
     assert sorted(k for k in counts if k.startswith("figure_")) == [
-        "figure_curves_mlp_cross_entropy", "figure_phase_mlp_cross_entropy", "figure_scaling_mlp_cross_entropy"]
+        "figure_curves_mlp_cross_entropy",
+        "figure_phase_mlp_cross_entropy",
+        "figure_scaling_mlp_cross_entropy",
+    ]
     assert not {"train_generator", "sample_shard", "merge_pool"} & counts.keys()
 
 
@@ -126,8 +140,15 @@ def test_paper_config_dry_runs_the_full_dag_without_importing_torch(tmp_path):
     root = scratch_workflow(tmp_path / "wf", {})
     (tmp_path / "poisoned" / "torch").mkdir(parents=True)
     (tmp_path / "poisoned" / "torch" / "__init__.py").write_text("raise ImportError('torch imported while planning')")
-    result = snakemake(root, "--configfile", "config/paper.yaml", "-n", "--quiet", "rules",
-                       env={"PYTHONPATH": str(tmp_path / "poisoned")})
+    result = snakemake(
+        root,
+        "--configfile",
+        "config/paper.yaml",
+        "-n",
+        "--quiet",
+        "rules",
+        env={"PYTHONPATH": str(tmp_path / "poisoned")},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     counts = rule_counts(result.stdout)
     # 7 experiments x 21 gamma x 49 eta cells; per MLP experiment (SGD at L = 2, 3, 4 with MSE, L = 3 with
@@ -177,8 +198,13 @@ def test_default_config_plans_the_quickstart(tmp_path):
 
 def test_a_second_workflow_on_the_same_directory_is_refused_by_the_lock(tmp_path):
     root = scratch_workflow(tmp_path, micro_config(losses=("mse",)))
-    first = subprocess.Popen([sys.executable, "-m", "snakemake", "--configfile", "micro.yaml", "--cores", "1"],
-                             cwd=root, env=snakemake_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--configfile", "micro.yaml", "--cores", "1"],
+        cwd=root,
+        env=snakemake_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while not list((root / ".snakemake" / "locks").glob("*")) and time.monotonic() < deadline:
@@ -213,8 +239,14 @@ def test_a_kill_9ed_training_job_resumes_when_the_workflow_is_rerun(micro_run, t
     root = scratch_workflow(tmp_path / "workflow", config)
     shutil.copytree(micro_run / "results" / "data", root / "results" / "data")  # the same 400-image pool
     log = root / "results" / "logs" / "train" / "mlp_mse" / "pack0000.log"
-    workflow = subprocess.Popen([sys.executable, "-m", "snakemake", "--configfile", "micro.yaml", "--cores", "1"],
-                                cwd=root, env=snakemake_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    workflow = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--configfile", "micro.yaml", "--cores", "1"],
+        cwd=root,
+        env=snakemake_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 600
         while not (log.exists() and "checkpoint: step" in log.read_text()):
@@ -243,8 +275,9 @@ def test_a_broken_generator_fails_the_quality_gate_and_nothing_trains(micro_run,
     config = micro_config(losses=("mse",))
     config["datasets"]["micro"]["quality_gate"] |= {"min_agreement": 0.9, "classifier_steps": 300}
     root = scratch_workflow(tmp_path / "workflow", config)
-    shutil.copytree(micro_run / "results" / "data", root / "results" / "data",
-                    ignore=shutil.ignore_patterns("quality.json"))  # the same pool, not yet gated
+    shutil.copytree(
+        micro_run / "results" / "data", root / "results" / "data", ignore=shutil.ignore_patterns("quality.json")
+    )  # the same pool, not yet gated
     result = snakemake(root, "--configfile", "micro.yaml", "--cores", "1")
     assert result.returncode != 0 and "Error in rule quality_gate" in result.stderr, result.stderr[-3000:]
     log = (root / "results" / "logs" / "data" / "micro" / "quality_gate.log").read_text()

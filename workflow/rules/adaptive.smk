@@ -18,21 +18,21 @@ if ADAPTIVE:
             quality=lambda w: PLAN.quality_files(w.experiment),
         output:
             paths.BRACKET,
-        params:
-            cells=lambda w: PLAN.column_cells(w.experiment, w.gamma),
-            settings=lambda w: vars(PLAN.adaptive_settings(w.experiment)),
-            start=lambda w: PLAN.bracket_start(w.experiment, w.gamma),
         log:
             paths.LOG["bracket_eta"],
+        wildcard_constraints:
+            experiment=ADAPTIVE_EXPERIMENT,
+        conda:
+            ENV
         threads: 1
         resources:
             gpu=1,
             mem_mb=8000,
             runtime=lambda wildcards, attempt: 60 * attempt,
-        wildcard_constraints:
-            experiment=ADAPTIVE_EXPERIMENT,
-        conda:
-            ENV
+        params:
+            cells=lambda w: PLAN.column_cells(w.experiment, w.gamma),
+            settings=lambda w: vars(PLAN.adaptive_settings(w.experiment)),
+            start=lambda w: PLAN.bracket_start(w.experiment, w.gamma),
         script:
             "../scripts/bracket_eta.py"
 
@@ -43,22 +43,22 @@ if ADAPTIVE:
             test=lambda w: PLAN.source_file(PLAN.experiment_dataset(w.experiment), "test"),
         output:
             directory(paths.COLUMN),
-        params:
-            cells=lambda w: PLAN.column_cells(w.experiment, w.gamma),
-            files=lambda w: PLAN.column_files(w.experiment, w.gamma),
-            depth_steps=lambda w: PLAN.depth_steps(w.experiment, w.gamma),
-            checkpoint=paths.COLUMN_CHECKPOINT,
         log:
             paths.LOG["train_column"],
+        wildcard_constraints:
+            experiment=ADAPTIVE_EXPERIMENT,
+        conda:
+            ENV
         threads: 1
         resources:
             gpu=1,
             mem_mb=8000,
             runtime=lambda wildcards, attempt: 120 * attempt,
-        wildcard_constraints:
-            experiment=ADAPTIVE_EXPERIMENT,
-        conda:
-            ENV
+        params:
+            cells=lambda w: PLAN.column_cells(w.experiment, w.gamma),
+            files=lambda w: PLAN.column_files(w.experiment, w.gamma),
+            depth_steps=lambda w: PLAN.depth_steps(w.experiment, w.gamma),
+            checkpoint=paths.COLUMN_CHECKPOINT,
         script:
             "../scripts/train_column.py"
 
@@ -67,11 +67,11 @@ if ADAPTIVE:
             lambda w: [c.bracket for c in PLAN.columns(w.experiment)],
         output:
             paths.BRACKETS,
-        localrule: True
         log:
             paths.LOG["eta_brackets"],
         wildcard_constraints:
             experiment=ADAPTIVE_EXPERIMENT,
+        localrule: True
         conda:
             ENV
         script:
@@ -82,14 +82,14 @@ if ADAPTIVE:
             unpack(adaptive_cube_inputs),
         output:
             paths.CUBE,
-        params:
-            grid=lambda w: [list(axis.values()) for axis in PLAN.grids[w.experiment]],
-            experiment=lambda w: PLAN.config["experiments"][w.experiment],
         log:
             paths.LOG["aggregate"],
         wildcard_constraints:
             experiment=ADAPTIVE_EXPERIMENT,
         conda:
             ENV
+        params:
+            grid=lambda w: [list(axis.values()) for axis in PLAN.grids[w.experiment]],
+            experiment=lambda w: PLAN.config["experiments"][w.experiment],
         script:
             "../scripts/aggregate_adaptive.py"

@@ -7,14 +7,14 @@ rule aggregate:
         lambda w: PLAN.cell_files(w.experiment),
     output:
         paths.CUBE,
-    params:
-        expected=lambda w: PLAN.cell_identities(w.experiment),
-        experiment=lambda w: PLAN.config["experiments"][w.experiment],
     log:
         paths.LOG["aggregate"],
     wildcard_constraints:
         experiment="|".join(PLAN.experiments(adaptive=False)) or "(?!)",
     conda:
         ENV
+    params:
+        expected=lambda w: PLAN.cell_identities(w.experiment),
+        experiment=lambda w: PLAN.config["experiments"][w.experiment],
     script:
         "../scripts/aggregate.py"

@@ -5,16 +5,16 @@
 
 # Downloads run on the submitting host: cluster compute nodes often have no internet.
 rule fetch_source:
-    localrule: True
     output:
         train=paths.SOURCE.replace("{split}", "train"),
         test=paths.SOURCE.replace("{split}", "test"),
-    params:
-        downloads=lambda w: PLAN.source_downloads(w.source),
     log:
         paths.LOG["fetch_source"],
+    localrule: True
     conda:
         ENV
+    params:
+        downloads=lambda w: PLAN.source_downloads(w.source),
     script:
         "../scripts/fetch_source.py"
 
@@ -24,16 +24,16 @@ rule train_generator:
         lambda w: PLAN.source_file(w.dataset, "train"),
     output:
         paths.GENERATOR,
+    log:
+        paths.LOG["train_generator"],
+    conda:
+        ENV
+    threads: 2
     params:
         # Only what the generator depends on: editing the sampling settings must not retrain it.
         source=lambda w: PLAN.dataset(w.dataset)["source"],
         generator=lambda w: PLAN.dataset(w.dataset)["generator"],
         device=config["training"]["device"],
-    log:
-        paths.LOG["train_generator"],
-    threads: 2
-    conda:
-        ENV
     script:
         "../scripts/train_generator.py"
 
@@ -43,14 +43,14 @@ rule sample_shard:
         paths.GENERATOR,
     output:
         paths.SHARD,
+    log:
+        paths.LOG["sample_shard"],
+    conda:
+        ENV
+    threads: 1
     params:
         sampling=lambda w: PLAN.dataset(w.dataset)["sampling"],
         device=config["training"]["device"],
-    log:
-        paths.LOG["sample_shard"],
-    threads: 1
-    conda:
-        ENV
     script:
         "../scripts/sample_shard.py"
 
@@ -79,28 +79,28 @@ rule quality_gate:
         test=lambda w: PLAN.source_file(w.dataset, "test"),
     output:
         paths.QUALITY,
+    log:
+        paths.LOG["quality_gate"],
+    conda:
+        ENV
+    threads: 2
     params:
         gate=lambda w: PLAN.dataset(w.dataset)["quality_gate"],
         num_classes=lambda w: SOURCES[PLAN.dataset(w.dataset)["source"]].num_classes,
         device=config["training"]["device"],
-    log:
-        paths.LOG["quality_gate"],
-    threads: 2
-    conda:
-        ENV
     script:
         "../scripts/quality_gate.py"
 
 
 rule fetch_part:
-    localrule: True
     output:
         paths.PART,
-    params:
-        downloads=lambda w: PLAN.downloads([PLAN.dataset(w.dataset)["parts"][int(w.part)]]),
     log:
         paths.LOG["fetch_part"],
+    localrule: True
     conda:
         ENV
+    params:
+        downloads=lambda w: PLAN.downloads([PLAN.dataset(w.dataset)["parts"][int(w.part)]]),
     script:
         "../scripts/fetch_part.py"

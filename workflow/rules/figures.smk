@@ -7,7 +7,6 @@ for _name, _figure in config["figures"].items():
     rule:
         name:
             f"figure_{_name}"
-        localrule: True
         input:
             PLAN.figure_cubes(_name),
         output:
@@ -19,14 +18,15 @@ for _name, _figure in config["figures"].items():
                 labels={"figure": _name, "paper": _figure.get("paper", "-")},
             ),
             csv=paths.FIGURE.format(figure=_name, ext="csv"),
+        log:
+            paths.LOG["figure"].format(figure=_name),
+        localrule: True
+        conda:
+            ENV
         params:
             plot=_figure["plot"],
             options=_figure.get("options", {}),
             title=_figure.get("title"),
             caption=PLAN.figure_caption(_name),
-        log:
-            paths.LOG["figure"].format(figure=_name),
-        conda:
-            ENV
         script:
             "../scripts/plot_figure.py"

@@ -4,16 +4,16 @@
 
 
 rule simulate_related:
-    localrule: True
     output:
         paths.RELATED_CUBE,
-    params:
-        spec=lambda w: PLAN.config["related"][w.related],
     log:
         paths.LOG["simulate_related"],
     wildcard_constraints:
         related="|".join(PLAN.config.get("related", {})) or "(?!)",
+    localrule: True
     conda:
         ENV
+    params:
+        spec=lambda w: PLAN.config["related"][w.related],
     script:
         "../scripts/simulate_related.py"

@@ -3,16 +3,16 @@
 
 
 rule simulate_toy:
-    localrule: True
     output:
         paths.TOY_CUBE,
-    params:
-        settings=lambda w: PLAN.config["toy_models"][w.toy],
     log:
         paths.LOG["simulate_toy"],
     wildcard_constraints:
         toy="|".join(PLAN.config.get("toy_models", {})) or "(?!)",
+    localrule: True
     conda:
         ENV
+    params:
+        settings=lambda w: PLAN.config["toy_models"][w.toy],
     script:
         "../scripts/simulate_toy.py"

@@ -17,17 +17,17 @@ for experiment in PLAN.config["experiments"]:
                 quality=PLAN.quality_files(experiment),
             output:
                 pack.cell_files,
-            params:
-                cells=[PLAN.cell_params(experiment, *cell) for cell in pack.cells],
-                checkpoint=pack.checkpoint,
             log:
                 pack.log,
+            conda:
+                ENV
             threads: 1
             resources:
                 gpu=1,
                 mem_mb=8000,
                 runtime=lambda wildcards, attempt: 120 * attempt,
-            conda:
-                ENV
+            params:
+                cells=[PLAN.cell_params(experiment, *cell) for cell in pack.cells],
+                checkpoint=pack.checkpoint,
             script:
                 "../scripts/train_pack.py"

@@ -1,7 +1,12 @@
-from gammasweep.jobs.glue import job_log
 from gammasweep.jobs.aggregate import aggregate_adaptive
+from gammasweep.jobs.glue import job_log
 
 with job_log(snakemake):
-    aggregate_adaptive(list(snakemake.input.brackets), list(snakemake.input.columns),
-                       tuple(snakemake.params.grid), snakemake.wildcards.adaptive_experiment,
-                       dict(snakemake.params.experiment), snakemake.output[0])
+    aggregate_adaptive(
+        list(snakemake.input.brackets),
+        list(snakemake.input.columns),
+        tuple(snakemake.params.grid),
+        snakemake.wildcards.adaptive_experiment,
+        dict(snakemake.params.experiment),
+        snakemake.output[0],
+    )

@@ -1,5 +1,5 @@
-from gammasweep.jobs.glue import job_log
 from gammasweep.jobs.data import fetch_part
+from gammasweep.jobs.glue import job_log
 
 with job_log(snakemake):
     fetch_part(dict(snakemake.params.downloads), snakemake.output[0])

@@ -10,11 +10,12 @@ from one ``torch.rand`` call on a caller-given generator, so a batch is a pure f
 generator, so a resumed run re-creates the augmentations of every step exactly.
 
 The transformations follow torchvision's ``RandomResizedCrop``, ``RandomHorizontalFlip``,
-``ColorJitter`` and ``RandomGrayscale`` (same parameter distributions, same formulas, colour ops in a random order per sample as
-ColorJitter does per image), with two documented differences: crop boxes are not rounded to whole
-pixels (``grid_sample`` resamples a continuous box, which only adds variety), and near a crop's edge the bilinear resampling reads
-the pixels just outside the box instead of clamping to the box (the crop is a region of a
-continuous image, not a separate picture); both are within interpolation error.
+``ColorJitter`` and ``RandomGrayscale`` (same parameter distributions, same formulas, colour ops in a
+random order per sample as ColorJitter does per image), with two documented differences: crop boxes
+are not rounded to whole pixels (``grid_sample`` resamples a continuous box, which only adds
+variety), and near a crop's edge the bilinear resampling reads the pixels just outside the box
+instead of clamping to the box (the crop is a region of a continuous image, not a separate
+picture); both are within interpolation error.
 
 Layout: inputs are uint8 (B, H, W, C) as stored in the pools; outputs are float32 (B, H, W, C)
 in [0, 1]; the caller normalises afterwards. C is 1 or 3 (saturation, hue and grayscale leave a
@@ -88,16 +89,25 @@ class StrongAugment:
                 object.__setattr__(self, f.name, float(value))
         lo, hi = self.scale
         if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"StrongAugment.scale must satisfy 0 < min <= max <= 1 (area fraction of the crop), got {self.scale}")
+            raise ValueError(
+                f"StrongAugment.scale must satisfy 0 < min <= max <= 1 (area fraction of the crop), got {self.scale}"
+            )
         lo, hi = self.ratio
         if not 0.0 < lo <= hi:
-            raise ValueError(f"StrongAugment.ratio must satisfy 0 < min <= max (aspect ratio w / h of the crop), got {self.ratio}")
+            raise ValueError(
+                f"StrongAugment.ratio must satisfy 0 < min <= max (aspect ratio w / h of the crop), got {self.ratio}"
+            )
         for name in ("flip", "grayscale"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"StrongAugment.{name} is a probability and must lie in [0, 1], got {getattr(self, name)}")
+                raise ValueError(
+                    f"StrongAugment.{name} is a probability and must lie in [0, 1], got {getattr(self, name)}"
+                )
         for name in ("brightness", "contrast", "saturation"):
             if getattr(self, name) < 0.0:
-                raise ValueError(f"StrongAugment.{name} must be >= 0 (factor drawn from [max(0, 1 - x), 1 + x]), got {getattr(self, name)}")
+                raise ValueError(
+                    f"StrongAugment.{name} must be >= 0 (factor drawn from [max(0, 1 - x), 1 + x]), "
+                    f"got {getattr(self, name)}"
+                )
         if not 0.0 <= self.hue <= 0.5:
             raise ValueError(f"StrongAugment.hue must lie in [0, 0.5] (a shift of the hue circle), got {self.hue}")
 
@@ -145,8 +155,14 @@ def step_generator(data_seed: int, step: int, device: torch.device | str = "cpu"
     return torch.Generator(device=torch.device(device)).manual_seed(seed & (2**63 - 1))
 
 
-def sample_params(batch: int, height: int, width: int, settings: StrongAugment, generator: torch.Generator,
-                  device: torch.device | str | None = None) -> AugmentParams:
+def sample_params(
+    batch: int,
+    height: int,
+    width: int,
+    settings: StrongAugment,
+    generator: torch.Generator,
+    device: torch.device | str | None = None,
+) -> AugmentParams:
     """Draw the parameters of ``batch`` samples of (height, width) images from ``generator``.
 
     One ``torch.rand((batch, 32))`` call on the generator's device, whatever the settings; the
@@ -161,7 +177,7 @@ def sample_params(batch: int, height: int, width: int, settings: StrongAugment, 
     # Random resized crop, torchvision's algorithm vectorised over the 10 tries.
     scale = s.scale[0] + (s.scale[1] - s.scale[0]) * u[:, :_TRIES]
     log_lo, log_hi = math.log(s.ratio[0]), math.log(s.ratio[1])
-    ratio = torch.exp(log_lo + (log_hi - log_lo) * u[:, _TRIES:2 * _TRIES])
+    ratio = torch.exp(log_lo + (log_hi - log_lo) * u[:, _TRIES : 2 * _TRIES])
     w = torch.sqrt(area * scale * ratio)
     h = torch.sqrt(area * scale / ratio)
     tol = 1 + 1e-9
@@ -190,12 +206,16 @@ def sample_params(batch: int, height: int, width: int, settings: StrongAugment, 
 
     f32 = torch.float32
     return AugmentParams(
-        top=top.to(f32), left=left.to(f32), height=h.to(f32), width=w.to(f32), flip=flip,
+        top=top.to(f32),
+        left=left.to(f32),
+        height=h.to(f32),
+        width=w.to(f32),
+        flip=flip,
         brightness=factor(s.brightness, u[:, k + 3]).to(f32),
         contrast=factor(s.contrast, u[:, k + 4]).to(f32),
         saturation=factor(s.saturation, u[:, k + 5]).to(f32),
         hue=(s.hue * (2 * u[:, k + 6] - 1)).to(f32),
-        order=torch.argsort(u[:, k + 7:k + 11], dim=1),
+        order=torch.argsort(u[:, k + 7 : k + 11], dim=1),
         grayscale=u[:, k + 11] < s.grayscale,
     )
 
@@ -208,7 +228,9 @@ def augment(images: torch.Tensor, settings: StrongAugment, generator: torch.Gene
     device works too, its draws are moved over). Deterministic given the generator's state.
     """
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(f"augment expects uint8 images (B, H, W, C) with C in (1, 3), got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"augment expects uint8 images (B, H, W, C) with C in (1, 3), got {images.dtype} {tuple(images.shape)}"
+        )
     b, h, w, _ = images.shape
     p = sample_params(b, h, w, settings, generator, device=images.device)
     x = images.permute(0, 3, 1, 2).to(torch.float32).div_(255.0).contiguous()  # (B, C, H, W)
@@ -223,8 +245,15 @@ def augment(images: torch.Tensor, settings: StrongAugment, generator: torch.Gene
 # --- the transformations with explicit parameters, on float (B, H, W, C) images -----------------
 
 
-def resized_crop_flip(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: torch.Tensor,
-                      width: torch.Tensor, flip: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+def resized_crop_flip(
+    images: torch.Tensor,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    height: torch.Tensor,
+    width: torch.Tensor,
+    flip: torch.Tensor,
+    size: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """Crop each image to its box and resize it to ``size`` (default: the input size), flipping it
     horizontally where ``flip`` is true; float (B, H, W, C) -> float (B, h, w, C).
 
@@ -237,8 +266,14 @@ def resized_crop_flip(images: torch.Tensor, top: torch.Tensor, left: torch.Tenso
     return _crop_flip(x, top, left, height, width, flip, size).permute(0, 2, 3, 1)
 
 
-def color_jitter(images: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor,
-                 hue: torch.Tensor | None, order: torch.Tensor | None = None) -> torch.Tensor:
+def color_jitter(
+    images: torch.Tensor,
+    brightness: torch.Tensor,
+    contrast: torch.Tensor,
+    saturation: torch.Tensor,
+    hue: torch.Tensor | None,
+    order: torch.Tensor | None = None,
+) -> torch.Tensor:
     """torchvision's adjust_brightness / contrast / saturation / hue with per-sample factors, on float
     (B, H, W, C) images in [0, 1], applied per sample in ``order`` ((B, 4) permutations of
     BRIGHTNESS, CONTRAST, SATURATION, HUE; default that order); ``hue=None`` skips hue.
@@ -261,8 +296,15 @@ def random_grayscale(images: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
 # --- kernels on (B, C, H, W) --------------------------------------------------------------------
 
 
-def _crop_flip(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: torch.Tensor, width: torch.Tensor,
-               flip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _crop_flip(
+    x: torch.Tensor,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    height: torch.Tensor,
+    width: torch.Tensor,
+    flip: torch.Tensor,
+    size: tuple[int, int],
+) -> torch.Tensor:
     b, c, hin, win = x.shape
     dt = x.dtype
     top, left, height, width = (t.to(device=x.device, dtype=dt) for t in (top, left, height, width))
@@ -286,8 +328,14 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (r * GRAY_WEIGHTS[0] + g * GRAY_WEIGHTS[1] + b * GRAY_WEIGHTS[2]).unsqueeze(1)
 
 
-def _color_jitter(x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor,
-                  hue: torch.Tensor | None, order: torch.Tensor) -> torch.Tensor:
+def _color_jitter(
+    x: torch.Tensor,
+    brightness: torch.Tensor,
+    contrast: torch.Tensor,
+    saturation: torch.Tensor,
+    hue: torch.Tensor | None,
+    order: torch.Tensor,
+) -> torch.Tensor:
     """Per-sample order without a pass per (sample, op): brightness, contrast and saturation are all
     blends clamp(f x + (1 - f) target) (target 0, the mean gray, the gray image), so one blend pass
     serves every sample, each with its own op. Each sample's three blends are split around its hue:
@@ -313,8 +361,11 @@ def _color_jitter(x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Ten
         op = blends[:, j]
         f = torch.where(active, f_all[:, j], 1.0).view(-1, 1, 1, 1)
         gray = _gray(x)
-        target = torch.where((op == SATURATION).view(-1, 1, 1, 1), gray,
-                             torch.where((op == CONTRAST).view(-1, 1, 1, 1), gray.mean(dim=(1, 2, 3), keepdim=True), zero))
+        target = torch.where(
+            (op == SATURATION).view(-1, 1, 1, 1),
+            gray,
+            torch.where((op == CONTRAST).view(-1, 1, 1, 1), gray.mean(dim=(1, 2, 3), keepdim=True), zero),
+        )
         return (x * f).add_(target * (1.0 - f)).clamp_(0.0, 1.0)
 
     for j in range(3):
@@ -337,7 +388,9 @@ def _hue_shift(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     maxc = torch.maximum(torch.maximum(r, g), b)
     chroma = maxc - torch.minimum(torch.minimum(r, g), b)
     # H6 = (g - b) / C where max = r, 2 + (b - r) / C where max = g (!= r), 4 + (r - g) / C otherwise.
-    num = torch.where(maxc == r, g - b, torch.where(maxc == g, (b - r).add_(chroma, alpha=2.0), (r - g).add_(chroma, alpha=4.0)))
+    num = torch.where(
+        maxc == r, g - b, torch.where(maxc == g, (b - r).add_(chroma, alpha=2.0), (r - g).add_(chroma, alpha=4.0))
+    )
     h6 = num.div_(torch.where(chroma == 0, 1.0, chroma)).add_((6.0 * shift).view(-1, 1, 1))  # in (-3, 9]
     h6 = torch.remainder(h6, 6.0)
     k = h6.unsqueeze(1) + torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)  # [1, 11)

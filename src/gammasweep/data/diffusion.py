@@ -156,8 +156,9 @@ def train_generator(
     labels = np.asarray(labels)
     want = (config.image_size, config.image_size, config.channels)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != want:
-        raise ValueError(f"images must be uint8 of shape (N, {want[0]}, {want[1]}, {want[2]}); "
-                         f"got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"images must be uint8 of shape (N, {want[0]}, {want[1]}, {want[2]}); got {images.dtype} {images.shape}"
+        )
     if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers of shape ({images.shape[0]},); got {labels.dtype} {labels.shape}")
     if images.shape[0] == 0:
@@ -172,10 +173,13 @@ def train_generator(
         state = _load(checkpoint, device)
         differing = _config_mismatch(state["config"], config.to_dict())
         if differing:
-            details = ", ".join(f"{k}: {state['config'].get(k)!r} in checkpoint vs {getattr(config, k, None)!r}"
-                                for k in differing)
-            raise ValueError(f"{checkpoint} was trained with a different config (differing keys: {details}); "
-                             "delete it or use another path")
+            details = ", ".join(
+                f"{k}: {state['config'].get(k)!r} in checkpoint vs {getattr(config, k, None)!r}" for k in differing
+            )
+            raise ValueError(
+                f"{checkpoint} was trained with a different config (differing keys: {details}); "
+                "delete it or use another path"
+            )
         if state["data_sha256"] != fingerprint:
             raise ValueError(f"{checkpoint} was trained on different images/labels; delete it or use another path")
         if state["step"] >= config.train_steps:
@@ -201,8 +205,10 @@ def train_generator(
         del state
     else:
         n_params = sum(p.numel() for p in unet.parameters())
-        log(f"training class-conditional DDPM ({n_params} parameters) for {config.train_steps} steps "
-            f"on {images.shape[0]} images, device {device}")
+        log(
+            f"training class-conditional DDPM ({n_params} parameters) for {config.train_steps} steps "
+            f"on {images.shape[0]} images, device {device}"
+        )
 
     x_all = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)  # (N, C, H, W) uint8
     y_all = torch.from_numpy(labels).to(device)
@@ -257,22 +263,30 @@ def train_generator(
 # sampling
 
 
-def _guided_eps(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, classes: torch.Tensor,
-                guidance_weight: float) -> torch.Tensor:
+def _guided_eps(
+    unet: nn.Module, x: torch.Tensor, t: torch.Tensor, classes: torch.Tensor, guidance_weight: float
+) -> torch.Tensor:
     """Classifier-free-guided noise prediction (1 + w) eps(x, t, c) - w eps(x, t, null); (B, C, H, W)."""
     b = x.shape[0]
     if guidance_weight == 0.0:
         keep = torch.ones(b, dtype=torch.bool, device=x.device)
         return unet(x, t, classes, cond_keep_mask=keep)
-    keep = torch.cat([torch.ones(b, dtype=torch.bool, device=x.device),
-                      torch.zeros(b, dtype=torch.bool, device=x.device)])
+    keep = torch.cat(
+        [torch.ones(b, dtype=torch.bool, device=x.device), torch.zeros(b, dtype=torch.bool, device=x.device)]
+    )
     out = unet(torch.cat([x, x]), torch.cat([t, t]), torch.cat([classes, classes]), cond_keep_mask=keep)
     eps_cond, eps_uncond = out[:b], out[b:]
     return eps_cond + guidance_weight * (eps_cond - eps_uncond)
 
 
-def _sample_batch(diffusion: nn.Module, unet: nn.Module, classes: torch.Tensor, guidance_weight: float,
-                  ddim_times: list[int] | None, gen: torch.Generator) -> torch.Tensor:
+def _sample_batch(
+    diffusion: nn.Module,
+    unet: nn.Module,
+    classes: torch.Tensor,
+    guidance_weight: float,
+    ddim_times: list[int] | None,
+    gen: torch.Generator,
+) -> torch.Tensor:
     """One batch of images in [-1, 1], shape (B, C, H, W).
 
     ``ddim_times`` None: ancestral DDPM sampling over all T steps. Otherwise deterministic DDIM
@@ -374,10 +388,10 @@ def sample_labelled(
     log_every = max(1, math.ceil(n_batches / 10))
     with torch.inference_mode():
         for bi, start in enumerate(range(0, n, batch_size)):
-            classes = labels[start:start + batch_size].to(device)
+            classes = labels[start : start + batch_size].to(device)
             x = _sample_batch(diffusion, unet, classes, float(guidance_weight), ddim_times, dev_gen)
             img = ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-            out[start:start + classes.shape[0]] = img.permute(0, 2, 3, 1).cpu().numpy()
+            out[start : start + classes.shape[0]] = img.permute(0, 2, 3, 1).cpu().numpy()
             if (bi + 1) % log_every == 0 or bi + 1 == n_batches:
                 done = start + classes.shape[0]
                 log(f"sampled {done}/{n} images  {done / max(time.perf_counter() - t0, 1e-9):.1f} images/s")

@@ -82,8 +82,16 @@ class _Digests:
         return {"size": self.size, "sha256": self.sha256.hexdigest(), "md5": self.md5.hexdigest()}
 
 
-def fetch(remote: Remote, dest: str | Path, *, retries: int = 5, backoff_s: float = 2.0, timeout_s: float = 60.0,
-          chunk_bytes: int = 1 << 20, log: Callable[[str], None] = print) -> Path:
+def fetch(
+    remote: Remote,
+    dest: str | Path,
+    *,
+    retries: int = 5,
+    backoff_s: float = 2.0,
+    timeout_s: float = 60.0,
+    chunk_bytes: int = 1 << 20,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Download ``remote`` to ``dest``, verified, and return ``dest``; do nothing if a verified copy is there.
 
     ``retries`` is the number of attempts in all; the wait before attempt k + 2 is ``backoff_s * 2**k``
@@ -108,17 +116,20 @@ def fetch(remote: Remote, dest: str | Path, *, retries: int = 5, backoff_s: floa
                 _record(remote, dest, found, log)
                 return dest
             part.unlink()
-            last_error = (f"the downloaded file does not match its pins: {'; '.join(problems)}; either the file "
-                          "on the server changed or the pin in the config is wrong (`verify: false` for this "
-                          "file accepts it anyway)")
+            last_error = (
+                f"the downloaded file does not match its pins: {'; '.join(problems)}; either the file "
+                "on the server changed or the pin in the config is wrong (`verify: false` for this "
+                "file accepts it anyway)"
+            )
         except _Transient as err:
             last_error = str(err)
         if attempt < retries:
             delay_s = min(backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
             log(f"{remote.url}: attempt {attempt} of {retries} failed: {last_error}; retrying in {delay_s:.3g} s")
             time.sleep(delay_s)
-    raise DownloadError(f"could not download {remote.url} to {dest}: all {retries} attempts failed; "
-                        f"the last one: {last_error}")
+    raise DownloadError(
+        f"could not download {remote.url} to {dest}: all {retries} attempts failed; the last one: {last_error}"
+    )
 
 
 def file_digests(path: str | Path, chunk_bytes: int = 1 << 20) -> Values:
@@ -188,12 +199,13 @@ def _record(remote: Remote, dest: Path, found: Values, log: Callable[[str], None
     with atomic_path(_sibling(dest, ".json")) as tmp:
         tmp.write_text(json.dumps({"url": remote.url, **found}, indent=2) + "\n")
     if remote.sha256 is None:
-        log(f"{dest}: no sha256 pinned for {remote.url}; to pin it, put in the config: "
-            f"sha256: {found['sha256']}, size: {found['size']}")
+        log(
+            f"{dest}: no sha256 pinned for {remote.url}; to pin it, put in the config: "
+            f"sha256: {found['sha256']}, size: {found['size']}"
+        )
 
 
-def _transfer(url: str, part: Path, timeout_s: float, chunk_bytes: int,
-              log: Callable[[str], None]) -> Values:
+def _transfer(url: str, part: Path, timeout_s: float, chunk_bytes: int, log: Callable[[str], None]) -> Values:
     """Stream ``url`` into ``part``, resuming what is there; return the size and checksums of the whole ``part``."""
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
@@ -241,8 +253,15 @@ def _extent(response: http.client.HTTPResponse) -> tuple[int, int | None]:
     return int(match[1]), int(match[3]) if match[3] != "*" else None
 
 
-def _stream(url: str, response: http.client.HTTPResponse, out: BinaryIO, digests: _Digests, total: int | None,
-            chunk_bytes: int, log: Callable[[str], None]) -> None:
+def _stream(
+    url: str,
+    response: http.client.HTTPResponse,
+    out: BinaryIO,
+    digests: _Digests,
+    total: int | None,
+    chunk_bytes: int,
+    log: Callable[[str], None],
+) -> None:
     """Copy the body to ``out`` and ``digests`` in ``chunk_bytes`` pieces, logging progress now and then."""
     started = last_report = time.monotonic()
     first = digests.size

@@ -53,8 +53,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(data) < 4:
         raise ValueError(f"{path}: {len(data)} bytes, too short for an IDX header")
     if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: bad IDX magic 0x{data[:4].hex()} (expected 0x0000TTDD with type code TT in "
-                         f"{{{', '.join(f'{c:02x}' for c in _IDX_DTYPES)}}})")
+        raise ValueError(
+            f"{path}: bad IDX magic 0x{data[:4].hex()} (expected 0x0000TTDD with type code TT in "
+            f"{{{', '.join(f'{c:02x}' for c in _IDX_DTYPES)}}})"
+        )
     dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
@@ -63,8 +65,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if len(data) - header != expected:
         state = "truncated" if len(data) - header < expected else "has trailing bytes"
-        raise ValueError(f"{path}: IDX data {state}: {len(data) - header} bytes after the header, dimensions "
-                         f"{dims} of {dtype.str} need {expected}")
+        raise ValueError(
+            f"{path}: IDX data {state}: {len(data) - header} bytes after the header, dimensions "
+            f"{dims} of {dtype.str} need {expected}"
+        )
     return np.frombuffer(data, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -101,10 +105,18 @@ class _CifarLayout:
 
 
 _CIFAR_LAYOUTS = (
-    _CifarLayout("CIFAR-10", {"train": tuple(f"cifar-10-batches-py/data_batch_{k}" for k in range(1, 6)),
-                              "test": ("cifar-10-batches-py/test_batch",)}, b"labels", 10),
-    _CifarLayout("CIFAR-100", {"train": ("cifar-100-python/train",), "test": ("cifar-100-python/test",)},
-                 b"fine_labels", 100),
+    _CifarLayout(
+        "CIFAR-10",
+        {
+            "train": tuple(f"cifar-10-batches-py/data_batch_{k}" for k in range(1, 6)),
+            "test": ("cifar-10-batches-py/test_batch",),
+        },
+        b"labels",
+        10,
+    ),
+    _CifarLayout(
+        "CIFAR-100", {"train": ("cifar-100-python/train",), "test": ("cifar-100-python/test",)}, b"fine_labels", 100
+    ),
 )
 
 
@@ -172,8 +184,9 @@ def _cifar_batch(blob: bytes, layout: _CifarLayout, where: str) -> tuple[np.ndar
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ValueError(f"{where}: b'data' must be uint8 (N, 3072), got {data.dtype} {data.shape}")
     if labels.shape != (len(data),) or (len(labels) and not np.issubdtype(labels.dtype, np.integer)):
-        raise ValueError(f"{where}: {layout.label_key!r} must hold {len(data)} integers, got {labels.dtype} "
-                         f"{labels.shape}")
+        raise ValueError(
+            f"{where}: {layout.label_key!r} must hold {len(data)} integers, got {labels.dtype} {labels.shape}"
+        )
     _check_labels(labels, layout.num_classes, where)
     images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # CHW planes -> HWC
     return images, labels.astype(np.int64)
@@ -249,7 +262,7 @@ def iter_npz_rows(npz_path: str | Path, key: str, rows_per_chunk: int) -> Iterat
                 view, got = memoryview(buf), 0
                 try:
                     while got < len(buf):
-                        n = fp.readinto(view[got:got + _READ_BYTES])  # small reads: no block-sized copies
+                        n = fp.readinto(view[got : got + _READ_BYTES])  # small reads: no block-sized copies
                         if not n:
                             break
                         got += n
@@ -267,8 +280,9 @@ def iter_npz_rows(npz_path: str | Path, key: str, rows_per_chunk: int) -> Iterat
                 raise ValueError(f"{npz_path}:{key}: trailing bytes after the {shape[0]} rows its header declares")
 
 
-def convert_cifar5m_part(npz_path: str | Path, out_path: str | Path, rows_per_chunk: int = 65536,
-                         log: Callable[[str], object] = print) -> int:
+def convert_cifar5m_part(
+    npz_path: str | Path, out_path: str | Path, rows_per_chunk: int = 65536, log: Callable[[str], object] = print
+) -> int:
     """Convert one CIFAR-5M part (``cifar5m_part<k>.npz``: ``X`` uint8 (N, 32, 32, 3), ``Y`` labels)
     to an HDF5 pool (see :mod:`gammasweep.data.stream`), streaming ``rows_per_chunk`` images at a time.
 
@@ -292,10 +306,12 @@ def convert_cifar5m_part(npz_path: str | Path, out_path: str | Path, rows_per_ch
     start = time.monotonic()
     with image_writer(out_path, total, (32, 32, 3), {"source_file": npz_path.name}) as writer:
         for block in iter_npz_rows(npz_path, "X", rows_per_chunk):
-            writer.write(block, labels[writer.written:writer.written + len(block)])
+            writer.write(block, labels[writer.written : writer.written + len(block)])
             elapsed = time.monotonic() - start
-            log(f"{npz_path.name}: {writer.written}/{total} images ({100 * writer.written / max(total, 1):.1f}%) "
-                f"in {elapsed:.1f} s")
+            log(
+                f"{npz_path.name}: {writer.written}/{total} images ({100 * writer.written / max(total, 1):.1f}%) "
+                f"in {elapsed:.1f} s"
+            )
     return total
 
 
@@ -334,29 +350,38 @@ def read_tinyimagenet(zip_path: str | Path, split: str) -> tuple[np.ndarray, np.
         if split == "train":
             for name in names:
                 parts = PurePosixPath(name).parts
-                if (len(parts) == 5 and parts[:2] == (_TINY, "train") and parts[3] == "images"
-                        and parts[4].endswith(".JPEG")):
+                if (
+                    len(parts) == 5
+                    and parts[:2] == (_TINY, "train")
+                    and parts[3] == "images"
+                    and parts[4].endswith(".JPEG")
+                ):
                     if parts[2] not in index:
                         raise ValueError(f"{zip_path}: {name} is of class {parts[2]}, which wnids.txt does not list")
                     members.append((name, parts[2]))
         else:
-            images = {name for name in names if PurePosixPath(name).parent == PurePosixPath(_TINY, "val", "images")
-                      and name.endswith(".JPEG")}
+            images = {
+                name
+                for name in names
+                if PurePosixPath(name).parent == PurePosixPath(_TINY, "val", "images") and name.endswith(".JPEG")
+            }
             annotated = {}
             for line in text(f"{_TINY}/val/val_annotations.txt"):
                 fields = line.split("\t")
                 if len(fields) < 2:
                     raise ValueError(f"{zip_path}: malformed line in val_annotations.txt: {line!r}")
                 if fields[1] not in index:
-                    raise ValueError(f"{zip_path}: val image {fields[0]} is of class {fields[1]}, "
-                                     "which wnids.txt does not list")
+                    raise ValueError(
+                        f"{zip_path}: val image {fields[0]} is of class {fields[1]}, which wnids.txt does not list"
+                    )
                 annotated[f"{_TINY}/val/images/{fields[0]}"] = fields[1]
             unlabelled, absent = sorted(images - annotated.keys()), sorted(annotated.keys() - images)
             if unlabelled:
                 raise ValueError(f"{zip_path}: {len(unlabelled)} val images have no annotation, e.g. {unlabelled[0]}")
             if absent:
-                raise ValueError(f"{zip_path}: {len(absent)} annotated val images are missing, e.g. missing member "
-                                 f"{absent[0]}")
+                raise ValueError(
+                    f"{zip_path}: {len(absent)} annotated val images are missing, e.g. missing member {absent[0]}"
+                )
             members = list(annotated.items())
         if not members:
             raise ValueError(f"{zip_path}: no {split} images found under {_TINY}/")

@@ -21,8 +21,9 @@ def open_pool(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as err:
-        raise OSError(f"{path} is unreadable ({err}), e.g. truncated: delete it and rebuild it with "
-                      f"snakemake {path}") from None
+        raise OSError(
+            f"{path} is unreadable ({err}), e.g. truncated: delete it and rebuild it with snakemake {path}"
+        ) from None
 
 
 class ImageWriter:
@@ -37,22 +38,25 @@ class ImageWriter:
     def write(self, images: np.ndarray, labels: np.ndarray) -> None:
         """Append uint8 images (n, H, W, C) and their n labels (any integer dtype, stored as int64)."""
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != self.shape:
-            raise ValueError(f"images must be uint8 (n, {', '.join(map(str, self.shape))}), "
-                             f"got {images.dtype} {images.shape}")
+            raise ValueError(
+                f"images must be uint8 (n, {', '.join(map(str, self.shape))}), got {images.dtype} {images.shape}"
+            )
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels shape {labels.shape} does not match {images.shape[0]} images")
         end = self.written + len(images)
         if end > self.total:
-            raise ValueError(f"writing {len(images)} more images after {self.written} "
-                             f"exceeds the {self.total} declared")
-        self._images[self.written:end] = images
-        self._labels[self.written:end] = labels.astype(np.int64)
+            raise ValueError(
+                f"writing {len(images)} more images after {self.written} exceeds the {self.total} declared"
+            )
+        self._images[self.written : end] = images
+        self._labels[self.written : end] = labels.astype(np.int64)
         self.written = end
 
 
 @contextlib.contextmanager
-def image_writer(path: str | Path, total: int, shape: tuple[int, int, int],
-                 attrs: Mapping | None = None) -> Iterator[ImageWriter]:
+def image_writer(
+    path: str | Path, total: int, shape: tuple[int, int, int], attrs: Mapping | None = None
+) -> Iterator[ImageWriter]:
     """Stream ``total`` images of ``shape`` (H, W, C) into an HDF5 pool, block by block, atomically.
 
     The file appears under ``path`` only if the block succeeds and exactly ``total`` images were

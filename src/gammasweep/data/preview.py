@@ -23,7 +23,7 @@ def preview_rows(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     for k in range(len(rows)):
         of_class = np.flatnonzero(labels == k)
         chosen = np.sort(rng.choice(of_class, min(per_class, len(of_class)), replace=False))
-        rows[k, :len(chosen)] = chosen
+        rows[k, : len(chosen)] = chosen
     return rows
 
 
@@ -46,9 +46,11 @@ def pool_preview(path: str | Path, per_class: int, seed: int = 0) -> xr.Dataset:
     images = np.zeros((*rows.shape, *shape), dtype=np.uint8)
     images[rows >= 0] = read[np.searchsorted(picked, rows[rows >= 0])]
     return xr.Dataset(
-        {"images": (("class", "sample", "y", "x", "channel"), images),
-         "row": (("class", "sample"), rows),
-         "count": (("class",), np.bincount(labels, minlength=len(rows)).astype(np.int64))},
+        {
+            "images": (("class", "sample", "y", "x", "channel"), images),
+            "row": (("class", "sample"), rows),
+            "count": (("class",), np.bincount(labels, minlength=len(rows)).astype(np.int64)),
+        },
         coords={"class": np.arange(len(rows)), "sample": np.arange(per_class)},
         attrs={"path": str(path), "size": len(labels), "per_class": per_class, "seed": seed},
     )

@@ -49,8 +49,12 @@ class ReferenceCNN(nn.Module):
             raise ValueError(f"image_shape (H, W, C) = {image_shape} needs H, W >= 4 and C >= 1")
         self.image_shape = (h, w, c)
         self.features = nn.Sequential(
-            nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
             nn.Flatten(),
         )
         self.head = nn.Linear(2 * width * (h // 4) * (w // 4), num_classes)
@@ -61,13 +65,16 @@ class ReferenceCNN(nn.Module):
 
 def _check_images(images: np.ndarray, labels: np.ndarray | None = None) -> None:
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"images must be a uint8 array (N, H, W, C); got "
-                         f"{getattr(images, 'dtype', type(images))} {getattr(images, 'shape', '')}")
+        raise ValueError(
+            f"images must be a uint8 array (N, H, W, C); got "
+            f"{getattr(images, 'dtype', type(images))} {getattr(images, 'shape', '')}"
+        )
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be integers of shape ({images.shape[0]},); "
-                             f"got {labels.dtype} {labels.shape}")
+            raise ValueError(
+                f"labels must be integers of shape ({images.shape[0]},); got {labels.dtype} {labels.shape}"
+            )
 
 
 def _to_input(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -139,8 +146,8 @@ def classify(model: nn.Module, images: np.ndarray, batch_size: int = 1024) -> np
     model.eval()
     out = np.empty(images.shape[0], dtype=np.int64)
     for start in range(0, images.shape[0], batch_size):
-        logits = model(_to_input(images[start:start + batch_size], dev))
-        out[start:start + logits.shape[0]] = logits.argmax(dim=1).cpu().numpy()
+        logits = model(_to_input(images[start : start + batch_size], dev))
+        out[start : start + logits.shape[0]] = logits.argmax(dim=1).cpu().numpy()
     return out
 
 
@@ -210,8 +217,10 @@ def quality_report(
         if min_class_agreement is not None:
             for k, a in enumerate(per_class):
                 if a is not None and a < min_class_agreement:
-                    failures.append(f"class {k} agreement {a:.2f} is below the per-class gate "
-                                    f"{min_class_agreement:.2f}: the generator fails on class {k}")
+                    failures.append(
+                        f"class {k} agreement {a:.2f} is below the per-class gate "
+                        f"{min_class_agreement:.2f}: the generator fails on class {k}"
+                    )
         if imbalance > max_imbalance:
             for k, c in enumerate(counts.tolist()):
                 if abs(c - expected) / expected > max_imbalance:

@@ -47,23 +47,29 @@ def fetch_sklearn_digits(test_size: int, seed: int) -> tuple[Split, Split]:
 
 
 def _mnist(files: Mapping[str, Path]) -> tuple[Split, Split]:
-    return (read_mnist(files["mnist_train_images"], files["mnist_train_labels"]),
-            read_mnist(files["mnist_test_images"], files["mnist_test_labels"]))
+    return (
+        read_mnist(files["mnist_train_images"], files["mnist_train_labels"]),
+        read_mnist(files["mnist_test_images"], files["mnist_test_labels"]),
+    )
 
 
-def _splits(name: str, read: Callable[[Path, str], Split], train: str, test: str) -> Callable[[Mapping[str, Path]], tuple[Split, Split]]:
+def _splits(
+    name: str, read: Callable[[Path, str], Split], train: str, test: str
+) -> Callable[[Mapping[str, Path]], tuple[Split, Split]]:
     """A reader of one archive ``name`` holding both splits."""
     return lambda files: (read(files[name], train), read(files[name], test))
 
 
 SOURCES: dict[str, Source] = {
     "sklearn_digits": Source((8, 8, 1), 10, (), lambda files: fetch_sklearn_digits(DIGITS_TEST_SIZE, seed=0)),
-    "mnist": Source((28, 28, 1), 10, ("mnist_train_images", "mnist_train_labels", "mnist_test_images",
-                                      "mnist_test_labels"), _mnist),
+    "mnist": Source(
+        (28, 28, 1), 10, ("mnist_train_images", "mnist_train_labels", "mnist_test_images", "mnist_test_labels"), _mnist
+    ),
     "cifar10": Source((32, 32, 3), 10, ("cifar10",), _splits("cifar10", read_cifar, "train", "test")),
     "cifar100": Source((32, 32, 3), 100, ("cifar100",), _splits("cifar100", read_cifar, "train", "test")),
-    "tinyimagenet": Source((64, 64, 3), 200, ("tinyimagenet",),
-                           _splits("tinyimagenet", read_tinyimagenet, "train", "val")),
+    "tinyimagenet": Source(
+        (64, 64, 3), 200, ("tinyimagenet",), _splits("tinyimagenet", read_tinyimagenet, "train", "val")
+    ),
 }
 
 

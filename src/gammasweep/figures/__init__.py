@@ -19,31 +19,31 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from gammasweep.results.cube import open_cube  # noqa: E402
 from gammasweep.data.preview import pool_preview  # noqa: E402
 from gammasweep.figures import style  # noqa: E402
 from gammasweep.figures.adaptive_coverage import adaptive_coverage  # noqa: E402
 from gammasweep.figures.catapult import catapult  # noqa: E402
 from gammasweep.figures.curvature_measures import curvature_measures  # noqa: E402
+from gammasweep.figures.equilibrium_heatmaps import equilibrium_heatmaps  # noqa: E402
+from gammasweep.figures.equilibrium_sweep import equilibrium_sweep  # noqa: E402
 from gammasweep.figures.eta_star_scaling import eta_star_scaling  # noqa: E402
 from gammasweep.figures.feature_sparsity_curves import feature_sparsity_curves  # noqa: E402
 from gammasweep.figures.hessian_spectrum import hessian_spectrum  # noqa: E402
 from gammasweep.figures.loss_curves import loss_curves  # noqa: E402
+from gammasweep.figures.neuron_directions import neuron_directions  # noqa: E402
 from gammasweep.figures.output_agreement import output_agreement  # noqa: E402
 from gammasweep.figures.performance_vs_gamma import performance_vs_gamma  # noqa: E402
 from gammasweep.figures.phase_portrait import phase_portrait  # noqa: E402
 from gammasweep.figures.regime_diagram import regime_diagram  # noqa: E402
-from gammasweep.figures.sample_grid import PER_CLASS, sample_grid  # noqa: E402
 from gammasweep.figures.representation_similarity import representation_similarity  # noqa: E402
+from gammasweep.figures.sample_grid import PER_CLASS, sample_grid  # noqa: E402
 from gammasweep.figures.sharpness_trajectory import sharpness_trajectory  # noqa: E402
 from gammasweep.figures.sharpness_vs_gamma import sharpness_vs_gamma  # noqa: E402
 from gammasweep.figures.silent_alignment import silent_alignment  # noqa: E402
 from gammasweep.figures.toy_phase_portrait import toy_phase_portrait  # noqa: E402
 from gammasweep.figures.trajectories import trajectories  # noqa: E402
-from gammasweep.figures.neuron_directions import neuron_directions  # noqa: E402
-from gammasweep.figures.equilibrium_heatmaps import equilibrium_heatmaps  # noqa: E402
-from gammasweep.figures.equilibrium_sweep import equilibrium_sweep  # noqa: E402
 from gammasweep.figures.weight_movement import weight_movement  # noqa: E402
+from gammasweep.results.cube import open_cube  # noqa: E402
 from gammasweep.results.io import atomic_path  # noqa: E402
 from gammasweep.results.provenance import versions  # noqa: E402
 
@@ -86,8 +86,9 @@ def open_input(path: str | Path, options: dict) -> xr.Dataset:
     return open_cube(path)
 
 
-def render(plot: str, cube_paths: Sequence[str | Path], options: dict, outputs: dict[str, str | Path],
-           title: str | None = None) -> None:
+def render(
+    plot: str, cube_paths: Sequence[str | Path], options: dict, outputs: dict[str, str | Path], title: str | None = None
+) -> None:
     """Draw figure kind ``plot`` from its inputs (``open_input``) and atomically write outputs['pdf'],
     ['png'], ['csv']."""
     cubes = [open_input(p, options) for p in cube_paths]
@@ -95,8 +96,10 @@ def render(plot: str, cube_paths: Sequence[str | Path], options: dict, outputs: 
         fig, table = PLOTS[plot](cubes, options)
         if title:
             fig.suptitle(title)
-        about = json.dumps({"plot": plot, "options": options, "cubes": [str(p) for p in cube_paths],
-                            "versions": versions()}, sort_keys=True)
+        about = json.dumps(
+            {"plot": plot, "options": options, "cubes": [str(p) for p in cube_paths], "versions": versions()},
+            sort_keys=True,
+        )
         for fmt, meta in (("pdf", {"Subject": about, "Creator": "gammasweep"}), ("png", {"Description": about})):
             with atomic_path(outputs[fmt]) as tmp:
                 fig.savefig(tmp, format=fmt, metadata=meta, bbox_inches="tight", dpi=150)

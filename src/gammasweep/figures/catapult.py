@@ -27,7 +27,7 @@ def catapult(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.Dat
     requested = [options["gamma"]] if "gamma" in options else None
     gamma = pick_gammas(best, requested, count=1)[0]
     stable = [float(e) for e in np.sort(cube["eta"].values) if not cell_diverged(cube).sel(gamma=gamma, eta=e)]
-    etas = stable[-options.get("etas", 3):][::-1]
+    etas = stable[-options.get("etas", 3) :][::-1]
     fig, (ax_loss, ax_sharp) = plt.subplots(1, 2, figsize=(7.4, 3.2))
     rows = []
     for color, eta in zip((f"C{i}" for i in range(10)), etas):
@@ -36,9 +36,19 @@ def catapult(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.Dat
         ax_loss.plot(cube["step"].values + 1, loss, color=color, label=f"$\\eta$ = {eta:.3g}")
         ax_sharp.plot(cube["eval_step"].values + 1, lam, "o-", ms=2.5, color=color)
         ax_sharp.axhline(2.0 / eta, ls="--", lw=0.9, color=color)
-        rows.append({"experiment": cube.attrs["experiment"], "gamma": gamma, "eta": eta, "seed": seed,
-                     "sharpness_init": lam[0], "sharpness_final": lam[-1], "two_over_eta": 2.0 / eta,
-                     "loss_spike": float(np.nanmax(loss) / loss[0]), "catapult": bool(2.0 / eta < lam[0])})
+        rows.append(
+            {
+                "experiment": cube.attrs["experiment"],
+                "gamma": gamma,
+                "eta": eta,
+                "seed": seed,
+                "sharpness_init": lam[0],
+                "sharpness_final": lam[-1],
+                "two_over_eta": 2.0 / eta,
+                "loss_spike": float(np.nanmax(loss) / loss[0]),
+                "catapult": bool(2.0 / eta < lam[0]),
+            }
+        )
     ax_loss.set_xscale("log")
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("SGD step t + 1")

@@ -46,8 +46,9 @@ def equilibrium_sweep(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figur
         if isinstance(options["x"], str):
             wanted.append(options["x"])
         if missing := [v for v in wanted if v not in cube]:
-            raise ValueError(f"related cube {cube.attrs.get('kind')}: no variables {missing}; "
-                             f"it has {sorted(cube.data_vars)}")
+            raise ValueError(
+                f"related cube {cube.attrs.get('kind')}: no variables {missing}; it has {sorted(cube.data_vars)}"
+            )
         xs = sweep_values(cube, options["x"])
         groups = options.get("groups") or {"all": list(xs.index)}
         for ax, name in zip(ax_row, which):
@@ -56,19 +57,52 @@ def equilibrium_sweep(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figur
                 variants = sorted((v for v in variants if v in xs.index), key=lambda v: xs[v])
                 values = final.sel(variant=variants)
                 median, low, high = (values.median("seed"), values.min("seed"), values.max("seed"))
-                ax.errorbar(xs[variants], median, yerr=[median - low, high - median], fmt="o-", ms=3, capsize=2,
-                            label=label)
-                rows += [{"kind": "run", "cube": cube.attrs.get("kind"), "quantity": name, "group": label,
-                          "variant": v, "x": xs[v], "median": float(median.sel(variant=v)),
-                          "min": float(low.sel(variant=v)), "max": float(high.sel(variant=v)),
-                          "diverged_runs": int((cube["diverged_step"].sel(variant=v) >= 0).sum())} for v in variants]
+                ax.errorbar(
+                    xs[variants], median, yerr=[median - low, high - median], fmt="o-", ms=3, capsize=2, label=label
+                )
+                rows += [
+                    {
+                        "kind": "run",
+                        "cube": cube.attrs.get("kind"),
+                        "quantity": name,
+                        "group": label,
+                        "variant": v,
+                        "x": xs[v],
+                        "median": float(median.sel(variant=v)),
+                        "min": float(low.sel(variant=v)),
+                        "max": float(high.sel(variant=v)),
+                        "diverged_runs": int((cube["diverged_step"].sel(variant=v) >= 0).sum()),
+                    }
+                    for v in variants
+                ]
             for i, theory in enumerate(options.get("theory", {}).get(name, [])):
-                per_x = pd.Series(final_state(cube, theory).median("seed").sel(variant=list(xs.index)).values,
-                                  index=xs.values).groupby(level=0).median().sort_index()
-                ax.plot(per_x.index, per_x.values, ls=("--", ":", "-.")[i % 3], color="k", lw=1,
-                        label=cube[theory].attrs.get("long_name", theory))
-                rows += [{"kind": "theory", "cube": cube.attrs.get("kind"), "quantity": name, "group": theory,
-                          "x": x, "median": value} for x, value in per_x.items()]
+                per_x = (
+                    pd.Series(
+                        final_state(cube, theory).median("seed").sel(variant=list(xs.index)).values, index=xs.values
+                    )
+                    .groupby(level=0)
+                    .median()
+                    .sort_index()
+                )
+                ax.plot(
+                    per_x.index,
+                    per_x.values,
+                    ls=("--", ":", "-.")[i % 3],
+                    color="k",
+                    lw=1,
+                    label=cube[theory].attrs.get("long_name", theory),
+                )
+                rows += [
+                    {
+                        "kind": "theory",
+                        "cube": cube.attrs.get("kind"),
+                        "quantity": name,
+                        "group": theory,
+                        "x": x,
+                        "median": value,
+                    }
+                    for x, value in per_x.items()
+                ]
             ax.set_xlabel(options.get("x_label", options["x"] if isinstance(options["x"], str) else "setting"))
             ax.set_ylabel(name)
             ax.set_title(textwrap.fill(cube[name].attrs.get("long_name", name), 45), fontsize=7)

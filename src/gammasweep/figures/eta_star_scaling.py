@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.results.analysis import eta_max, eta_star, fit_power_law
 from gammasweep.figures.style import depth_of, edge_slopes, label_log_axes
+from gammasweep.results.analysis import eta_max, eta_star, fit_power_law
 
 
 def eta_star_scaling(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:
@@ -21,19 +21,38 @@ def eta_star_scaling(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure
     rows = []
     for ax, cube in zip(axes[0], cubes):
         gammas, depth = cube["gamma"].values, depth_of(cube)
-        for name, values, marker in (("eta_max", eta_max(cube).values, "o"),
-                                     ("eta_star", eta_star(cube, options.get("metric", "test_loss")).values, "*")):
+        for name, values, marker in (
+            ("eta_max", eta_max(cube).values, "o"),
+            ("eta_star", eta_star(cube, options.get("metric", "test_loss")).values, "*"),
+        ):
             line = ax.plot(gammas, values, marker, label=name.replace("_", " "))[0]
-            for regime, lo, hi, expected in zip(("lazy", "rich"), (0.0, rich_min), (lazy_max, np.inf), edge_slopes(cube)):
+            for regime, lo, hi, expected in zip(
+                ("lazy", "rich"), (0.0, rich_min), (lazy_max, np.inf), edge_slopes(cube)
+            ):
                 fit, span = fit_power_law(gammas, values, lo, hi), gammas[(gammas >= lo) & (gammas <= hi)]
-                rows.append({"experiment": cube.attrs["experiment"], "depth": depth, "quantity": name,
-                             "regime": regime, "slope": fit.slope, "expected_slope": expected,
-                             "gamma_min": span.min() if span.size else np.nan,
-                             "gamma_max": span.max() if span.size else np.nan, "points": fit.points})
+                rows.append(
+                    {
+                        "experiment": cube.attrs["experiment"],
+                        "depth": depth,
+                        "quantity": name,
+                        "regime": regime,
+                        "slope": fit.slope,
+                        "expected_slope": expected,
+                        "gamma_min": span.min() if span.size else np.nan,
+                        "gamma_max": span.max() if span.size else np.nan,
+                        "points": fit.points,
+                    }
+                )
                 if np.isfinite(fit.slope):
                     ax.plot(span, fit(span), "-", color=line.get_color(), lw=0.8, alpha=0.8)
-                    ax.annotate(f"{fit.slope:.2f}", (span[len(span) // 2], fit(span[len(span) // 2])),
-                                fontsize=7, color=line.get_color(), xytext=(4, -10), textcoords="offset points")
+                    ax.annotate(
+                        f"{fit.slope:.2f}",
+                        (span[len(span) // 2], fit(span[len(span) // 2])),
+                        fontsize=7,
+                        color=line.get_color(),
+                        xytext=(4, -10),
+                        textcoords="offset points",
+                    )
         label_log_axes(ax, r"$\gamma$", r"$\eta$")
         lazy, rich = edge_slopes(cube)
         ax.set_title(f"{cube.attrs['experiment']} (L = {depth}): fitted slopes, theory {lazy:.3g} and {rich:.3g}")

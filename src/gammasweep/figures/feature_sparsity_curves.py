@@ -33,14 +33,19 @@ def feature_sparsity_curves(cubes: list[xr.Dataset], options: dict) -> tuple[plt
                 if not bool(ok.sel(gamma=gamma, eta=eta)):
                     continue
                 cell = {"gamma": gamma, "eta": eta}
-                label = f"{cube.attrs['experiment']}" + (f" (gamma {gamma:g}, eta {eta:g})" if cube.sizes["gamma"] *
-                                                          cube.sizes["eta"] > 1 else "")
+                label = f"{cube.attrs['experiment']}" + (
+                    f" (gamma {gamma:g}, eta {eta:g})" if cube.sizes["gamma"] * cube.sizes["eta"] > 1 else ""
+                )
                 loss = cube["train_loss"].sel(cell).mean("seed")
                 error = 1 - cube["test_accuracy"].sel(cell).mean("seed")
                 line = axes[0, 0].plot(cube["step"], loss, lw=1.2, label=label)[0]
                 axes[0, 1].plot(cube["eval_step"], error, "o-", ms=2, lw=1.2, color=line.get_color())
-                row = {"experiment": cube.attrs["experiment"], **cell, "train_loss": float(loss[-1]),
-                       "test_error": float(error[-1])}
+                row = {
+                    "experiment": cube.attrs["experiment"],
+                    **cell,
+                    "train_loss": float(loss[-1]),
+                    "test_error": float(error[-1]),
+                }
                 for ax, stage in zip(axes[0, 2:], stages):
                     values = sparsity.sel(cell).sel(stage=stage).mean("seed")
                     ax.plot(cube["eval_step"], values, "o-", ms=2, lw=1.2, color=line.get_color())
@@ -50,6 +55,8 @@ def feature_sparsity_curves(cubes: list[xr.Dataset], options: dict) -> tuple[plt
     axes[0, 1].set(xlabel="step", ylabel="test error")
     for ax, stage in zip(axes[0, 2:], stages):
         ax.set(xlabel="step", ylabel="feature sparsity", title=f"features entering {stage}")
-    axes[0, -1].legend(*axes[0, 0].get_legend_handles_labels(), fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    axes[0, -1].legend(
+        *axes[0, 0].get_legend_handles_labels(), fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0)
+    )
     fig.tight_layout()
     return fig, pd.DataFrame(rows)

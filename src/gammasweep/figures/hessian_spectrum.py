@@ -50,25 +50,45 @@ def hessian_spectrum(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure
         nodes, masses = values.sel(cell).values, weights.sel(cell).values  # (eval_step, start, ritz)
         tops = np.array([top_ritz_values(nodes[v, 0], masses[v, 0], top) for v in range(len(evals))])
         for rank in range(top):
-            ax_top.plot(evals + 1, tops[:, rank], "o-", ms=2.5, color=plt.get_cmap("viridis")(rank / max(top - 1, 1)),
-                        label=f"$\\lambda_{rank + 1}$" if column == 0 else None)
-            rows += [{"kind": "top", "gamma": gamma, "eta": eta, "rank": rank + 1, "eval_step": int(s), "value": v}
-                     for s, v in zip(evals, tops[:, rank])]
+            ax_top.plot(
+                evals + 1,
+                tops[:, rank],
+                "o-",
+                ms=2.5,
+                color=plt.get_cmap("viridis")(rank / max(top - 1, 1)),
+                label=f"$\\lambda_{rank + 1}$" if column == 0 else None,
+            )
+            rows += [
+                {"kind": "top", "gamma": gamma, "eta": eta, "rank": rank + 1, "eval_step": int(s), "value": v}
+                for s, v in zip(evals, tops[:, rank])
+            ]
             first = tops[np.isfinite(tops[:, rank]), rank]
-            rows.append({"kind": "growth", "gamma": gamma, "eta": eta, "rank": rank + 1,
-                         "value": first[-1] / first[0] if first.size else np.nan})
+            rows.append(
+                {
+                    "kind": "growth",
+                    "gamma": gamma,
+                    "eta": eta,
+                    "rank": rank + 1,
+                    "value": first[-1] / first[0] if first.size else np.nan,
+                }
+            )
         ax_top.axhline(2.0 / eta, ls="--", color="k", lw=0.9, label=r"$2/\eta$" if column == 0 else None)
         ax_top.set_xscale("log")
         ax_top.set_yscale("log")  # (a non-positive value, as at a saddle, is not drawn; it is in the table)
         ax_top.set_xlabel("SGD step t + 1")
-        ax_top.set_title(f"{cube.attrs['experiment']}: $\\gamma$ = {gamma:.3g}, $\\eta^*$ = {eta:.3g}" if column == 0
-                         else f"$\\gamma$ = {gamma:.3g}, $\\eta^*$ = {eta:.3g}")
+        ax_top.set_title(
+            f"{cube.attrs['experiment']}: $\\gamma$ = {gamma:.3g}, $\\eta^*$ = {eta:.3g}"
+            if column == 0
+            else f"$\\gamma$ = {gamma:.3g}, $\\eta^*$ = {eta:.3g}"
+        )
         finite = nodes[np.isfinite(nodes)]
         if finite.size:
             span = max(finite.max() - finite.min(), abs(finite.max()), 1e-30)
             grid = np.linspace(finite.min() - 0.1 * span, finite.max() + 0.1 * span, 400)
             for v, style in ((0, "--"), (len(evals) - 1, "-")):
-                density = spectral_density(nodes[v].ravel(), masses[v].ravel(), grid, options.get("bandwidth", 0.02) * span)
+                density = spectral_density(
+                    nodes[v].ravel(), masses[v].ravel(), grid, options.get("bandwidth", 0.02) * span
+                )
                 shown = np.where(density > 1e-9 * density.max(), density, np.nan)  # a log axis: no zeros
                 ax_density.plot(grid, shown, style, color="C0", label=f"t = {evals[v]}")
             ax_density.set_yscale("log")

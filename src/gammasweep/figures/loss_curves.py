@@ -7,15 +7,17 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.results.analysis import eta_star
 from gammasweep.figures.style import gamma_colors, label_log_axes
+from gammasweep.results.analysis import eta_star
 
 
 def loss_curves(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:
     """options: gammas (list; default every gamma with a finite eta*), metric for eta* (default test_loss)."""
     cube = cubes[0]
     best = eta_star(cube, options.get("metric", "test_loss"))
-    gammas = [g for g in options.get("gammas", cube["gamma"].values) if np.isfinite(best.sel(gamma=g, method="nearest"))]
+    gammas = [
+        g for g in options.get("gammas", cube["gamma"].values) if np.isfinite(best.sel(gamma=g, method="nearest"))
+    ]
     fig, (ax_t, ax_tau) = plt.subplots(1, 2, figsize=(7.5, 3.2), sharey=True)
     rows = []
     for color, gamma in zip(gamma_colors(np.array(gammas)), gammas):
@@ -25,8 +27,10 @@ def loss_curves(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.
         tau = eta * steps / gamma
         ax_t.plot(steps, curve, color=color, label=f"$\\gamma$={gamma:.3g}")
         ax_tau.plot(tau, curve, color=color)
-        rows += [{"gamma": gamma, "eta_star": eta, "step": int(s) - 1, "tau": t, "train_loss": float(v)}
-                 for s, t, v in zip(steps, tau, curve.values)]
+        rows += [
+            {"gamma": gamma, "eta_star": eta, "step": int(s) - 1, "tau": t, "train_loss": float(v)}
+            for s, t, v in zip(steps, tau, curve.values)
+        ]
     label_log_axes(ax_t, "SGD step t + 1", "train loss (block mean, seed mean)")
     label_log_axes(ax_tau, r"rescaled time $\tau = \eta\,(t+1)/\gamma$", "")
     ax_t.legend(ncol=2)

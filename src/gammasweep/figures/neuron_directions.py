@@ -43,8 +43,10 @@ def neuron_directions(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figur
     tolerance, floor = float(options.get("angle_tolerance", 10.0)), float(options.get("min_magnitude", 0.01))
     for cube in cubes:
         if cube.sizes["coordinate"] != 2:
-            raise ValueError(f"neuron_directions draws the input plane: the cube's inputs have {cube.sizes['coordinate']} "
-                             "coordinates, not 2")
+            raise ValueError(
+                f"neuron_directions draws the input plane: the cube's inputs have {cube.sizes['coordinate']} "
+                "coordinates, not 2"
+            )
     columns = max(len(options.get("variants", cube["variant"].values)) for cube in cubes)
     fig, axes = plt.subplots(len(cubes), columns, figsize=(2.8 * columns, 2.9 * len(cubes)), squeeze=False)
     rows = []
@@ -52,26 +54,44 @@ def neuron_directions(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figur
         variants = list(options.get("variants", cube["variant"].values))
         magnitudes = neuron_magnitudes(cube)
         readout = cube["readout"] if "neuron" in cube["readout"].dims else xr.ones_like(magnitudes)
-        for ax in ax_row[len(variants):]:
+        for ax in ax_row[len(variants) :]:
             ax.set_axis_off()
         for ax, variant in zip(ax_row, variants):
-            test_loss = cube["test_loss"].sel(variant=variant).isel(step=-1).where(
-                cube["diverged_step"].sel(variant=variant) < 0)
+            test_loss = (
+                cube["test_loss"]
+                .sel(variant=variant)
+                .isel(step=-1)
+                .where(cube["diverged_step"].sel(variant=variant) < 0)
+            )
             counts = {}
             for seed in cube["seed"].values:
                 magnitude = magnitudes.sel(variant=variant, seed=seed).values
                 active = magnitude > floor * magnitude.max()
                 order = np.argsort(-magnitude[active])
                 weights = cube["first_layer"].sel(variant=variant, seed=seed).values[active][order]
-                counts[seed] = direction_clusters(weights, tolerance) if np.isfinite(test_loss.sel(seed=seed)) else np.nan
-                rows.append({"kind": cube.attrs.get("kind"), "variant": variant, "seed": int(seed),
-                             "active_neurons": int(active.sum()), "directions": counts[seed],
-                             "teacher_neurons": cube.sizes["teacher_neuron"],
-                             "final_test_loss": float(test_loss.sel(seed=seed))})
+                counts[seed] = (
+                    direction_clusters(weights, tolerance) if np.isfinite(test_loss.sel(seed=seed)) else np.nan
+                )
+                rows.append(
+                    {
+                        "kind": cube.attrs.get("kind"),
+                        "variant": variant,
+                        "seed": int(seed),
+                        "active_neurons": int(active.sum()),
+                        "directions": counts[seed],
+                        "teacher_neurons": cube.sizes["teacher_neuron"],
+                        "final_test_loss": float(test_loss.sel(seed=seed)),
+                    }
+                )
             shown = _shown_seed(test_loss, options.get("seed", "median"))
-            _draw(ax, cube["first_layer"].sel(variant=variant, seed=shown).values,
-                  magnitudes.sel(variant=variant, seed=shown).values, readout.sel(variant=variant, seed=shown).values,
-                  cube["teacher_first_layer"].values, floor)
+            _draw(
+                ax,
+                cube["first_layer"].sel(variant=variant, seed=shown).values,
+                magnitudes.sel(variant=variant, seed=shown).values,
+                readout.sel(variant=variant, seed=shown).values,
+                cube["teacher_first_layer"].values,
+                floor,
+            )
             ax.set_title(f"{variant}, seed {shown}: {counts[shown]:g} directions", fontsize=8)
     fig.tight_layout()
     return fig, pd.DataFrame(rows)
@@ -88,8 +108,9 @@ def _shown_seed(test_loss: xr.DataArray, seed: int | str) -> int:
     return int(finite["seed"][int(np.argsort(finite.values)[(finite.sizes["seed"] - 1) // 2])])
 
 
-def _draw(ax: plt.Axes, weights: np.ndarray, magnitude: np.ndarray, readout: np.ndarray, teacher: np.ndarray,
-          floor: float) -> None:
+def _draw(
+    ax: plt.Axes, weights: np.ndarray, magnitude: np.ndarray, readout: np.ndarray, teacher: np.ndarray, floor: float
+) -> None:
     """The active neurons (weights (m, 2)) as arrows of length ``magnitude`` coloured by the sign of the
     readout, the teacher's (teacher (k, 2)) as dashed unit lines, on the unit circle."""
     reach = max(float(magnitude.max()), 1.0) * 1.1
@@ -100,8 +121,12 @@ def _draw(ax: plt.Axes, weights: np.ndarray, magnitude: np.ndarray, readout: np.
     for w, size, a in zip(weights, magnitude, readout):
         if size > floor * magnitude.max():
             tip = size * w / np.linalg.norm(w)
-            ax.annotate("", xy=tip, xytext=(0, 0), arrowprops={"arrowstyle": "->", "lw": 1.0,
-                                                               "color": "tab:red" if a > 0 else "tab:blue"})
+            ax.annotate(
+                "",
+                xy=tip,
+                xytext=(0, 0),
+                arrowprops={"arrowstyle": "->", "lw": 1.0, "color": "tab:red" if a > 0 else "tab:blue"},
+            )
     ax.set_xlim(-reach, reach)
     ax.set_ylim(-reach, reach)
     ax.set_aspect("equal")

@@ -45,7 +45,18 @@ def output_agreement(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure
         ax.set_xlabel(f"f(x), $\\gamma$ = {pair[0]:.3g}")
         ax.set_ylabel(f"f(x), $\\gamma$ = {pair[1]:.3g}")
         ax.set_title(f"r = {r:.3f}, $R^2$ = {r2:.3f}")
-        rows.append({"experiment": cube.attrs["experiment"], "gamma_a": pair[0], "eta_a": etas[0], "gamma_b": pair[1],
-                     "eta_b": etas[1], "seed": seed, "pearson_r": r, "r_squared": r2, "outputs": a.size})
+        rows.append(
+            {
+                "experiment": cube.attrs["experiment"],
+                "gamma_a": pair[0],
+                "eta_a": etas[0],
+                "gamma_b": pair[1],
+                "eta_b": etas[1],
+                "seed": seed,
+                "pearson_r": r,
+                "r_squared": r2,
+                "outputs": a.size,
+            }
+        )
     fig.suptitle(f"{cube.attrs['experiment']}: outputs on the probe images, each network at its $\\eta^*$")
     return fig, pd.DataFrame(rows)

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.results.analysis import HIGHER_IS_BETTER, best_over_eta
 from gammasweep.figures.style import SEQUENTIAL
+from gammasweep.results.analysis import HIGHER_IS_BETTER, best_over_eta
 
 
 def performance_vs_gamma(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:
@@ -29,9 +29,18 @@ def performance_vs_gamma(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Fi
             best = best_over_eta(cube, metric, step)
             ax.plot(gammas, best["mean"], "o-", color=color, ms=3, label=f"T = {step}")
             ax.fill_between(gammas, best["min"], best["max"], color=color, alpha=0.25, lw=0)
-            rows += [{"experiment": cube.attrs["experiment"], "steps": step, "gamma": g, "eta_best": e,
-                      "mean": m, "min": lo, "max": hi}
-                     for g, e, m, lo, hi in zip(gammas, *(best[k].values for k in ("eta_best", "mean", "min", "max")))]
+            rows += [
+                {
+                    "experiment": cube.attrs["experiment"],
+                    "steps": step,
+                    "gamma": g,
+                    "eta_best": e,
+                    "mean": m,
+                    "min": lo,
+                    "max": hi,
+                }
+                for g, e, m, lo, hi in zip(gammas, *(best[k].values for k in ("eta_best", "mean", "min", "max")))
+            ]
         ax.set_xscale("log")
         if not HIGHER_IS_BETTER[metric]:
             ax.set_yscale("log")

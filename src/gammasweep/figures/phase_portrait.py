@@ -13,9 +13,9 @@ import xarray as xr
 from matplotlib.collections import QuadMesh
 from matplotlib.colors import Colormap, LogNorm, Normalize
 
-from gammasweep.sweep.adaptive import SKIPPED
-from gammasweep.results.analysis import HIGHER_IS_BETTER, cell_diverged, eta_max, eta_star, final_metric
 from gammasweep.figures.style import SEQUENTIAL, edge_slopes, eta_label, label_log_axes, log_edges
+from gammasweep.results.analysis import HIGHER_IS_BETTER, cell_diverged, eta_max, eta_star, final_metric
+from gammasweep.sweep.adaptive import SKIPPED
 from gammasweep.theory.toy import reference_line
 
 
@@ -33,8 +33,11 @@ def phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, 
     cmap = plt.get_cmap(SEQUENTIAL if HIGHER_IS_BETTER[metric] else SEQUENTIAL + "_r").with_extremes(bad="0.85")
     finite = np.concatenate([v.values[np.isfinite(v.values)] for row in values for v in row])
     positive = finite[finite > 0]
-    norm = (LogNorm(positive.min(), positive.max()) if not HIGHER_IS_BETTER[metric] and positive.size
-            else Normalize(*(np.nanmin(finite), np.nanmax(finite)) if finite.size else (0, 1)))
+    norm = (
+        LogNorm(positive.min(), positive.max())
+        if not HIGHER_IS_BETTER[metric] and positive.size
+        else Normalize(*(np.nanmin(finite), np.nanmax(finite)) if finite.size else (0, 1))
+    )
     tables = []
     for r, (cube, row) in enumerate(zip(cubes, values)):
         for i, (ax, step, value) in enumerate(zip(axes[r], steps, row)):
@@ -48,15 +51,24 @@ def phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, 
     return fig, pd.concat(tables, ignore_index=True)
 
 
-def _draw(ax: plt.Axes, cube: xr.Dataset, metric: str, step: int | None, value: xr.DataArray, cmap: Colormap,
-          norm: Normalize, legend: bool) -> tuple[QuadMesh, pd.DataFrame]:
+def _draw(
+    ax: plt.Axes,
+    cube: xr.Dataset,
+    metric: str,
+    step: int | None,
+    value: xr.DataArray,
+    cmap: Colormap,
+    norm: Normalize,
+    legend: bool,
+) -> tuple[QuadMesh, pd.DataFrame]:
     """One portrait of ``value`` (eta, gamma) read at eval step ``step`` (None: the last) into ``ax``."""
     gammas, etas = cube["gamma"].values, cube["eta"].values
     mesh = ax.pcolormesh(log_edges(gammas), log_edges(etas), np.ma.masked_invalid(value.values), cmap=cmap, norm=norm)
     skipped = (cube["cell_status"] == SKIPPED).transpose("eta", "gamma").values
     if skipped.any():  # adaptive eta: cells below the trained window
-        ax.pcolormesh(log_edges(gammas), log_edges(etas), np.ma.masked_where(~skipped, skipped), cmap="binary",
-                      vmin=0, vmax=1e9)
+        ax.pcolormesh(
+            log_edges(gammas), log_edges(etas), np.ma.masked_where(~skipped, skipped), cmap="binary", vmin=0, vmax=1e9
+        )
     edge, best = eta_max(cube, step), eta_star(cube, metric, step)
     ax.plot(gammas, edge, color="k", lw=1.2, drawstyle="steps-mid", label=r"divergence edge $\eta_{max}$")
     ax.plot(gammas, best, ls="none", marker="*", ms=7, color="white", mec="k", mew=0.5, label=r"$\eta^*$")
@@ -64,19 +76,34 @@ def _draw(ax: plt.Axes, cube: xr.Dataset, metric: str, step: int | None, value: 
     if ok.any():
         lo, hi = np.nonzero(ok)[0][[0, -1]]
         lazy, rich = gammas[gammas <= 1.0], gammas[gammas >= 1.0]  # each guide line over its own regime
-        ax.plot(lazy, reference_line(lazy, gammas[lo], edge.values[lo], lazy_slope), "--", color="C3", lw=1,
-                label=rf"$\propto\gamma^{{{lazy_slope:.3g}}}$ (lazy)")
+        ax.plot(
+            lazy,
+            reference_line(lazy, gammas[lo], edge.values[lo], lazy_slope),
+            "--",
+            color="C3",
+            lw=1,
+            label=rf"$\propto\gamma^{{{lazy_slope:.3g}}}$ (lazy)",
+        )
         if np.isfinite(rich_slope):
-            ax.plot(rich, reference_line(rich, gammas[hi], edge.values[hi], rich_slope), ":", color="C1",
-                    lw=1.4, label=rf"$\propto\gamma^{{{rich_slope:.3g}}}$ (rich)")
+            ax.plot(
+                rich,
+                reference_line(rich, gammas[hi], edge.values[hi], rich_slope),
+                ":",
+                color="C1",
+                lw=1.4,
+                label=rf"$\propto\gamma^{{{rich_slope:.3g}}}$ (rich)",
+            )
     ax.set_xlim(log_edges(gammas)[[0, -1]])
     ax.set_ylim(log_edges(etas)[[0, -1]])
     label_log_axes(ax, r"feature-learning strength $\gamma$", eta_label(cube))
     untrained = ", white = not trained (adaptive)" if skipped.any() else ""
     at = "" if step is None else f", T = {step}"
     params = json.loads(cube.attrs["cell_params"])
-    ax.set_title(f"{cube.attrs['experiment']} (N = {params['model'].get('width')}, B = {params.get('batch_size')}){at}\n"
-                 f"grey = diverged{untrained}", fontsize=8)  # masked cells: the colormap's 'bad' colour
+    ax.set_title(
+        f"{cube.attrs['experiment']} (N = {params['model'].get('width')}, B = {params.get('batch_size')}){at}\n"
+        f"grey = diverged{untrained}",
+        fontsize=8,
+    )  # masked cells: the colormap's 'bad' colour
     if legend:
         ax.legend(loc="upper left", framealpha=0.8)
     table = value.to_dataframe(name=metric).reset_index()

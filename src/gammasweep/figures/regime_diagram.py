@@ -39,12 +39,18 @@ def regime_diagram(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, 
         gammas = np.geomspace(g.min(), g.max(), options.get("points", 400))
         top, crit, bottom = eta_max(gammas, depth), eta_crit(gammas, depth), eta_min(gammas, depth, steps)
         ceiling, floor = 10 * top.max(), 0.1 * bottom.min()
-        bands = ((top, np.full_like(top, ceiling)), (bottom, top),
-                 (np.full_like(top, floor), np.minimum(bottom, top)))  # above eta_max it diverges first
+        bands = (
+            (top, np.full_like(top, ceiling)),
+            (bottom, top),
+            (np.full_like(top, floor), np.minimum(bottom, top)),
+        )  # above eta_max it diverges first
         for (name, color), (lo, hi) in zip(REGIONS, bands):
             ax.fill_between(gammas, lo, np.maximum(lo, hi), color=color, alpha=0.35, lw=0, label=name)
-        for values, style, label in ((top, "--", r"$\eta_{max}$"), (crit, ":", r"$\eta_{crit}$ = 2 / sharpness at init"),
-                                     (bottom, "-.", rf"$\eta_{{min}}$(T = {steps})")):
+        for values, style, label in (
+            (top, "--", r"$\eta_{max}$"),
+            (crit, ":", r"$\eta_{crit}$ = 2 / sharpness at init"),
+            (bottom, "-.", rf"$\eta_{{min}}$(T = {steps})"),
+        ):
             ax.plot(gammas, values, style, color="k", lw=1.1, label=label)
         ax.axvline(1.0, color="k", lw=0.6)
         for x, text in ((np.sqrt(gammas[0]), "lazy"), (np.sqrt(gammas[-1]), "rich")):
@@ -55,9 +61,18 @@ def regime_diagram(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, 
         ax.set_title(f"regimes of the toy model, MSE, L = {depth}, T = {steps} (theory)", fontsize=8)
         ax.legend(loc="upper left", fontsize=6, framealpha=0.8)
         common = {"depth": depth, "steps": steps}
-        rows += [common | {"kind": "line", "gamma": float(gi), "eta_max": float(a), "eta_crit": float(b),
-                           "eta_min": float(c), "learns_decades": float(np.log10(max(a / c, 1.0)))}
-                 for gi, a, b, c in zip(gammas, top, crit, bottom)]
+        rows += [
+            common
+            | {
+                "kind": "line",
+                "gamma": float(gi),
+                "eta_max": float(a),
+                "eta_crit": float(b),
+                "eta_min": float(c),
+                "learns_decades": float(np.log10(max(a / c, 1.0))),
+            }
+            for gi, a, b, c in zip(gammas, top, crit, bottom)
+        ]
         closed = (gammas > 1.0) & (bottom >= top)
         rows.append(common | {"kind": "closing", "gamma": float(gammas[closed][0]) if closed.any() else np.nan})
     return fig, pd.DataFrame(rows)

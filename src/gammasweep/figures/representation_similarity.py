@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.results.analysis import eta_star, probed
 from gammasweep.figures.style import SEQUENTIAL
+from gammasweep.results.analysis import eta_star, probed
 from gammasweep.results.kernels import centered_alignment
 
 
@@ -30,7 +30,9 @@ def representation_similarity(cubes: list[xr.Dataset], options: dict) -> tuple[p
 
     def network_kernels(seed: int) -> np.ndarray:
         """(gammas, P, P): each finite gamma's kernel at its eta*."""
-        return kernels.sel(gamma=xr.DataArray(gammas), eta=xr.DataArray(best.sel(gamma=gammas).values), seed=seed).values
+        return kernels.sel(
+            gamma=xr.DataArray(gammas), eta=xr.DataArray(best.sel(gamma=gammas).values), seed=seed
+        ).values
 
     cka = centered_alignment(network_kernels(row_seed)[:, None], network_kernels(column_seed)[None, :])
     fig, (ax_matrix, ax_line) = plt.subplots(1, 2, figsize=(8.0, 3.4), layout="constrained")
@@ -52,6 +54,11 @@ def representation_similarity(cubes: list[xr.Dataset], options: dict) -> tuple[p
     ax_line.set_ylim(-0.05, 1.05)
     ax_line.set_xlabel(r"feature-learning strength $\gamma$")
     ax_line.set_ylabel("linear CKA of the last hidden layer")
-    table = pd.DataFrame([{"gamma_a": a, "seed_a": int(row_seed), "gamma_b": b, "seed_b": int(column_seed), "cka": cka[i, j]}
-                          for i, a in enumerate(gammas) for j, b in enumerate(gammas)])
+    table = pd.DataFrame(
+        [
+            {"gamma_a": a, "seed_a": int(row_seed), "gamma_b": b, "seed_b": int(column_seed), "cka": cka[i, j]}
+            for i, a in enumerate(gammas)
+            for j, b in enumerate(gammas)
+        ]
+    )
     return fig, table

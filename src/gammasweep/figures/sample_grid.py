@@ -57,11 +57,13 @@ def sample_grid(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.
     per_class = options.get("per_class", PER_CLASS)
     for preview in cubes:
         if preview.sizes["sample"] < per_class:
-            raise ValueError(f"the preview of {preview.attrs['path']} holds {preview.sizes['sample']} samples per "
-                             f"class, fewer than per_class = {per_class}: read it with pool_preview(..., {per_class})")
+            raise ValueError(
+                f"the preview of {preview.attrs['path']} holds {preview.sizes['sample']} samples per "
+                f"class, fewer than per_class = {per_class}: read it with pool_preview(..., {per_class})"
+            )
     classes = np.unique(np.concatenate([preview["class"].values for preview in cubes]))
     previews = [on_classes(preview.isel(sample=slice(per_class)), classes) for preview in cubes]
-    titles = ["generated", "real"][:len(previews)]
+    titles = ["generated", "real"][: len(previews)]
     fig = plt.figure(figsize=(CELL_INCHES * per_class * len(previews) + 0.6, CELL_INCHES * len(classes) + 0.8))
     blocks = fig.subfigures(1, len(previews), wspace=0.08, squeeze=False)[0]
     for block, preview, title in zip(blocks, previews, titles):

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.results.analysis import cell_diverged, eta_star, pick_gammas, probed
 from gammasweep.figures.style import label_log_axes
+from gammasweep.results.analysis import cell_diverged, eta_star, pick_gammas, probed
 
 
 def sharpness_trajectory(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:
@@ -30,17 +30,33 @@ def sharpness_trajectory(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Fi
     for ax, gamma in zip(axes[0], gammas):
         eta_best = float(best.sel(gamma=gamma))
         j = int(np.searchsorted(etas, eta_best))
-        chosen = [e for e in etas[max(j - options.get("etas_below", 2), 0):j + 1][::-1]
-                  if not diverged.sel(gamma=gamma, eta=e)]
+        chosen = [
+            e
+            for e in etas[max(j - options.get("etas_below", 2), 0) : j + 1][::-1]
+            if not diverged.sel(gamma=gamma, eta=e)
+        ]
         for color, eta in zip((f"C{i}" for i in range(10)), chosen):
             curve = sharpness.sel(gamma=gamma, eta=eta).mean("seed").values
             star = r" ($\eta^*$)" if eta == eta_best else ""
             ax.plot(steps + 1, curve, "o-", ms=2.5, color=color, label=f"$\\eta$ = {eta:.3g}{star}")
             ax.axhline(2.0 / eta, ls="--", lw=0.9, color=color)
-            rows += [{"experiment": cube.attrs["experiment"], "gamma": gamma, "eta": eta, "eval_step": int(s),
-                      "sharpness": v, "two_over_eta": 2.0 / eta, "is_eta_star": eta == eta_best}
-                     for s, v in zip(steps, curve)]
-        label_log_axes(ax, "SGD step t + 1", r"sharpness (units of $1/\eta$); dashed: $2/\eta$" if ax is axes[0, 0] else "")
-        ax.set_title(f"{cube.attrs['experiment']}: $\\gamma$ = {gamma:.3g}" if ax is axes[0, 0] else f"$\\gamma$ = {gamma:.3g}")
+            rows += [
+                {
+                    "experiment": cube.attrs["experiment"],
+                    "gamma": gamma,
+                    "eta": eta,
+                    "eval_step": int(s),
+                    "sharpness": v,
+                    "two_over_eta": 2.0 / eta,
+                    "is_eta_star": eta == eta_best,
+                }
+                for s, v in zip(steps, curve)
+            ]
+        label_log_axes(
+            ax, "SGD step t + 1", r"sharpness (units of $1/\eta$); dashed: $2/\eta$" if ax is axes[0, 0] else ""
+        )
+        ax.set_title(
+            f"{cube.attrs['experiment']}: $\\gamma$ = {gamma:.3g}" if ax is axes[0, 0] else f"$\\gamma$ = {gamma:.3g}"
+        )
         ax.legend()
     return fig, pd.DataFrame(rows)

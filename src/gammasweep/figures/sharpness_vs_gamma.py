@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.results.analysis import at_eta, eta_max, eta_star, final_metric, fit_power_law, probed
 from gammasweep.figures.style import depth_of, label_log_axes
+from gammasweep.results.analysis import at_eta, eta_max, eta_star, final_metric, fit_power_law, probed
 
 
 def sharpness_vs_gamma(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:
@@ -19,7 +19,11 @@ def sharpness_vs_gamma(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figu
     holds rows of kind "gamma" (per-gamma values) and "fit" (each fit with its expected slope).
     Raises ValueError for a cube recorded without the sharpness probe.
     """
-    metric, lazy_max, rich_min = options.get("metric", "test_loss"), options.get("lazy_max", 0.1), options.get("rich_min", 10.0)
+    metric, lazy_max, rich_min = (
+        options.get("metric", "test_loss"),
+        options.get("lazy_max", 0.1),
+        options.get("rich_min", 10.0),
+    )
     for cube in cubes:
         probed(cube, "sharpness")
     fig, axes = plt.subplots(1, len(cubes), figsize=(3.8 * len(cubes), 3.2), squeeze=False)
@@ -27,25 +31,58 @@ def sharpness_vs_gamma(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figu
     for ax, cube in zip(axes[0], cubes):
         gammas, depth, experiment = cube["gamma"].values, depth_of(cube), cube.attrs["experiment"]
         best = eta_star(cube, metric)
-        quantities = {"sharpness": at_eta(final_metric(cube, "sharpness"), best).values,
-                      "two_over_eta_max": 2.0 / eta_max(cube).values}
-        rows += [{"kind": "gamma", "experiment": experiment, "gamma": g, "eta_star": e, "sharpness": s,
-                  "two_over_eta_max": b} for g, e, s, b in zip(gammas, best.values, *quantities.values())]
+        quantities = {
+            "sharpness": at_eta(final_metric(cube, "sharpness"), best).values,
+            "two_over_eta_max": 2.0 / eta_max(cube).values,
+        }
+        rows += [
+            {
+                "kind": "gamma",
+                "experiment": experiment,
+                "gamma": g,
+                "eta_star": e,
+                "sharpness": s,
+                "two_over_eta_max": b,
+            }
+            for g, e, s, b in zip(gammas, best.values, *quantities.values())
+        ]
         for (name, values), fmt, label, shift in zip(
-                quantities.items(), ("o-", "--"), (r"sharpness at $\eta^*$", r"$2/\eta_{max}$ (edge of stability)"), (4, -10)):
+            quantities.items(),
+            ("o-", "--"),
+            (r"sharpness at $\eta^*$", r"$2/\eta_{max}$ (edge of stability)"),
+            (4, -10),
+        ):
             line = ax.plot(gammas, values, fmt, ms=3, color="C0" if name == "sharpness" else "k", label=label)[0]
-            for regime, lo, hi, expected in (("lazy", 0.0, lazy_max, -2.0),
-                                             ("rich", rich_min, np.inf, -2.0 / depth if depth else np.nan)):
+            for regime, lo, hi, expected in (
+                ("lazy", 0.0, lazy_max, -2.0),
+                ("rich", rich_min, np.inf, -2.0 / depth if depth else np.nan),
+            ):
                 fit = fit_power_law(gammas, values, lo, hi)
                 span = gammas[(gammas >= lo) & (gammas <= hi) & np.isfinite(values) & (values > 0)]  # the fitted points
-                rows.append({"kind": "fit", "experiment": experiment, "depth": depth, "quantity": name,
-                             "regime": regime, "slope": fit.slope, "expected_slope": expected,
-                             "gamma_min": span.min() if span.size else np.nan,
-                             "gamma_max": span.max() if span.size else np.nan, "points": fit.points})
+                rows.append(
+                    {
+                        "kind": "fit",
+                        "experiment": experiment,
+                        "depth": depth,
+                        "quantity": name,
+                        "regime": regime,
+                        "slope": fit.slope,
+                        "expected_slope": expected,
+                        "gamma_min": span.min() if span.size else np.nan,
+                        "gamma_max": span.max() if span.size else np.nan,
+                        "points": fit.points,
+                    }
+                )
                 if np.isfinite(fit.slope) and np.isfinite(expected):
                     ax.plot(span, fit(span), ":", color=line.get_color(), lw=1.2, alpha=0.8)
-                    ax.annotate(f"{fit.slope:.2f}", (span[len(span) // 2], fit(span[len(span) // 2])),
-                                fontsize=7, color=line.get_color(), xytext=(4, shift), textcoords="offset points")
+                    ax.annotate(
+                        f"{fit.slope:.2f}",
+                        (span[len(span) // 2], fit(span[len(span) // 2])),
+                        fontsize=7,
+                        color=line.get_color(),
+                        xytext=(4, shift),
+                        textcoords="offset points",
+                    )
         label_log_axes(ax, r"feature-learning strength $\gamma$", r"sharpness (units of $1/\eta$)")
         ax.set_title(f"{experiment} (L = {depth}): fitted slopes, theory -2 and -2/L")
         ax.legend()

@@ -11,8 +11,9 @@ import xarray as xr
 from gammasweep.results.analysis import eta_star, pick_gammas, probed
 
 
-def first_crossing(steps: np.ndarray, values: np.ndarray, rising: bool, log: bool = False,
-                   min_change: float = 0.05) -> float:
+def first_crossing(
+    steps: np.ndarray, values: np.ndarray, rising: bool, log: bool = False, min_change: float = 0.05
+) -> float:
     """The first step at which ``values`` has made half its way from its first value to its extreme
     (max if ``rising``, else min; halfway in log10 if ``log``); NaN without finite values or where the
     change is below ``min_change`` (in log10 if ``log``): a flat curve has no halfway step."""
@@ -55,16 +56,23 @@ def silent_alignment(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure
         ax_loss.plot(steps + 1, loss, color="k")
         ax_loss.set_xscale("log")
         ax_loss.set_yscale("log")
-        ax_loss.set_title(f"{cube.attrs['experiment']}: $\\gamma$ = {gamma:.3g}, $\\eta^*$ = {eta:.3g}" if column == 0
-                          else f"$\\gamma$ = {gamma:.3g}, $\\eta^*$ = {eta:.3g}")
+        ax_loss.set_title(
+            f"{cube.attrs['experiment']}: $\\gamma$ = {gamma:.3g}, $\\eta^*$ = {eta:.3g}"
+            if column == 0
+            else f"$\\gamma$ = {gamma:.3g}, $\\eta^*$ = {eta:.3g}"
+        )
         for (name, values), color in zip(alignments.items(), ("C0", "C1")):
             ax_align.plot(evals + 1, values, "o-", ms=3, color=color, label=f"{name} kernel")
-            rows += [{"kind": "alignment", "gamma": gamma, "eta": eta, "kernel": name, "step": int(s), "value": v}
-                     for s, v in zip(evals, values)]
+            rows += [
+                {"kind": "alignment", "gamma": gamma, "eta": eta, "kernel": name, "step": int(s), "value": v}
+                for s, v in zip(evals, values)
+            ]
         rows += [{"kind": "loss", "gamma": gamma, "eta": eta, "step": int(s), "value": v} for s, v in zip(steps, loss)]
-        summary = {"ntk_half_rise_step": first_crossing(evals, alignments["ntk"], rising=True),
-                   "feature_half_rise_step": first_crossing(evals, alignments["feature"], rising=True),
-                   "loss_half_drop_step": first_crossing(steps, loss, rising=False, log=True)}
+        summary = {
+            "ntk_half_rise_step": first_crossing(evals, alignments["ntk"], rising=True),
+            "feature_half_rise_step": first_crossing(evals, alignments["feature"], rising=True),
+            "loss_half_drop_step": first_crossing(steps, loss, rising=False, log=True),
+        }
         rows.append({"kind": "summary", "gamma": gamma, "eta": eta, **summary})
         for name, color in (("ntk_half_rise_step", "C0"), ("loss_half_drop_step", "k")):
             if np.isfinite(summary[name]):

@@ -14,8 +14,15 @@ import xarray as xr
 from gammasweep.theory.toy import divergence_slopes
 
 SEQUENTIAL = "viridis"  # perceptually uniform and colour-blind safe
-RC = {"text.usetex": False, "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9,
-      "legend.fontsize": 7, "figure.dpi": 150, "pdf.fonttype": 42}
+RC = {
+    "text.usetex": False,
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 7,
+    "figure.dpi": 150,
+    "pdf.fonttype": 42,
+}
 
 
 @contextlib.contextmanager
@@ -59,8 +66,11 @@ def edge_slopes(cube: xr.Dataset) -> tuple[float, float]:
 
 def eta_label(cube: xr.Dataset) -> str:
     """The learning-rate axis label: what eta means for the cube's optimizer."""
-    return r"learning rate $\eta$ (SGD lr $= N\eta$)" if optimizer_of(cube) == "sgd" else \
-        rf"learning rate $\eta$ ({optimizer_of(cube)}, muP per layer)"
+    return (
+        r"learning rate $\eta$ (SGD lr $= N\eta$)"
+        if optimizer_of(cube) == "sgd"
+        else rf"learning rate $\eta$ ({optimizer_of(cube)}, muP per layer)"
+    )
 
 
 def label_log_axes(ax: plt.Axes, x: str, y: str) -> None:

@@ -9,14 +9,16 @@ import pandas as pd
 import xarray as xr
 from matplotlib.colors import LogNorm
 
+from gammasweep.figures.style import SEQUENTIAL, label_log_axes, log_edges
 from gammasweep.results.analysis import fit_power_law
 from gammasweep.theory.toy import divergence_slopes
-from gammasweep.figures.style import SEQUENTIAL, label_log_axes, log_edges
 
 LOSS_NAMES = {"mse": "MSE", "cross_entropy": "cross-entropy"}
-LINES = (("eta_max_theory", "--", "C3", r"theory $\eta_{max}$"),
-         ("eta_crit_theory", ":", "C0", r"theory $\eta_{crit}$"),
-         ("eta_min_theory", "-.", "C1", r"theory $\eta_{min}(T)$"))
+LINES = (
+    ("eta_max_theory", "--", "C3", r"theory $\eta_{max}$"),
+    ("eta_crit_theory", ":", "C0", r"theory $\eta_{crit}$"),
+    ("eta_min_theory", "-.", "C1", r"theory $\eta_{min}(T)$"),
+)
 
 
 def toy_phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:
@@ -30,8 +32,7 @@ def toy_phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figu
     """
     lazy_max, rich_min = options.get("lazy_max", 1e-2), options.get("rich_min", 1e2)
     floor = options.get("loss_floor", 1e-10)
-    fig, axes = plt.subplots(1, len(cubes), figsize=(5.2 * len(cubes), 4.0), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, len(cubes), figsize=(5.2 * len(cubes), 4.0), squeeze=False, layout="constrained")
     rows = []
     for ax, cube in zip(axes[0], cubes):
         loss, depth, steps = cube.attrs["loss"], int(cube.attrs["depth"]), int(cube.attrs["steps"])
@@ -39,17 +40,29 @@ def toy_phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figu
         excess = (cube["final_loss"] - float(cube.attrs.get("minimum_loss", 0.0))).transpose("eta", "gamma").values
         excess = np.where(np.isfinite(excess), np.maximum(excess, floor), np.nan)
         top = np.nanmax(excess) if np.isfinite(excess).any() else 1.0
-        mesh = ax.pcolormesh(log_edges(gammas), log_edges(etas), np.ma.masked_invalid(excess),
-                             cmap=plt.get_cmap(SEQUENTIAL + "_r").with_extremes(bad="0.85"),
-                             norm=LogNorm(floor, max(top, 10 * floor)))
+        mesh = ax.pcolormesh(
+            log_edges(gammas),
+            log_edges(etas),
+            np.ma.masked_invalid(excess),
+            cmap=plt.get_cmap(SEQUENTIAL + "_r").with_extremes(bad="0.85"),
+            norm=LogNorm(floor, max(top, 10 * floor)),
+        )
         fig.colorbar(mesh, ax=ax, label="final loss − minimum")
         edge = cube["eta_max_measured"].values
-        fits = {regime: fit_power_law(gammas, edge, lo, hi) for regime, lo, hi in
-                (("lazy", 0.0, lazy_max), ("rich", rich_min, np.inf))}
+        fits = {
+            regime: fit_power_law(gammas, edge, lo, hi)
+            for regime, lo, hi in (("lazy", 0.0, lazy_max), ("rich", rich_min, np.inf))
+        }
         expected = dict(zip(("lazy", "rich"), divergence_slopes(loss, "sgd", depth)))
         slopes = ", ".join(f"{f.slope:.2f} ({r})" for r, f in fits.items() if np.isfinite(f.slope))
-        ax.plot(gammas, edge, color="k", lw=1.2, drawstyle="steps-mid",
-                label="measured edge" + (f", slopes {slopes}" if slopes else ""))
+        ax.plot(
+            gammas,
+            edge,
+            color="k",
+            lw=1.2,
+            drawstyle="steps-mid",
+            label="measured edge" + (f", slopes {slopes}" if slopes else ""),
+        )
         for name, style, color, label in LINES:
             if np.isfinite(cube[name].values).any():
                 ax.plot(gammas, cube[name].values, style, color=color, lw=1.3, label=label)
@@ -59,13 +72,27 @@ def toy_phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figu
         ax.set_title(f"toy, {LOSS_NAMES.get(loss, loss)}: L = {depth}, T = {steps} steps (grey = diverged)")
         ax.legend(loc="lower right", framealpha=0.8)
         common = {"loss": loss, "depth": depth, "steps": steps}
-        rows += [common | {"kind": "edge", "gamma": g} | {name: cube[name].values[i] for name in
-                 ("eta_max_measured", "eta_max_theory", "eta_crit_theory", "eta_min_theory")}
-                 for i, g in enumerate(gammas)]
+        rows += [
+            common
+            | {"kind": "edge", "gamma": g}
+            | {
+                name: cube[name].values[i]
+                for name in ("eta_max_measured", "eta_max_theory", "eta_crit_theory", "eta_min_theory")
+            }
+            for i, g in enumerate(gammas)
+        ]
         for regime, fit in fits.items():
             span = gammas[(gammas >= fit.gamma_min) & (gammas <= fit.gamma_max) & np.isfinite(edge)]
-            rows.append(common | {"kind": "fit", "regime": regime, "slope": fit.slope,
-                                  "expected_slope": expected[regime], "points": fit.points,
-                                  "gamma_min": span.min() if span.size else np.nan,
-                                  "gamma_max": span.max() if span.size else np.nan})
+            rows.append(
+                common
+                | {
+                    "kind": "fit",
+                    "regime": regime,
+                    "slope": fit.slope,
+                    "expected_slope": expected[regime],
+                    "points": fit.points,
+                    "gamma_min": span.min() if span.size else np.nan,
+                    "gamma_max": span.max() if span.size else np.nan,
+                }
+            )
     return fig, pd.DataFrame(rows)

@@ -34,23 +34,36 @@ def trajectories(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd
     rows = []
     for ax_row, cube, cube_panels in zip(axes, cubes, panels):
         variants = options.get("variants", list(cube["variant"].values))
-        for ax in ax_row[len(cube_panels):]:
+        for ax in ax_row[len(cube_panels) :]:
             ax.set_axis_off()
         for ax, (name, where) in zip(ax_row, cube_panels):
             for variant in variants:
                 values = cube[name].sel(variant=variant, **where)  # (seed, step)
                 median = values.median("seed")
                 line = ax.plot(cube["step"], median, lw=1.2, label=_label(cube, variant))[0]
-                ax.fill_between(cube["step"], values.min("seed"), values.max("seed"), color=line.get_color(),
-                                alpha=0.2, lw=0)
+                ax.fill_between(
+                    cube["step"], values.min("seed"), values.max("seed"), color=line.get_color(), alpha=0.2, lw=0
+                )
                 if name in edges:
-                    ax.axhline(2.0 / float(cube["eta"].sel(variant=variant)), color=line.get_color(), ls="--", lw=0.8,
-                               gid=f"stability_edge:{variant}")
+                    ax.axhline(
+                        2.0 / float(cube["eta"].sel(variant=variant)),
+                        color=line.get_color(),
+                        ls="--",
+                        lw=0.8,
+                        gid=f"stability_edge:{variant}",
+                    )
                 last = values.isel(step=-1)
-                rows.append({"kind": cube.attrs.get("kind"), "variant": variant, "variable": _name(name, where),
-                             "final_median": float(last.median()), "final_min": float(last.min()),
-                             "final_max": float(last.max()),
-                             "diverged_runs": int((cube["diverged_step"].sel(variant=variant) >= 0).sum())})
+                rows.append(
+                    {
+                        "kind": cube.attrs.get("kind"),
+                        "variant": variant,
+                        "variable": _name(name, where),
+                        "final_median": float(last.median()),
+                        "final_min": float(last.min()),
+                        "final_max": float(last.max()),
+                        "diverged_runs": int((cube["diverged_step"].sel(variant=variant) >= 0).sum()),
+                    }
+                )
             ax.set_xlabel("iteration")
             ax.set_ylabel(_name(name, where))
             ax.set_title(textwrap.fill(cube[name].attrs.get("long_name", name), 40), fontsize=7)
@@ -65,7 +78,9 @@ def _panels(cube: xr.Dataset, variables: list[str], select: dict) -> list[tuple[
     """(variable, {dim: coordinate}) of each panel: one per coordinate of a variable's dims beyond
     (variant, seed, step), restricted to ``select``. Raises ValueError naming a variable the cube lacks."""
     if missing := [v for v in variables if v not in cube]:
-        raise ValueError(f"related cube {cube.attrs.get('kind')}: no variables {missing}; it has {sorted(cube.data_vars)}")
+        raise ValueError(
+            f"related cube {cube.attrs.get('kind')}: no variables {missing}; it has {sorted(cube.data_vars)}"
+        )
     panels = []
     for name in variables:
         extra = [d for d in cube[name].dims if d not in ("variant", "seed", "step")]

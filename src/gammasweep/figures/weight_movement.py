@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.results.analysis import at_eta, eta_star, final_metric, fit_power_law, probed
 from gammasweep.figures.style import label_log_axes
+from gammasweep.results.analysis import at_eta, eta_star, final_metric, fit_power_law, probed
 
 
 def weight_movement(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:
@@ -32,10 +32,28 @@ def weight_movement(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure,
             values = moved.sel(layer=layer).values
             line = ax.plot(gammas, values, "o-", ms=3, label=str(layer))[0]
             fit = fit_power_law(gammas, values, 0.0, lazy_max)
-            rows += [{"kind": "gamma", "experiment": cube.attrs["experiment"], "layer": layer, "gamma": g, "eta_star": e,
-                      "weight_movement": v} for g, e, v in zip(gammas, best.values, values)]
-            rows.append({"kind": "fit", "experiment": cube.attrs["experiment"], "layer": layer, "regime": "lazy",
-                         "slope": fit.slope, "expected_slope": 1.0, "points": fit.points})
+            rows += [
+                {
+                    "kind": "gamma",
+                    "experiment": cube.attrs["experiment"],
+                    "layer": layer,
+                    "gamma": g,
+                    "eta_star": e,
+                    "weight_movement": v,
+                }
+                for g, e, v in zip(gammas, best.values, values)
+            ]
+            rows.append(
+                {
+                    "kind": "fit",
+                    "experiment": cube.attrs["experiment"],
+                    "layer": layer,
+                    "regime": "lazy",
+                    "slope": fit.slope,
+                    "expected_slope": 1.0,
+                    "points": fit.points,
+                }
+            )
             if np.isfinite(fit.slope):
                 span = gammas[(gammas <= lazy_max) & np.isfinite(values)]
                 ax.plot(span, fit(span), ":", color=line.get_color(), lw=1.2)

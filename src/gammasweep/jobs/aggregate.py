@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gammasweep.sweep.adaptive import statuses
 from gammasweep.results.cube import build_cube, set_column_status, write_cube
-
+from gammasweep.sweep.adaptive import statuses
 
 
 def aggregate(cell_files: Sequence[str], expected: Sequence[dict], experiment_config: dict, out: str) -> None:
@@ -20,9 +19,14 @@ def aggregate(cell_files: Sequence[str], expected: Sequence[dict], experiment_co
     print(f"cube {out}: {dict(cube.sizes)}; {int(cube['diverged'].any('seed').sum())} diverged cells")
 
 
-
-def aggregate_adaptive(brackets: Sequence[str], columns: Sequence[str], grid: tuple[list[float], list[float]],
-                       experiment: str, experiment_config: dict, out: str) -> None:
+def aggregate_adaptive(
+    brackets: Sequence[str],
+    columns: Sequence[str],
+    grid: tuple[list[float], list[float]],
+    experiment: str,
+    experiment_config: dict,
+    out: str,
+) -> None:
     """The cube of an adaptive experiment from its bracketing records (one per gamma) and trained
     columns (the directories of the gammas with something to train): the trained cells, every
     point's ``cell_status``, and the bracketing cost (``bracket_cells`` short runs of ``bracket_steps``)."""
@@ -46,8 +50,9 @@ def aggregate_adaptive(brackets: Sequence[str], columns: Sequence[str], grid: tu
     for gamma in gammas:
         set_column_status(cube, gamma, status[gamma], trials[gamma])
     cube["bracket_cells"] = ("gamma", np.array([len(trials[g]) for g in cube["gamma"].values]))
-    cube["bracket_cells"].attrs.update(long_name="short bracketing runs of the column (cells x bracket_steps)",
-                                       units="1")
+    cube["bracket_cells"].attrs.update(
+        long_name="short bracketing runs of the column (cells x bracket_steps)", units="1"
+    )
     cube.attrs["bracket_steps"] = bracket_steps
     write_cube(cube, out)
     counts = np.bincount(cube["cell_status"].values.ravel(), minlength=3)

@@ -13,7 +13,6 @@ from gammasweep.results.provenance import versions
 from gammasweep.theory.toy import toy_cube
 
 
-
 def simulate_toy_cube(settings: dict, out: str) -> None:
     """Simulate the Section-4 toy over a (gamma, eta) grid (``theory.toy_cube``) and write its cube.
 
@@ -25,24 +24,34 @@ def simulate_toy_cube(settings: dict, out: str) -> None:
     start = time.time()
     gammas, etas = grid_values(settings["gamma"], "gamma"), grid_values(settings["eta"], "eta")
     cube = toy_cube(gammas, etas, int(settings["depth"]), int(settings["steps"]), settings["loss"])
-    cube.attrs.update(toy_settings=json.dumps(settings, sort_keys=True), versions=json.dumps(versions(), sort_keys=True))
+    cube.attrs.update(
+        toy_settings=json.dumps(settings, sort_keys=True), versions=json.dumps(versions(), sort_keys=True)
+    )
     write_cube(cube, out)
-    print(f"toy cube {out}: {settings['loss']}, L = {settings['depth']}, T = {settings['steps']}, "
-          f"{len(gammas)} x {len(etas)} grid, {int(cube['diverged'].sum())} diverged, {time.time() - start:.1f} s",
-          flush=True)
-
+    print(
+        f"toy cube {out}: {settings['loss']}, L = {settings['depth']}, T = {settings['steps']}, "
+        f"{len(gammas)} x {len(etas)} grid, {int(cube['diverged'].sum())} diverged, {time.time() - start:.1f} s",
+        flush=True,
+    )
 
 
 def simulate_related_cube(spec: dict, out: str) -> None:
-    """Simulate a related experiment (config ``related:`` entry, ``gammasweep.related.experiments``) and write its cube."""
+    """Simulate a related experiment (config ``related:`` entry, ``gammasweep.related.experiments``) and
+    write its cube."""
     from gammasweep.related.experiments import related_cube
 
     start = time.time()
     torch.set_num_threads(1)  # small nets: one thread is fastest (two were 2x slower per step)
     cube = related_cube(spec, log=lambda msg: print(msg, flush=True))
-    cube.attrs.update(kind=spec["kind"], related_settings=json.dumps(spec, sort_keys=True),
-                      versions=json.dumps(versions(), sort_keys=True))
+    cube.attrs.update(
+        kind=spec["kind"],
+        related_settings=json.dumps(spec, sort_keys=True),
+        versions=json.dumps(versions(), sort_keys=True),
+    )
     write_cube(cube, out)
     diverged = int((cube["diverged_step"] >= 0).sum())
-    print(f"related cube {out}: {spec['kind']}, {cube.sizes['variant']} variants x {cube.sizes['seed']} seeds x "
-          f"{spec['steps']} steps, {diverged} runs diverged, {time.time() - start:.1f} s", flush=True)
+    print(
+        f"related cube {out}: {spec['kind']}, {cube.sizes['variant']} variants x {cube.sizes['seed']} seeds x "
+        f"{spec['steps']} steps, {diverged} runs diverged, {time.time() - start:.1f} s",
+        flush=True,
+    )

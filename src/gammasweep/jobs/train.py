@@ -12,20 +12,26 @@ from pathlib import Path
 
 import torch
 
-from gammasweep.sweep.adaptive import AdaptiveSettings, find_edge, statuses, train_window
-from gammasweep.results.cells import write_cell
-from gammasweep.sweep.checkpoints import DEFAULT_MINUTES, Checkpoint, Interrupted, stop_on_signals
-from gammasweep.data.stream import OnlineStream
 from gammasweep.data.pools import read_images
+from gammasweep.data.stream import OnlineStream
+from gammasweep.results.cells import write_cell
 from gammasweep.results.io import atomic_path
 from gammasweep.results.provenance import device_name, git_revision, resolve_device, versions
+from gammasweep.sweep.adaptive import AdaptiveSettings, find_edge, statuses, train_window
+from gammasweep.sweep.checkpoints import DEFAULT_MINUTES, Checkpoint, Interrupted, stop_on_signals
 from gammasweep.sweep.train import Curves, Members, Setup, train
 
 
-
-def run_cells(cells: Sequence[dict], pool: str | Sequence[str], test: str, label: str, steps: int | None = None,
-              outs: Sequence[str | Path] = (), checkpoint: str | None = None,
-              checkpoint_seconds: float = 60.0 * DEFAULT_MINUTES) -> Curves:
+def run_cells(
+    cells: Sequence[dict],
+    pool: str | Sequence[str],
+    test: str,
+    label: str,
+    steps: int | None = None,
+    outs: Sequence[str | Path] = (),
+    checkpoint: str | None = None,
+    checkpoint_seconds: float = 60.0 * DEFAULT_MINUTES,
+) -> Curves:
     """Train cells (every seed of each) as one batched model for their ``steps`` (or the first
     ``steps`` of them: a short run sees the same batches as the start of a full one), and write
     one HDF5 file per cell to ``outs`` if given.
@@ -44,29 +50,53 @@ def run_cells(cells: Sequence[dict], pool: str | Sequence[str], test: str, label
     device = resolve_device(first["device"])
     steps = steps or first["steps"]
     seeds = first["seeds"]
-    print(f"{label}: {len(cells)} cells of {first['experiment']} (gamma {min(c['gamma'] for c in cells):.3g}"
-          f"..{max(c['gamma'] for c in cells):.3g}, eta {min(c['eta'] for c in cells):.3g}"
-          f"..{max(c['eta'] for c in cells):.3g}) x {len(seeds)} seeds, {steps} steps, "
-          f"{first['dtype']} on {device_name(device)}", flush=True)
+    print(
+        f"{label}: {len(cells)} cells of {first['experiment']} (gamma {min(c['gamma'] for c in cells):.3g}"
+        f"..{max(c['gamma'] for c in cells):.3g}, eta {min(c['eta'] for c in cells):.3g}"
+        f"..{max(c['eta'] for c in cells):.3g}) x {len(seeds)} seeds, {steps} steps, "
+        f"{first['dtype']} on {device_name(device)}",
+        flush=True,
+    )
     stream = OnlineStream(pool, first["batch_size"], steps, first["data_seed"], epochs=first.get("epochs", False))
     test_images, test_labels = read_images(test, limit=first["test_examples"])
     norm = first["normalization"]
-    setup = Setup(model=first["model"], input_shape=tuple(first["input_shape"]), num_classes=first["num_classes"],
-                  loss=first["loss"], steps=steps, mean=tuple(norm["mean"]), std=tuple(norm["std"]),
-                  dtype=torch.float64 if first["dtype"] == "float64" else torch.float32, device=device,
-                  divergence_cap=first["divergence_cap"], record_points=first["record_points"],
-                  test_batch_size=first["test_batch_size"], probes=first.get("probes", {}),
-                  optimizer=first.get("optimizer", {}), schedule=first.get("schedule", {}),
-                  augment=first.get("augment", {}))
-    members = Members(seeds=[s for _ in cells for s in seeds], gammas=[c["gamma"] for c in cells for _ in seeds],
-                      etas=[c["eta"] for c in cells for _ in seeds])
+    setup = Setup(
+        model=first["model"],
+        input_shape=tuple(first["input_shape"]),
+        num_classes=first["num_classes"],
+        loss=first["loss"],
+        steps=steps,
+        mean=tuple(norm["mean"]),
+        std=tuple(norm["std"]),
+        dtype=torch.float64 if first["dtype"] == "float64" else torch.float32,
+        device=device,
+        divergence_cap=first["divergence_cap"],
+        record_points=first["record_points"],
+        test_batch_size=first["test_batch_size"],
+        probes=first.get("probes", {}),
+        optimizer=first.get("optimizer", {}),
+        schedule=first.get("schedule", {}),
+        augment=first.get("augment", {}),
+    )
+    members = Members(
+        seeds=[s for _ in cells for s in seeds],
+        gammas=[c["gamma"] for c in cells for _ in seeds],
+        etas=[c["eta"] for c in cells for _ in seeds],
+    )
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     saves = Checkpoint(checkpoint, checkpoint_seconds, log) if checkpoint else None
     if saves:
         stop_on_signals()
     try:
-        curves = train(setup, members, stream, torch.from_numpy(test_images), torch.from_numpy(test_labels),
-                       log=log, checkpoint=saves)
+        curves = train(
+            setup,
+            members,
+            stream,
+            torch.from_numpy(test_images),
+            torch.from_numpy(test_labels),
+            log=log,
+            checkpoint=saves,
+        )
     except Interrupted as stop:
         raise SystemExit(f"{label}: {stop}") from None
     if outs:
@@ -76,35 +106,48 @@ def run_cells(cells: Sequence[dict], pool: str | Sequence[str], test: str, label
     return curves
 
 
-
 def per_cell(curves: Curves, cells: Sequence[dict]) -> list[Curves]:
     """Split a run's curves into one Curves per cell (its seeds)."""
     seeds = len(cells[0]["seeds"])
     return [curves.members(slice(i * seeds, (i + 1) * seeds)) for i in range(len(cells))]
 
 
-
 def write_cells(curves: Curves, cells: Sequence[dict], outs: Sequence[str | Path], label: str, start: float) -> None:
     """Write one HDF5 file per cell, each with the job's provenance."""
-    provenance = {"versions": versions(), "git": git_revision(), "device": device_name(resolve_device(cells[0]["device"])),
-                  "host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                  "pack": {"rule": label, "cells": len(cells)}, "wall_time_s": time.time() - start}
+    provenance = {
+        "versions": versions(),
+        "git": git_revision(),
+        "device": device_name(resolve_device(cells[0]["device"])),
+        "host": socket.gethostname(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "pack": {"rule": label, "cells": len(cells)},
+        "wall_time_s": time.time() - start,
+    }
     for cell_curves, cell, out in zip(per_cell(curves, cells), cells, outs, strict=True):
         write_cell(out, cell_curves, cell, provenance)
-    print(f"{int(curves.diverged.sum())} of {len(curves.diverged)} members diverged; wrote {len(outs)} cell files "
-          f"in {time.time() - start:.1f} s", flush=True)
+    print(
+        f"{int(curves.diverged.sum())} of {len(curves.diverged)} members diverged; wrote {len(outs)} cell files "
+        f"in {time.time() - start:.1f} s",
+        flush=True,
+    )
 
 
-
-def train_pack(cells: Sequence[dict], pool: str | Sequence[str], test: str, outs: Sequence[str], pack: str = "",
-               checkpoint: str | None = None, checkpoint_seconds: float = 60.0 * DEFAULT_MINUTES) -> None:
+def train_pack(
+    cells: Sequence[dict],
+    pool: str | Sequence[str],
+    test: str,
+    outs: Sequence[str],
+    pack: str = "",
+    checkpoint: str | None = None,
+    checkpoint_seconds: float = 60.0 * DEFAULT_MINUTES,
+) -> None:
     """Train a pack of cells (``run_cells``) and write one HDF5 file per cell."""
     run_cells(cells, pool, test, pack, outs=outs, checkpoint=checkpoint, checkpoint_seconds=checkpoint_seconds)
 
 
-
-def bracket_eta(cells: Sequence[dict], pool: str | Sequence[str], test: str, settings: dict, start: int,
-                out: str) -> None:
+def bracket_eta(
+    cells: Sequence[dict], pool: str | Sequence[str], test: str, settings: dict, start: int, out: str
+) -> None:
     """The bracketing stage of an adaptive column: find its divergence edge by short runs
     (``adaptive.find_edge``) and write what every short run did (JSON). Short runs only look for
     divergence: the probes are off in them."""
@@ -118,15 +161,26 @@ def bracket_eta(cells: Sequence[dict], pool: str | Sequence[str], test: str, set
 
     edge, trials = find_edge(len(cells), start, adaptive.window, run_short)
     etas = [c["eta"] for c in cells]
-    record = {"experiment": cells[0]["experiment"], "gamma": cells[0]["gamma"], "etas": etas, "settings": settings,
-              "start": start, "edge": edge, "eta_max_short": etas[edge - 1] if edge > 0 else None,
-              "trials": {str(i): step for i, step in sorted(trials.items())}, "trial_steps": adaptive.bracket_steps,
-              "versions": versions(), "wall_time_s": time.time() - began}
+    record = {
+        "experiment": cells[0]["experiment"],
+        "gamma": cells[0]["gamma"],
+        "etas": etas,
+        "settings": settings,
+        "start": start,
+        "edge": edge,
+        "eta_max_short": etas[edge - 1] if edge > 0 else None,
+        "trials": {str(i): step for i, step in sorted(trials.items())},
+        "trial_steps": adaptive.bracket_steps,
+        "versions": versions(),
+        "wall_time_s": time.time() - began,
+    }
     with atomic_path(out) as tmp:
         Path(tmp).write_text(json.dumps(record, indent=1))
-    print(f"gamma {record['gamma']:.3g}: edge at eta {etas[edge] if edge < len(etas) else 'beyond the grid'} "
-          f"after {len(trials)} short runs of {adaptive.bracket_steps} steps", flush=True)
-
+    print(
+        f"gamma {record['gamma']:.3g}: edge at eta {etas[edge] if edge < len(etas) else 'beyond the grid'} "
+        f"after {len(trials)} short runs of {adaptive.bracket_steps} steps",
+        flush=True,
+    )
 
 
 def join_brackets(brackets: Sequence[str], out: str) -> None:
@@ -137,17 +191,23 @@ def join_brackets(brackets: Sequence[str], out: str) -> None:
     print(f"{len(edges)} columns bracketed; {sum(e > 0 for e in edges.values())} have points to train")
 
 
-
 def first_diverged_step(curves: Curves) -> int:
     """A cell's divergence step: its first diverged seed's, -1 if no seed diverged."""
     steps = curves.diverged_step[curves.diverged_step >= 0]
     return int(steps.min()) if len(steps) else -1
 
 
-
-def train_column(cells: Sequence[dict], files: Sequence[str], pool: str | Sequence[str], test: str, bracket: str,
-                 depth_steps: int | None, out_dir: str, checkpoint: str | None = None,
-                 checkpoint_seconds: float = 60.0 * DEFAULT_MINUTES) -> None:
+def train_column(
+    cells: Sequence[dict],
+    files: Sequence[str],
+    pool: str | Sequence[str],
+    test: str,
+    bracket: str,
+    depth_steps: int | None,
+    out_dir: str,
+    checkpoint: str | None = None,
+    checkpoint_seconds: float = 60.0 * DEFAULT_MINUTES,
+) -> None:
     """The training stage of an adaptive column: train the window of its bracketed edge at full length
     (``adaptive.train_window``: it grows on late divergence), the cell file of each trained point
     (``files``, one per cell, inside ``out_dir``), and ``out_dir/column.json``: the final edge and
@@ -157,14 +217,26 @@ def train_column(cells: Sequence[dict], files: Sequence[str], pool: str | Sequen
 
     def run_full(indices: list[int]) -> dict[int, bool]:
         chosen = [cells[i] for i in indices]
-        curves = run_cells(chosen, pool, test, f"column {out_dir}", outs=[files[i] for i in indices],
-                           checkpoint=checkpoint, checkpoint_seconds=checkpoint_seconds)
+        curves = run_cells(
+            chosen,
+            pool,
+            test,
+            f"column {out_dir}",
+            outs=[files[i] for i in indices],
+            checkpoint=checkpoint,
+            checkpoint_seconds=checkpoint_seconds,
+        )
         return {i: bool(c.diverged.any()) for i, c in zip(indices, per_cell(curves, chosen), strict=True)}
 
     edge, trained = train_window(len(cells), record["edge"], depth_steps, run_full)
-    column = {"gamma": cells[0]["gamma"], "edge": edge, "bracket_edge": record["edge"], "depth_steps": depth_steps,
-              "status": statuses(len(cells), edge, trained),
-              "files": {str(i): Path(files[i]).name for i in sorted(trained)}}
+    column = {
+        "gamma": cells[0]["gamma"],
+        "edge": edge,
+        "bracket_edge": record["edge"],
+        "depth_steps": depth_steps,
+        "status": statuses(len(cells), edge, trained),
+        "files": {str(i): Path(files[i]).name for i in sorted(trained)},
+    }
     with atomic_path(Path(out_dir) / "column.json") as tmp:
         Path(tmp).write_text(json.dumps(column, indent=1))
     print(f"trained {len(trained)} of {len(cells)} grid points; edge index {edge} (bracket: {record['edge']})")

@@ -20,7 +20,6 @@ from gammasweep.data.sources import SOURCES
 from gammasweep.sweep.models import MODELS
 
 
-
 class ConfigError(ValueError):
     """A config that cannot run; the message names the offending key."""
 
@@ -81,25 +80,35 @@ def validate(config: dict, schema: dict) -> None:
     for name, exp in config["experiments"].items():
         where = f"experiments.{name}"
         if exp["dataset"] not in config["datasets"]:
-            raise ConfigError(f"config key '{where}.dataset': unknown dataset {exp['dataset']!r}; "
-                              f"declared: {sorted(config['datasets'])}")
+            raise ConfigError(
+                f"config key '{where}.dataset': unknown dataset {exp['dataset']!r}; "
+                f"declared: {sorted(config['datasets'])}"
+            )
         if exp["model"]["name"] not in MODELS:
             raise ConfigError(f"config key '{where}.model.name': unknown model; known: {sorted(MODELS)}")
         pool = pool_size(config["datasets"][exp["dataset"]])
         if pool is not None and exp["steps"] * exp["batch_size"] > pool:
-            raise ConfigError(f"config key '{where}': steps x batch_size = {exp['steps'] * exp['batch_size']} "
-                              f"exceeds the {pool} images of dataset {exp['dataset']!r} (online: no sample reused)")
+            raise ConfigError(
+                f"config key '{where}': steps x batch_size = {exp['steps'] * exp['batch_size']} "
+                f"exceeds the {pool} images of dataset {exp['dataset']!r} (online: no sample reused)"
+            )
         grid_values(exp["gamma"], f"{where}.gamma")
         grid_values(exp["eta"], f"{where}.eta")
         training = {**config["training"], **exp.get("training", {})}
         for probe, settings in training.get("probes", {}).items():
             if settings.get("examples", 0) > training["test_examples"]:
-                raise ConfigError(f"config key '{where}.training.probes.{probe}.examples': more than the "
-                                  f"{training['test_examples']} test_examples the probe batch is taken from")
+                raise ConfigError(
+                    f"config key '{where}.training.probes.{probe}.examples': more than the "
+                    f"{training['test_examples']} test_examples the probe batch is taken from"
+                )
         if "adaptive" in exp and exp["eta_grid"] != "adaptive":
-            raise ConfigError(f"config key '{where}.adaptive': only used with `eta_grid: adaptive`; set it or remove the block")
+            raise ConfigError(
+                f"config key '{where}.adaptive': only used with `eta_grid: adaptive`; set it or remove the block"
+            )
         if exp.get("adaptive", {}).get("bracket_steps", 0) > exp["steps"]:
-            raise ConfigError(f"config key '{where}.adaptive.bracket_steps': longer than the {exp['steps']} steps of a run")
+            raise ConfigError(
+                f"config key '{where}.adaptive.bracket_steps': longer than the {exp['steps']} steps of a run"
+            )
     for name, ds in config["datasets"].items():
         if ds["kind"] == "generated":
             try:
@@ -109,13 +118,17 @@ def validate(config: dict, schema: dict) -> None:
         channels = SOURCES[ds["source"]].shape[-1]
         for stat in ("mean", "std"):
             if len(ds["normalization"][stat]) != channels:
-                raise ConfigError(f"config key 'datasets.{name}.normalization.{stat}': needs {channels} "
-                                  f"value(s), one per channel of {ds['source']}")
+                raise ConfigError(
+                    f"config key 'datasets.{name}.normalization.{stat}': needs {channels} "
+                    f"value(s), one per channel of {ds['source']}"
+                )
         needed = [*SOURCES[ds["source"]].files, *ds.get("parts", [])]
         missing = [file for file in needed if file not in config.get("downloads", {})]
         if missing:
-            raise ConfigError(f"config key 'downloads': dataset {name!r} (source {ds['source']}) needs the "
-                              f"downloads {missing}; declare their url (and pins) there, see config/paper.yaml")
+            raise ConfigError(
+                f"config key 'downloads': dataset {name!r} (source {ds['source']}) needs the "
+                f"downloads {missing}; declare their url (and pins) there, see config/paper.yaml"
+            )
     for name, toy in config.get("toy_models", {}).items():
         grid_values(toy["gamma"], f"toy_models.{name}.gamma")
         grid_values(toy["eta"], f"toy_models.{name}.eta")
@@ -123,8 +136,10 @@ def validate(config: dict, schema: dict) -> None:
         for key in ("experiments", "toy_models", "related", "datasets"):
             declared = config.get(key, {})
             for unknown in [entry for entry in fig.get(key, []) if entry not in declared]:
-                raise ConfigError(f"config key 'figures.{name}.{key}': unknown {key.removesuffix('s')} {unknown!r}; "
-                                  f"declared: {sorted(declared)}")
+                raise ConfigError(
+                    f"config key 'figures.{name}.{key}': unknown {key.removesuffix('s')} {unknown!r}; "
+                    f"declared: {sorted(declared)}"
+                )
 
 
 def pool_size(dataset: dict) -> int | None:

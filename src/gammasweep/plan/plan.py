@@ -28,9 +28,13 @@ class Plan:
     def __init__(self, config: dict, schema: dict) -> None:
         validate(config, schema)
         self.config = config
-        self.grids = {name: ({value_key(v): v for v in grid_values(exp["gamma"], "")},
-                             {value_key(v): v for v in grid_values(exp["eta"], "")})
-                      for name, exp in config["experiments"].items()}
+        self.grids = {
+            name: (
+                {value_key(v): v for v in grid_values(exp["gamma"], "")},
+                {value_key(v): v for v in grid_values(exp["eta"], "")},
+            )
+            for name, exp in config["experiments"].items()
+        }
 
     @classmethod
     def from_files(cls, config_path: str | Path, schema_path: str | Path) -> Plan:
@@ -62,13 +66,22 @@ class Plan:
         source = SOURCES[dataset["source"]]
         gamma = gammas[gamma_key]
         return {
-            "experiment": experiment, "dataset": exp["dataset"], "model": exp["model"], "loss": exp["loss"],
-            "batch_size": exp["batch_size"], "steps": exp["steps"], "seeds": list(range(exp["seeds"])),
-            "data_seed": exp["data_seed"], "gamma": gamma, "eta": etas[eta_key],
+            "experiment": experiment,
+            "dataset": exp["dataset"],
+            "model": exp["model"],
+            "loss": exp["loss"],
+            "batch_size": exp["batch_size"],
+            "steps": exp["steps"],
+            "seeds": list(range(exp["seeds"])),
+            "data_seed": exp["data_seed"],
+            "gamma": gamma,
+            "eta": etas[eta_key],
             "optimizer": OptimizerSettings(**exp.get("optimizer", {})).settings(),
             "dtype": precision(gamma, training["float64_below_gamma"]),
-            "input_shape": list(source.shape), "num_classes": source.num_classes,
-            "normalization": dataset["normalization"], **training,
+            "input_shape": list(source.shape),
+            "num_classes": source.num_classes,
+            "normalization": dataset["normalization"],
+            **training,
             **({"epochs": True} if dataset["kind"] == "real" else {}),  # a finite pool, reshuffled each epoch
             **({"augment": dataset["augment"]} if "augment" in dataset else {}),
         }
@@ -84,7 +97,7 @@ class Plan:
         by_dtype: dict[str, list[tuple[str, str]]] = {}
         for cell in self.cells(experiment):
             by_dtype.setdefault(self.cell_params(experiment, *cell)["dtype"], []).append(cell)
-        chunks = [cells[i:i + size] for cells in by_dtype.values() for i in range(0, len(cells), size)]
+        chunks = [cells[i : i + size] for cells in by_dtype.values() for i in range(0, len(cells), size)]
         return [Pack(experiment, index, tuple(cells)) for index, cells in enumerate(chunks)]
 
     # -- adaptive eta (gammasweep.sweep.adaptive) -------------------------------------------------------
@@ -111,8 +124,9 @@ class Plan:
         """Grid index of the first guess of eta_max(gamma) (``adaptive.eta_guess``)."""
         exp = self.config["experiments"][experiment]
         gammas, etas = self.grids[experiment]
-        guess = eta_guess(gammas[gamma_key], layer_count(exp["model"]), exp["loss"],
-                          self.adaptive_settings(experiment).guess_scale)
+        guess = eta_guess(
+            gammas[gamma_key], layer_count(exp["model"]), exp["loss"], self.adaptive_settings(experiment).guess_scale
+        )
         return nearest_index(list(etas.values()), guess)
 
     def depth_steps(self, experiment: str, gamma_key: str) -> int | None:
@@ -134,7 +148,9 @@ class Plan:
 
     def downloads(self, names: list[str]) -> dict[str, dict[str, Any]]:
         """Per download name: ``remote`` (the config entry: url and pins) and ``path`` (where it is kept)."""
-        return {name: {"remote": self.config["downloads"][name], "path": paths.DOWNLOAD.format(name=name)} for name in names}
+        return {
+            name: {"remote": self.config["downloads"][name], "path": paths.DOWNLOAD.format(name=name)} for name in names
+        }
 
     def source_downloads(self, source: str) -> dict[str, dict[str, Any]]:
         return self.downloads(list(SOURCES[source].files))
@@ -176,10 +192,12 @@ class Plan:
         """The files a figure reads, in order: its experiments' cubes, its toy models', its related
         experiments', then its datasets' pool and test files (``dataset_files``)."""
         fig = self.config["figures"][figure]
-        return ([paths.CUBE.format(experiment=e) for e in fig.get("experiments", [])]
-                + [paths.TOY_CUBE.format(toy=t) for t in fig.get("toy_models", [])]
-                + [paths.RELATED_CUBE.format(related=r) for r in fig.get("related", [])]
-                + [path for d in fig.get("datasets", []) for path in self.dataset_files(d)])
+        return (
+            [paths.CUBE.format(experiment=e) for e in fig.get("experiments", [])]
+            + [paths.TOY_CUBE.format(toy=t) for t in fig.get("toy_models", [])]
+            + [paths.RELATED_CUBE.format(related=r) for r in fig.get("related", [])]
+            + [path for d in fig.get("datasets", []) for path in self.dataset_files(d)]
+        )
 
     def figure_caption(self, figure: str) -> str:
         """The report's caption: the paper's figure, then what produced ours (reStructuredText)."""
@@ -187,19 +205,25 @@ class Plan:
         sources = [f"experiment ``{e}`` ({self.describe_experiment(e)})" for e in fig.get("experiments", [])]
         sources += [f"toy model ``{t}`` ({self.describe_toy(t)})" for t in fig.get("toy_models", [])]
         sources += [f"related experiment ``{r}`` ({self.describe_related(r)})" for r in fig.get("related", [])]
-        sources += [f"dataset ``{d}`` ({self.dataset(d)['kind']}, source {self.dataset(d)['source']})"
-                    for d in fig.get("datasets", [])]
+        sources += [
+            f"dataset ``{d}`` ({self.dataset(d)['kind']}, source {self.dataset(d)['source']})"
+            for d in fig.get("datasets", [])
+        ]
         paper = f"**Paper, {fig['paper']}.** " if "paper" in fig else ""
-        return (f"{paper}{fig.get('caption', '')}\n\n**Ours:** figure ``{figure}``, plot ``{fig['plot']}`` "
-                f"from " + "; ".join(sources) + ".")
+        return (
+            f"{paper}{fig.get('caption', '')}\n\n**Ours:** figure ``{figure}``, plot ``{fig['plot']}`` "
+            f"from " + "; ".join(sources) + "."
+        )
 
     def describe_experiment(self, experiment: str) -> str:
         exp = self.config["experiments"][experiment]
         gammas, etas = self.grids[experiment]
         model = ", ".join(f"{k} {v}" for k, v in exp["model"].items() if k != "name")
-        return (f"{exp['model']['name']} ({model}) on {exp['dataset']}, {exp['loss']}, batch {exp['batch_size']}, "
-                f"{exp['steps']} steps, {exp['seeds']} seeds, {len(gammas)} gamma x {len(etas)} eta, "
-                f"eta grid {exp['eta_grid']}")
+        return (
+            f"{exp['model']['name']} ({model}) on {exp['dataset']}, {exp['loss']}, batch {exp['batch_size']}, "
+            f"{exp['steps']} steps, {exp['seeds']} seeds, {len(gammas)} gamma x {len(etas)} eta, "
+            f"eta grid {exp['eta_grid']}"
+        )
 
     def describe_toy(self, toy: str) -> str:
         settings = self.config["toy_models"][toy]
@@ -207,11 +231,12 @@ class Plan:
 
     def describe_related(self, name: str) -> str:
         spec = self.config["related"][name]
-        return (f"{spec['kind']}, {spec['steps']} steps, {spec['seeds']} seeds, variants "
-                + ", ".join(spec["variants"]))
+        return f"{spec['kind']}, {spec['steps']} steps, {spec['seeds']} seeds, variants " + ", ".join(spec["variants"])
 
     def figure_files(self) -> list[str]:
-        return [paths.FIGURE.format(figure=name, ext=ext) for name in self.config["figures"] for ext in paths.FIGURE_KINDS]
+        return [
+            paths.FIGURE.format(figure=name, ext=ext) for name in self.config["figures"] for ext in paths.FIGURE_KINDS
+        ]
 
 
 @dataclass(frozen=True)
@@ -257,7 +282,6 @@ class Column:
     def directory(self) -> str:
         """The trained cells and ``column.json`` (output of ``train_column``)."""
         return paths.COLUMN.format(experiment=self.experiment, gamma=self.gamma_key)
-
 
 
 def cell_path(experiment: str, gamma_key: str, eta_key: str) -> str:

@@ -52,8 +52,9 @@ class Hessian:
         self.grads = torch.autograd.grad(loss_of(self.params).sum(), list(self.params.values()), create_graph=True)
 
     def __call__(self, vectors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        products = torch.autograd.grad(self.grads, list(self.params.values()), grad_outputs=list(vectors),
-                                       retain_graph=True)
+        products = torch.autograd.grad(
+            self.grads, list(self.params.values()), grad_outputs=list(vectors), retain_graph=True
+        )
         return [p.detach() for p in products]
 
 
@@ -71,13 +72,15 @@ class GaussNewton:
         self.outputs = outputs_of(self.params)
         self.scale = 2.0 / (self.outputs.shape[-2] * self.outputs.shape[-1])
         self.dual = torch.zeros_like(self.outputs, requires_grad=True)
-        self.pullback = torch.autograd.grad(self.outputs, list(self.params.values()), grad_outputs=self.dual,
-                                            create_graph=True)  # J^T dual, linear in dual
+        self.pullback = torch.autograd.grad(
+            self.outputs, list(self.params.values()), grad_outputs=self.dual, create_graph=True
+        )  # J^T dual, linear in dual
 
     def __call__(self, vectors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         pushed = torch.autograd.grad(self.pullback, self.dual, grad_outputs=list(vectors), retain_graph=True)[0]  # J v
-        products = torch.autograd.grad(self.outputs, list(self.params.values()), grad_outputs=pushed * self.scale,
-                                       retain_graph=True)
+        products = torch.autograd.grad(
+            self.outputs, list(self.params.values()), grad_outputs=pushed * self.scale, retain_graph=True
+        )
         return [p.detach() for p in products]
 
 
@@ -91,8 +94,9 @@ def hutchinson_trace(operator: Hessian | GaussNewton, row_seeds: Sequence[int], 
     return total / vectors
 
 
-def top_hessian_eigenvalue(loss_of: Callable[[Weights], torch.Tensor], weights: Weights, iterations: int,
-                           row_seeds: Sequence[int]) -> torch.Tensor:
+def top_hessian_eigenvalue(
+    loss_of: Callable[[Weights], torch.Tensor], weights: Weights, iterations: int, row_seeds: Sequence[int]
+) -> torch.Tensor:
     """Per row, the top (largest algebraic) eigenvalue of the Hessian of ``loss_of(weights)[row]``
     with respect to that row's weights, by power iteration on Hessian-vector products (rows,).
 
@@ -112,8 +116,9 @@ def top_hessian_eigenvalue(loss_of: Callable[[Weights], torch.Tensor], weights: 
     return shifted + shift
 
 
-def _power_iteration(hessian: Hessian, vectors: list[torch.Tensor], shift: torch.Tensor,
-                     iterations: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def _power_iteration(
+    hessian: Hessian, vectors: list[torch.Tensor], shift: torch.Tensor, iterations: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``iterations`` steps of power iteration on H - shift I (shift: (rows,)) from unit ``vectors``:
     the dominant eigenvalue per row (Rayleigh quotient) and the last unit vectors."""
     eigenvalue = torch.zeros_like(shift)
@@ -125,7 +130,9 @@ def _power_iteration(hessian: Hessian, vectors: list[torch.Tensor], shift: torch
     return eigenvalue, vectors
 
 
-def lanczos_quadrature(hessian: Hessian | GaussNewton, start: list[torch.Tensor], steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def lanczos_quadrature(
+    hessian: Hessian | GaussNewton, start: list[torch.Tensor], steps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gauss quadrature of each row's spectral measure seen from its unit ``start`` vector: ``steps``
     Lanczos steps with full reorthogonalization give nodes theta_j and weights tau_j (rows, steps)
     with sum_j tau_j theta_j^k = v^T H^k v exactly for k < 2 x steps (stochastic Lanczos quadrature
@@ -151,10 +158,13 @@ def lanczos_quadrature(hessian: Hessian | GaussNewton, start: list[torch.Tensor]
         krylov[ended] = j + 1
         scale = torch.where(beta > 0, 1.0 / beta.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(beta))
         vectors = [p * per_row(scale, p) for p in products]
-    nodes, weights = torch.full((rows, steps), math.nan, dtype=torch.float64), torch.zeros(rows, steps, dtype=torch.float64)
+    nodes, weights = (
+        torch.full((rows, steps), math.nan, dtype=torch.float64),
+        torch.zeros(rows, steps, dtype=torch.float64),
+    )
     for r in range(rows):  # tiny tridiagonal eigenproblems, one per row, in float64 on the CPU
         k = int(krylov[r])
-        tridiagonal = torch.diag(alphas[r, :k]) + torch.diag(betas[r, :k - 1], 1) + torch.diag(betas[r, :k - 1], -1)
+        tridiagonal = torch.diag(alphas[r, :k]) + torch.diag(betas[r, : k - 1], 1) + torch.diag(betas[r, : k - 1], -1)
         values, eigvecs = torch.linalg.eigh(tridiagonal)
         nodes[r, :k], weights[r, :k] = values, eigvecs[0] ** 2
     return nodes, weights

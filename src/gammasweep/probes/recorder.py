@@ -7,19 +7,27 @@ a probe that is off records nothing. Each probe measures on a fixed probe batch,
 ``examples`` test images (the same for every run of a dataset), and records one or more
 variables per member: at every eval step, or (``final_only``) once, after the last step.
 
-| probe | records | what |
-|---|---|---|
-| sharpness | sharpness | top Hessian eigenvalue of the loss (power iteration), units 1/eta |
-| readout_sharpness | readout_sharpness | top eigenvalue of the readout layer's block of that Hessian, units 1/eta |
-| hessian_trace | hessian_trace | trace of that Hessian (Hutchinson's estimator), units 1/eta |
-| ntk_spectrum | ntk_eigenvalue | top eigenvalues of the empirical NTK of the batch's outputs (Lanczos), units 1/eta |
-| spectrum | hessian_ritz_value, hessian_ritz_weight | Lanczos nodes and weights of the Hessian's spectral density (SLQ), units 1/eta |
-| alignment | feature_alignment, ntk_alignment | centered kernel alignment of the last hidden layer's kernel and of the empirical NTK with the labels' kernel |
-| outputs | probe_output | the centered outputs f(x) after the last step (final only) |
-| representation | feature_kernel | the last hidden layer's kernel after the last step (final only): CKA between networks |
-| weight_movement | weight_movement | per layer, the relative distance from init, \\|theta - theta_0\\| / \\|theta_0\\| |
-| noether_charge | noether_charge | per pair of consecutive layers, the charge of their rescaling symmetry |
-| feature_sparsity | feature_sparsity | per hidden layer or residual stage, the feature sparsity of its post-ReLU features |
+Probes by name, each with the variables it records:
+
+- sharpness (records sharpness): top Hessian eigenvalue of the loss (power iteration), units 1/eta
+- readout_sharpness (records readout_sharpness): top eigenvalue of the readout layer's block of that
+  Hessian, units 1/eta
+- hessian_trace (records hessian_trace): trace of that Hessian (Hutchinson's estimator), units 1/eta
+- ntk_spectrum (records ntk_eigenvalue): top eigenvalues of the empirical NTK of the batch's outputs
+  (Lanczos), units 1/eta
+- spectrum (records hessian_ritz_value, hessian_ritz_weight): Lanczos nodes and weights of the
+  Hessian's spectral density (SLQ), units 1/eta
+- alignment (records feature_alignment, ntk_alignment): centered kernel alignment of the last hidden
+  layer's kernel and of the empirical NTK with the labels' kernel
+- outputs (records probe_output): the centered outputs f(x) after the last step (final only)
+- representation (records feature_kernel): the last hidden layer's kernel after the last step (final
+  only): CKA between networks
+- weight_movement (records weight_movement): per layer, the relative distance from init,
+  \\|theta - theta_0\\| / \\|theta_0\\|
+- noether_charge (records noether_charge): per pair of consecutive layers, the charge of their
+  rescaling symmetry
+- feature_sparsity (records feature_sparsity): per hidden layer or residual stage, the feature
+  sparsity of its post-ReLU features
 
 Hessians are taken with respect to the stored weights and multiplied by N (``Network.lr_unit``):
 SGD's learning rate is N eta, so gradient descent on the probe batch is unstable above 2/eta and
@@ -38,12 +46,19 @@ import xarray as xr
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from gammasweep.probes.linalg import (
+    GaussNewton,
+    Hessian,
+    Weights,
+    hutchinson_trace,
+    lanczos_quadrature,
+    per_row,
+    start_vectors,
+    top_hessian_eigenvalue,
+)
+from gammasweep.related.sparsity import feature_sparsity
 from gammasweep.results.kernels import centered_alignment
 from gammasweep.sweep.parameterization import MuBatchNorm2d
-from gammasweep.related.sparsity import feature_sparsity
-from gammasweep.probes.linalg import (GaussNewton, Hessian, Weights, hutchinson_trace, lanczos_quadrature, per_row,
-                                      start_vectors, top_hessian_eigenvalue)
-
 
 
 @dataclass(frozen=True)
@@ -87,8 +102,9 @@ class Probe:
         """Per record, its dimensions after (member[, eval_step]): name -> size, or labels."""
         return {record: {} for record in self.records}
 
-    def measure(self, net: Network, batch: ProbeBatch, rows: slice, weights: Weights,
-                row_seeds: Sequence[int]) -> dict[str, torch.Tensor]:
+    def measure(
+        self, net: Network, batch: ProbeBatch, rows: slice, weights: Weights, row_seeds: Sequence[int]
+    ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
 
@@ -97,8 +113,10 @@ def layer_inputs(model: nn.Module, weights: Weights, x: torch.Tensor, names: Seq
     (B, rows * C, H, W) for a convolution's."""
     captured: dict[str, torch.Tensor] = {}
     modules = dict(model.named_modules())
-    hooks = [modules[name].register_forward_pre_hook(lambda module, args, name=name: captured.setdefault(name, args[0]))
-             for name in names]
+    hooks = [
+        modules[name].register_forward_pre_hook(lambda module, args, name=name: captured.setdefault(name, args[0]))
+        for name in names
+    ]
     try:
         functional_call(model, weights, (x,))
     finally:
@@ -128,16 +146,18 @@ def tangent_kernel(model: nn.Module, weights: Weights, x: torch.Tensor) -> torch
     P^2 x classes x parameters per member for the Gram matrix. Refuses a model with BatchNorm,
     whose output of one example depends on its batch: its per-example Jacobians are not its NTK."""
     if any(isinstance(module, MuBatchNorm2d) for module in model.modules()):
-        raise ValueError(f"the NTK (alignment probe) needs per-example Jacobians, but {type(model).__name__} "
-                         "normalizes on batch statistics (BatchNorm), so one example's output depends on the "
-                         "others in its batch (docs/models.md); switch the alignment probe off for this model")
+        raise ValueError(
+            f"the NTK (alignment probe) needs per-example Jacobians, but {type(model).__name__} "
+            "normalizes on batch statistics (BatchNorm), so one example's output depends on the "
+            "others in its batch (docs/models.md); switch the alignment probe off for this model"
+        )
 
     def output(w: Weights, example: torch.Tensor) -> torch.Tensor:
         return functional_call(model, w, (example.unsqueeze(0),))[0, 0]  # (C,)
 
     kernels = []
     for r in range(len(next(iter(weights.values())))):
-        row = {k: v[r:r + 1].detach() for k, v in weights.items()}
+        row = {k: v[r : r + 1].detach() for k, v in weights.items()}
         jacobian = vmap(jacrev(output), in_dims=(None, 0))(row, x)  # name -> (P, C, 1, *shape)
         flat = torch.cat([j.flatten(2) for j in jacobian.values()], dim=2)  # (P, C, parameters)
         kernels.append(torch.einsum("pcf,qcf->pq", flat, flat))
@@ -196,8 +216,10 @@ class SpectrumProbe(Probe):
                 nodes.append(values)
                 masses.append(weight / self.vectors)
         device = batch.x.device
-        return {"hessian_ritz_value": torch.stack(nodes, 1).to(device) * net.lr_unit,
-                "hessian_ritz_weight": torch.stack(masses, 1).to(device)}
+        return {
+            "hessian_ritz_value": torch.stack(nodes, 1).to(device) * net.lr_unit,
+            "hessian_ritz_weight": torch.stack(masses, 1).to(device),
+        }
 
 
 @dataclass(frozen=True)
@@ -249,8 +271,10 @@ class NtkSpectrumProbe(Probe):
 
     def __post_init__(self) -> None:
         if self.modes > self.iterations:
-            raise ValueError(f"ntk_spectrum probe: modes ({self.modes}) must not exceed iterations "
-                             f"({self.iterations}), the number of Ritz values")
+            raise ValueError(
+                f"ntk_spectrum probe: modes ({self.modes}) must not exceed iterations "
+                f"({self.iterations}), the number of Ritz values"
+            )
 
     def dims(self, net, num_classes):
         return {"ntk_eigenvalue": {"ntk_mode": self.modes}}
@@ -259,7 +283,7 @@ class NtkSpectrumProbe(Probe):
         with torch.enable_grad():
             ntk = GaussNewton(lambda w: net.centered(rows, w, batch.x, batch.g0), weights)
             nodes, _ = lanczos_quadrature(ntk, start_vectors(ntk.params, row_seeds), self.iterations)
-        top = nodes.nan_to_num(nan=-math.inf).sort(dim=1, descending=True).values[:, :self.modes]
+        top = nodes.nan_to_num(nan=-math.inf).sort(dim=1, descending=True).values[:, : self.modes]
         top = torch.where(torch.isinf(top), math.nan, top)  # fewer modes than asked: NaN
         return {"ntk_eigenvalue": top.to(batch.x.device) * net.lr_unit}
 
@@ -278,8 +302,10 @@ class AlignmentProbe(Probe):
         target = label_kernel(batch.y, batch.g0.shape[-1], batch.x.dtype)
         with torch.no_grad():
             features = last_features(net.model, weights, batch.x)
-        return {"feature_alignment": centered_alignment(features @ features.transpose(1, 2), target),
-                "ntk_alignment": centered_alignment(tangent_kernel(net.model, weights, batch.x), target)}
+        return {
+            "feature_alignment": centered_alignment(features @ features.transpose(1, 2), target),
+            "ntk_alignment": centered_alignment(tangent_kernel(net.model, weights, batch.x), target),
+        }
 
 
 @dataclass(frozen=True)
@@ -393,15 +419,29 @@ class NoetherChargeProbe(Probe):
 
     def measure(self, net, batch, rows, weights, row_seeds):
         layers = weight_layers(list(weights))
-        charges = [layer_norms(weights, a, with_bias=True) - layer_norms(weights, b, with_bias=False)
-                   for a, b in zip(layers[:-1], layers[1:])]
+        charges = [
+            layer_norms(weights, a, with_bias=True) - layer_norms(weights, b, with_bias=False)
+            for a, b in zip(layers[:-1], layers[1:])
+        ]
         return {"noether_charge": torch.stack(charges, 1).detach()}
 
 
-PROBES: dict[str, type[Probe]] = {p.name: p for p in (SharpnessProbe, ReadoutSharpnessProbe, HessianTraceProbe,
-                                                       SpectrumProbe, NtkSpectrumProbe, AlignmentProbe, OutputsProbe,
-                                                       RepresentationProbe, WeightMovementProbe, NoetherChargeProbe,
-                                                       FeatureSparsityProbe)}
+PROBES: dict[str, type[Probe]] = {
+    p.name: p
+    for p in (
+        SharpnessProbe,
+        ReadoutSharpnessProbe,
+        HessianTraceProbe,
+        SpectrumProbe,
+        NtkSpectrumProbe,
+        AlignmentProbe,
+        OutputsProbe,
+        RepresentationProbe,
+        WeightMovementProbe,
+        NoetherChargeProbe,
+        FeatureSparsityProbe,
+    )
+}
 
 
 def make_probes(settings: dict[str, dict]) -> list[Probe]:
@@ -416,24 +456,44 @@ class ProbeRecorder:
     """The probes of one run and their records: tensors (members, evals, *dims), or (members, *dims)
     for final-only probes, NaN until measured and for members diverged by then."""
 
-    def __init__(self, settings: dict[str, dict], net: Network, x_test: torch.Tensor, y_test: torch.Tensor,
-                 member_seeds: Sequence[int], evals: int, num_classes: int) -> None:
+    def __init__(
+        self,
+        settings: dict[str, dict],
+        net: Network,
+        x_test: torch.Tensor,
+        y_test: torch.Tensor,
+        member_seeds: Sequence[int],
+        evals: int,
+        num_classes: int,
+    ) -> None:
         self.probes, self.net, self.member_seeds, self.evals = make_probes(settings), net, list(member_seeds), evals
         dtype, device = x_test.dtype, x_test.device
         self.batches: dict[str, ProbeBatch | None] = {}
         for probe in self.probes:  # theta_0's outputs on each probe batch, computed once
-            x = x_test[:probe.examples]
+            x = x_test[: probe.examples]
             with torch.no_grad():
-                self.batches[probe.name] = ProbeBatch(x, y_test[:probe.examples], net.initial_output(x)) if len(x) else None
+                self.batches[probe.name] = (
+                    ProbeBatch(x, y_test[: probe.examples], net.initial_output(x)) if len(x) else None
+                )
         self.dims = {record: dims for probe in self.probes for record, dims in probe.dims(net, num_classes).items()}
         self.final = {record for probe in self.probes if probe.final_only for record in probe.records}
-        self.records = {record: torch.full((len(self.member_seeds), *([] if record in self.final else [evals]),
-                                            *[d if isinstance(d, int) else len(d) for d in dims.values()]),
-                                           math.nan, dtype=dtype, device=device)
-                        for record, dims in self.dims.items()}
+        self.records = {
+            record: torch.full(
+                (
+                    len(self.member_seeds),
+                    *([] if record in self.final else [evals]),
+                    *[d if isinstance(d, int) else len(d) for d in dims.values()],
+                ),
+                math.nan,
+                dtype=dtype,
+                device=device,
+            )
+            for record, dims in self.dims.items()
+        }
 
-    def measure(self, column: int, step: int, chunks: Sequence[tuple[slice, Weights]], member: torch.Tensor,
-                alive: torch.Tensor) -> None:
+    def measure(
+        self, column: int, step: int, chunks: Sequence[tuple[slice, Weights]], member: torch.Tensor, alive: torch.Tensor
+    ) -> None:
         """Measure every probe due at eval ``column`` (after ``step`` updates) on the rows of each chunk;
         ``member``: which member each row is; ``alive``: (rows,) not diverged."""
         for probe in self.probes:
@@ -441,7 +501,9 @@ class ProbeRecorder:
                 continue
             for rows, weights in chunks:  # start vectors seeded by (member's seed, step) only
                 row_seeds = [self.member_seeds[m] * 1_000_003 + step for m in member[rows].tolist()]
-                for record, values in probe.measure(self.net, self.batches[probe.name], rows, weights, row_seeds).items():
+                for record, values in probe.measure(
+                    self.net, self.batches[probe.name], rows, weights, row_seeds
+                ).items():
                     values = torch.where(per_row(alive[rows], values), values.to(self.records[record].dtype), math.nan)
                     if record in self.final:
                         self.records[record][member[rows]] = values
@@ -459,6 +521,7 @@ class ProbeRecorder:
                 dims.append(dim)
                 if not isinstance(size, int):
                     coords[dim] = size
-            out[record] = xr.DataArray(values.detach().to("cpu", torch.float64).numpy(), dims=dims, coords=coords,
-                                       name=record)
+            out[record] = xr.DataArray(
+                values.detach().to("cpu", torch.float64).numpy(), dims=dims, coords=coords, name=record
+            )
         return out

@@ -33,7 +33,8 @@ class Kind:
 
 @dataclass(frozen=True)
 class Trajectory:
-    """Records of R runs: records[name] is (R, len(record_steps), ...); diverged_step (R,) is -1 for runs that did not."""
+    """Records of R runs: records[name] is (R, len(record_steps), ...); diverged_step (R,) is -1 for runs
+    that did not diverge."""
 
     record_steps: np.ndarray
     records: dict[str, np.ndarray]
@@ -52,10 +53,16 @@ class Trajectory:
         return ds
 
 
-def descend(params: Params, batch_loss: Callable[[Params, int], torch.Tensor], lr: torch.Tensor,
-            record_steps: np.ndarray, record: Callable[[Params], dict[str, torch.Tensor]],
-            weight_decay: torch.Tensor | float = 0.0, divergence_cap: float = 1e12,
-            log: Callable[[str], None] = print) -> Trajectory:
+def descend(
+    params: Params,
+    batch_loss: Callable[[Params, int], torch.Tensor],
+    lr: torch.Tensor,
+    record_steps: np.ndarray,
+    record: Callable[[Params], dict[str, torch.Tensor]],
+    weight_decay: torch.Tensor | float = 0.0,
+    divergence_cap: float = 1e12,
+    log: Callable[[str], None] = print,
+) -> Trajectory:
     """Run ``lr.shape[1]`` steps of p <- p - lr[:, t] (dL_t/dp + weight_decay p) on every run.
 
     params: name -> (R, ...) float64 tensors (updated in place). batch_loss(params, t): the (R,)
@@ -92,16 +99,20 @@ def descend(params: Params, batch_loss: Callable[[Params, int], torch.Tensor], l
                 update = lr[:, t].view(shape) * (g + decay.view(shape) * w)
                 w -= torch.where(alive.view(shape), update, 0.0)  # a diverged run's (NaN) gradient never lands
         if (t + 1) % report_every == 0:
-            log(f"step {t + 1}/{steps}: alive {int(alive.sum())}/{runs}, batch loss median "
+            log(
+                f"step {t + 1}/{steps}: alive {int(alive.sum())}/{runs}, batch loss median "
                 f"{float(loss.detach()[alive].median()) if alive.any() else float('nan'):.4g}; "
-                f"{(t + 1) / (time.perf_counter() - start):.0f} steps/s")
+                f"{(t + 1) / (time.perf_counter() - start):.0f} steps/s"
+            )
     if steps in at:
         measure()
     for name, w in weights.items():
         params[name] = w.detach()
-    return Trajectory(record_steps=np.asarray(record_steps),
-                      records={k: torch.stack(v, 1).numpy() for k, v in taken.items()},
-                      diverged_step=diverged_step.numpy())
+    return Trajectory(
+        record_steps=np.asarray(record_steps),
+        records={k: torch.stack(v, 1).numpy() for k, v in taken.items()},
+        diverged_step=diverged_step.numpy(),
+    )
 
 
 def record_schedule(steps: int, points: int) -> np.ndarray:
@@ -115,4 +126,3 @@ def batch_indices(generators: Sequence[np.random.Generator], steps: int, train: 
     if batch_size >= train:
         return torch.arange(train).expand(len(generators), steps, -1)
     return torch.from_numpy(np.stack([rng.integers(0, train, (steps, batch_size)) for rng in generators]))
-

@@ -18,12 +18,22 @@ import xarray as xr
 from gammasweep.related.descent import Kind, batch_indices, descend
 from gammasweep.related.sparsity import diagonal_net_jacobian, jacobian_rank, support_size
 
-DEFAULTS = {"dim": 200, "train": 80, "test": 1000, "support": 20, "init_scale": 0.1, "batch_size": 1,
-            "rank_threshold": 1e-15, "support_tolerance": 1e-50}
-ABOUT = {"train_loss": ("training loss (1/2n) ||X u*v - y||^2", "1"),
-         "test_loss": ("test loss on fresh inputs", "1"),
-         "jacobian_rank": ("rank of the Jacobian [X diag(v), X diag(u)]", "1"),
-         "support_size": ("||u * v||_0 (coordinates above the tolerance)", "1")}
+DEFAULTS = {
+    "dim": 200,
+    "train": 80,
+    "test": 1000,
+    "support": 20,
+    "init_scale": 0.1,
+    "batch_size": 1,
+    "rank_threshold": 1e-15,
+    "support_tolerance": 1e-50,
+}
+ABOUT = {
+    "train_loss": ("training loss (1/2n) ||X u*v - y||^2", "1"),
+    "test_loss": ("test loss on fresh inputs", "1"),
+    "jacobian_rank": ("rank of the Jacobian [X diag(v), X diag(u)]", "1"),
+    "support_size": ("||u * v||_0 (coordinates above the tolerance)", "1"),
+}
 
 
 def sparse_regression(dim: int, train: int, test: int, support: int, seed: int) -> tuple[np.ndarray, ...]:
@@ -36,16 +46,24 @@ def sparse_regression(dim: int, train: int, test: int, support: int, seed: int) 
     return x, x @ beta, x_test, x_test @ beta, beta
 
 
-def simulate(settings: dict, lr: torch.Tensor, seeds: list[int], data_seed: int, record_steps: np.ndarray,
-             log: Callable[[str], None] = print) -> xr.Dataset:
+def simulate(
+    settings: dict,
+    lr: torch.Tensor,
+    seeds: list[int],
+    data_seed: int,
+    record_steps: np.ndarray,
+    log: Callable[[str], None] = print,
+) -> xr.Dataset:
     """Train R = len(seeds) diagonal nets with step sizes lr (R, steps); dims (run, step)."""
     s = settings
     x, y, x_test, y_test, beta = sparse_regression(s["dim"], s["train"], s["test"], s["support"], data_seed)
     runs, steps = lr.shape
     batches = batch_indices([np.random.default_rng(seed) for seed in seeds], steps, s["train"], s["batch_size"])
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    params = {"u": torch.full((runs, s["dim"]), float(s["init_scale"]), dtype=torch.float64),
-              "v": torch.zeros((runs, s["dim"]), dtype=torch.float64)}
+    params = {
+        "u": torch.full((runs, s["dim"]), float(s["init_scale"]), dtype=torch.float64),
+        "v": torch.zeros((runs, s["dim"]), dtype=torch.float64),
+    }
 
     def batch_loss(p: dict[str, torch.Tensor], t: int) -> torch.Tensor:
         index = batches[:, t]
@@ -55,12 +73,17 @@ def simulate(settings: dict, lr: torch.Tensor, seeds: list[int], data_seed: int,
     def record(p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         u, v = p["u"].numpy(), p["v"].numpy()
         predictor = u * v
-        return {"train_loss": torch.from_numpy(0.5 * np.mean((predictor @ x.T - y) ** 2, 1)),
-                "test_loss": torch.from_numpy(0.5 * np.mean((predictor @ x_test.T - y_test) ** 2, 1)),
-                "jacobian_rank": torch.tensor([jacobian_rank(diagonal_net_jacobian(x, u[r], v[r]), s["rank_threshold"])
-                                               for r in range(runs)], dtype=torch.float64),
-                "support_size": torch.tensor([support_size(u[r], v[r], s["support_tolerance"]) for r in range(runs)],
-                                             dtype=torch.float64)}
+        return {
+            "train_loss": torch.from_numpy(0.5 * np.mean((predictor @ x.T - y) ** 2, 1)),
+            "test_loss": torch.from_numpy(0.5 * np.mean((predictor @ x_test.T - y_test) ** 2, 1)),
+            "jacobian_rank": torch.tensor(
+                [jacobian_rank(diagonal_net_jacobian(x, u[r], v[r]), s["rank_threshold"]) for r in range(runs)],
+                dtype=torch.float64,
+            ),
+            "support_size": torch.tensor(
+                [support_size(u[r], v[r], s["support_tolerance"]) for r in range(runs)], dtype=torch.float64
+            ),
+        }
 
     trajectory = descend(params, batch_loss, lr, record_steps, record, log=log)
     ds = trajectory.dataset(ABOUT)

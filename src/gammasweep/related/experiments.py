@@ -57,13 +57,17 @@ def related_cube(spec: dict, log: Callable[[str], None] = print) -> xr.Dataset:
     for variants in groups.values():
         log(f"variants {', '.join(variants)}: {len(variants) * len(seeds)} runs of {spec['steps']} steps")
         lr = torch.from_numpy(np.stack([step_sizes(spec, v) for v in variants for _ in seeds]))
-        ds = kind.simulate(variant_settings(spec, variants[0]), lr, seeds * len(variants), spec["data_seed"],
-                           record_steps, log)
+        ds = kind.simulate(
+            variant_settings(spec, variants[0]), lr, seeds * len(variants), spec["data_seed"], record_steps, log
+        )
         index = {"variant": ("run", np.repeat(variants, len(seeds))), "seed": ("run", np.tile(seeds, len(variants)))}
         parts.append(ds.assign_coords(index).set_index(run=["variant", "seed"]).unstack("run"))
     # Variables without a variant dim (the problem: data, teacher) are the same in every part.
-    cube = parts[0] if len(parts) == 1 else xr.concat(parts, dim="variant", data_vars="minimal", coords="minimal",
-                                                       compat="override")
+    cube = (
+        parts[0]
+        if len(parts) == 1
+        else xr.concat(parts, dim="variant", data_vars="minimal", coords="minimal", compat="override")
+    )
     cube = cube.sel(variant=list(spec["variants"]))
     cube["eta"] = ("variant", [float(spec["variants"][v]["eta"]) for v in cube.variant.values])
     cube["eta"].attrs.update(long_name="peak step size", units="1")

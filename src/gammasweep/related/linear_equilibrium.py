@@ -31,18 +31,34 @@ import xarray as xr
 from gammasweep.related.descent import Kind, descend
 from gammasweep.related.noether import hessian_trace, relative_gap
 
-COMMON = {"width": 40, "noise_std": 1.0, "batch_size": 100, "optimizer": "sgd", "weight_decay": 0.0,
-          "init": "xavier", "init_scale": 1.0}
+COMMON = {
+    "width": 40,
+    "noise_std": 1.0,
+    "batch_size": 100,
+    "optimizer": "sgd",
+    "weight_decay": 0.0,
+    "init": "xavier",
+    "init_scale": 1.0,
+}
 LINEAR_NET_DEFAULTS = {**COMMON, "dim": 30, "phi_x": 1.0, "delta_entries": []}
-MATRIX_FACTORIZATION_DEFAULTS = {**COMMON, "width": 1, "input_dim": 30, "output_dim": 30, "target_norm": 1.0,
-                                 "batch_size": 1, "init": "kaiming"}
-ABOUT = {"loss": ("expected loss E||UWx - y||^2", "1"),
-         "noether_charge": ("Noether charge ||U||^2 - ||W||^2", "1"),
-         "norm_ratio": ("norm balance ||U||^2 / ||W||^2", "1"),
-         "equilibrium_gap": ("equilibrium gap ||U'G_U U - W G_W W'|| / ||U'G_U U||", "1"),
-         "theory_gap": ("global-minimum theory gap ||W S_x W' - U'S_e U|| / ||U'S_e U||", "1"),
-         "hessian_trace": ("Hessian trace S = d2 ||W Sx^1/2||^2 + ||U||^2 Tr Sx", "1"),
-         "delta": ("entries of Delta = U'G_U U - W G_W W'", "1")}
+MATRIX_FACTORIZATION_DEFAULTS = {
+    **COMMON,
+    "width": 1,
+    "input_dim": 30,
+    "output_dim": 30,
+    "target_norm": 1.0,
+    "batch_size": 1,
+    "init": "kaiming",
+}
+ABOUT = {
+    "loss": ("expected loss E||UWx - y||^2", "1"),
+    "noether_charge": ("Noether charge ||U||^2 - ||W||^2", "1"),
+    "norm_ratio": ("norm balance ||U||^2 / ||W||^2", "1"),
+    "equilibrium_gap": ("equilibrium gap ||U'G_U U - W G_W W'|| / ||U'G_U U||", "1"),
+    "theory_gap": ("global-minimum theory gap ||W S_x W' - U'S_e U|| / ||U'S_e U||", "1"),
+    "hessian_trace": ("Hessian trace S = d2 ||W Sx^1/2||^2 + ||U||^2 Tr Sx", "1"),
+    "delta": ("entries of Delta = U'G_U U - W G_W W'", "1"),
+}
 CHUNK = 64  # online batches are drawn this many steps at a time
 
 
@@ -67,9 +83,11 @@ def rank_one_teacher(output_dim: int, input_dim: int, norm: float, seed: int) ->
     return norm * np.outer(a / np.linalg.norm(a), b / np.linalg.norm(b))
 
 
-def initial_weights(init: str, scale: float, width: int, d0: int, d2: int,
-                    generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
+def initial_weights(
+    init: str, scale: float, width: int, d0: int, d2: int, generators: list[torch.Generator]
+) -> dict[str, torch.Tensor]:
     """{"w": (R, width, d0), "u": (R, d2, width)}: kaiming N(0, 2/fan_in) or xavier N(0, 2/(fan_in+fan_out))."""
+
     def std(fan_in: int, fan_out: int) -> float:
         return scale * float(np.sqrt(2.0 / fan_in if init == "kaiming" else 2.0 / (fan_in + fan_out)))
 
@@ -94,8 +112,9 @@ def noise_matrices(u: torch.Tensor, w: torch.Tensor, problem: LinearProblem) -> 
     return gamma_w, gamma_u
 
 
-def equilibrium_delta(u: torch.Tensor, w: torch.Tensor, gamma_w: torch.Tensor,
-                      gamma_u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def equilibrium_delta(
+    u: torch.Tensor, w: torch.Tensor, gamma_w: torch.Tensor, gamma_u: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(Delta = U^T Gamma_U U - W Gamma_W W^T, U^T Gamma_U U), both (R, width, width)."""
     left = u.transpose(1, 2) @ gamma_u @ u
     return left - w @ gamma_w @ w.transpose(1, 2), left
@@ -115,13 +134,23 @@ def equilibrium_theory(input_variance: np.ndarray) -> dict[str, float]:
     v, d = input_variance, len(input_variance)
     c, root = v.sum() / d, np.sqrt(v).sum()
     u_norm, w_norm = root / np.sqrt(c), np.sqrt(c) * (1 / np.sqrt(v)).sum()
-    return {"equilibrium_norm_ratio": u_norm / w_norm,
-            "equilibrium_hessian_trace": d * np.sqrt(c) * root + u_norm * v.sum(),
-            "balanced_norm_ratio": 1.0, "balanced_hessian_trace": 2 * d * v.sum()}
+    return {
+        "equilibrium_norm_ratio": u_norm / w_norm,
+        "equilibrium_hessian_trace": d * np.sqrt(c) * root + u_norm * v.sum(),
+        "balanced_norm_ratio": 1.0,
+        "balanced_hessian_trace": 2 * d * v.sum(),
+    }
 
 
-def train(problem: LinearProblem, settings: dict, lr: torch.Tensor, seeds: list[int], record_steps: np.ndarray,
-          log: Callable[[str], None], delta_entries: list[list[int]] = ()) -> xr.Dataset:
+def train(
+    problem: LinearProblem,
+    settings: dict,
+    lr: torch.Tensor,
+    seeds: list[int],
+    record_steps: np.ndarray,
+    log: Callable[[str], None],
+    delta_entries: list[list[int]] = (),
+) -> xr.Dataset:
     """(S)GD on R = len(seeds) linear nets U W of the problem; records over (run, step[, entry]) and the
     final spectra of W Sigma_x W^T / Tr Sigma_x and U^T Sigma_eps U / Tr Sigma_eps over (run, mode)."""
     s = settings
@@ -153,11 +182,14 @@ def train(problem: LinearProblem, settings: dict, lr: torch.Tensor, seeds: list[
         sigma_x = torch.diag(torch.from_numpy(problem.input_variance / problem.input_variance.sum()))
         theory_left = u.transpose(1, 2) @ u / d2  # U^T Sigma_eps U / Tr Sigma_eps, Sigma_eps = noise_std^2 I
         u_norm, w_norm = (u**2).sum((1, 2)), (w**2).sum((1, 2))
-        values = {"loss": expected_loss(u, w, problem), "noether_charge": u_norm - w_norm,
-                  "norm_ratio": u_norm / w_norm,
-                  "equilibrium_gap": torch.linalg.matrix_norm(delta) / torch.linalg.matrix_norm(left),
-                  "theory_gap": relative_gap(w @ sigma_x @ w.transpose(1, 2), theory_left),
-                  "hessian_trace": hessian_trace(u, w, torch.diag(torch.from_numpy(problem.input_variance)))}
+        values = {
+            "loss": expected_loss(u, w, problem),
+            "noether_charge": u_norm - w_norm,
+            "norm_ratio": u_norm / w_norm,
+            "equilibrium_gap": torch.linalg.matrix_norm(delta) / torch.linalg.matrix_norm(left),
+            "theory_gap": relative_gap(w @ sigma_x @ w.transpose(1, 2), theory_left),
+            "hessian_trace": hessian_trace(u, w, torch.diag(torch.from_numpy(problem.input_variance))),
+        }
         if len(entries):
             values["delta"] = delta[:, entries[:, 0], entries[:, 1]]
         return values
@@ -171,12 +203,16 @@ def train(problem: LinearProblem, settings: dict, lr: torch.Tensor, seeds: list[
     root_x = torch.from_numpy(np.sqrt(problem.input_variance / problem.input_variance.sum()))
     modes = min(d0, d2, s["width"])
     # Nonzero eigenvalues of W Sbar_x W^T and U^T Sbar_e U, from the small Gram matrices, largest first.
-    spectra = {"w_sigma_w_spectrum": torch.linalg.eigvalsh(root_x[:, None] * (w.transpose(1, 2) @ w) * root_x),
-               "u_sigma_u_spectrum": torch.linalg.eigvalsh(u @ u.transpose(1, 2) / d2)}
+    spectra = {
+        "w_sigma_w_spectrum": torch.linalg.eigvalsh(root_x[:, None] * (w.transpose(1, 2) @ w) * root_x),
+        "u_sigma_u_spectrum": torch.linalg.eigvalsh(u @ u.transpose(1, 2) / d2),
+    }
     for name, values in spectra.items():
         ds[name] = (("run", "mode"), torch.where(alive[:, 0], values.flip(-1)[:, :modes], torch.nan).numpy())
-    for name, matrix in (("w_sigma_w_spectrum", "W Sigma_x W^T / Tr Sigma_x"),
-                         ("u_sigma_u_spectrum", "U^T Sigma_eps U / Tr Sigma_eps")):
+    for name, matrix in (
+        ("w_sigma_w_spectrum", "W Sigma_x W^T / Tr Sigma_x"),
+        ("u_sigma_u_spectrum", "U^T Sigma_eps U / Tr Sigma_eps"),
+    ):
         ds[name].attrs.update(long_name=f"eigenvalues of {matrix} after the last step", units="1")
     ds["weight_decay"] = ("run", np.full(len(seeds), float(s["weight_decay"])))
     ds["batch_size"] = ("run", np.full(len(seeds), float(s["batch_size"]) if s["optimizer"] == "sgd" else np.inf))
@@ -184,8 +220,14 @@ def train(problem: LinearProblem, settings: dict, lr: torch.Tensor, seeds: list[
     return ds
 
 
-def simulate_linear_net(settings: dict, lr: torch.Tensor, seeds: list[int], data_seed: int, record_steps: np.ndarray,
-                        log: Callable[[str], None] = print) -> xr.Dataset:
+def simulate_linear_net(
+    settings: dict,
+    lr: torch.Tensor,
+    seeds: list[int],
+    data_seed: int,
+    record_steps: np.ndarray,
+    log: Callable[[str], None] = print,
+) -> xr.Dataset:
     """Autoencoding linear nets (kind ``linear_net``); dims (run, step[, entry]) and the final state (run, mode),
     with the noise-equilibrium theory of the problem per run. data_seed is unused: the data are online."""
     s = settings
@@ -199,13 +241,20 @@ def simulate_linear_net(settings: dict, lr: torch.Tensor, seeds: list[int], data
     return ds
 
 
-def simulate_matrix_factorization(settings: dict, lr: torch.Tensor, seeds: list[int], data_seed: int,
-                                  record_steps: np.ndarray, log: Callable[[str], None] = print) -> xr.Dataset:
+def simulate_matrix_factorization(
+    settings: dict,
+    lr: torch.Tensor,
+    seeds: list[int],
+    data_seed: int,
+    record_steps: np.ndarray,
+    log: Callable[[str], None] = print,
+) -> xr.Dataset:
     """Rank-1 matrix factorization (kind ``matrix_factorization``); dims (run, step) and the final state (run, mode)."""
     s = settings
     teacher = rank_one_teacher(s["output_dim"], s["input_dim"], s["target_norm"], data_seed)
-    return train(LinearProblem(teacher, np.ones(s["input_dim"]), float(s["noise_std"])), s, lr, seeds, record_steps,
-                 log)
+    return train(
+        LinearProblem(teacher, np.ones(s["input_dim"]), float(s["noise_std"])), s, lr, seeds, record_steps, log
+    )
 
 
 LINEAR_NET = Kind(LINEAR_NET_DEFAULTS, simulate_linear_net)

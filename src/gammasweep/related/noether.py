@@ -24,6 +24,7 @@ def noise_matrices(u: np.ndarray, w: np.ndarray, x: np.ndarray, y: np.ndarray) -
 def relative_gap(matrix, reference):
     """||matrix - reference||_F / ||reference||_F over the last two axes (batched over the others);
     NumPy arrays or torch tensors alike."""
+
     def frobenius(m):
         return (m * m).sum(axis=(-2, -1)) ** 0.5
 

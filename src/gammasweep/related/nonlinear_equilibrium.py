@@ -44,24 +44,51 @@ from torch.nn import functional
 from gammasweep.related.descent import Kind, batch_indices, descend
 from gammasweep.related.noether import noether_charge, relative_gap
 
-AUTOENCODER_DEFAULTS = {"dim": 40, "width": 40, "train": 1000, "batch_size": 10, "input_var": 1.0, "activation": "tanh",
-                        "leaky_slope": 0.1, "noise_first": 5.0, "noise_rest": 1.0, "init_w": 1.0, "init_u": 0.1}
-SCALE_INVARIANT_DEFAULTS = {"dim": 20, "width": 32, "depth": 3, "train": 256, "batch_size": 8, "noise": 0.5,
-                            "init_scale": 1.0}
+AUTOENCODER_DEFAULTS = {
+    "dim": 40,
+    "width": 40,
+    "train": 1000,
+    "batch_size": 10,
+    "input_var": 1.0,
+    "activation": "tanh",
+    "leaky_slope": 0.1,
+    "noise_first": 5.0,
+    "noise_rest": 1.0,
+    "init_w": 1.0,
+    "init_u": 0.1,
+}
+SCALE_INVARIANT_DEFAULTS = {
+    "dim": 20,
+    "width": 32,
+    "depth": 3,
+    "train": 256,
+    "batch_size": 8,
+    "noise": 0.5,
+    "init_scale": 1.0,
+}
 ACTIVATIONS = ("tanh", "relu", "leaky_relu", "swish", "linear")
-AUTOENCODER_ABOUT = {"loss": ("expected loss E||f(x) - y||^2", "1"),
-                     "noether_charge": ("Noether charge ||U||^2 - ||W||^2", "1"),
-                     "covariance_gap": ("||W Sx W^T - U^T Se U|| / ||U^T Se U|| (normalized Sigma)", "1"),
-                     "noise_gap": ("||W Gw W^T - U^T Gu U|| / ||U^T Gu U|| (backpropagated)", "1")}
-SCALE_INVARIANT_ABOUT = {"loss": ("training loss E(f(x) - y)^2", "1"),
-                         "param_norm": ("parameter norm (all layers)", "1"),
-                         "layer_norm": ("parameter norm per layer ||W_l||_F", "1")}
+AUTOENCODER_ABOUT = {
+    "loss": ("expected loss E||f(x) - y||^2", "1"),
+    "noether_charge": ("Noether charge ||U||^2 - ||W||^2", "1"),
+    "covariance_gap": ("||W Sx W^T - U^T Se U|| / ||U^T Se U|| (normalized Sigma)", "1"),
+    "noise_gap": ("||W Gw W^T - U^T Gu U|| / ||U^T Gu U|| (backpropagated)", "1"),
+}
+SCALE_INVARIANT_ABOUT = {
+    "loss": ("training loss E(f(x) - y)^2", "1"),
+    "param_norm": ("parameter norm (all layers)", "1"),
+    "layer_norm": ("parameter norm per layer ||W_l||_F", "1"),
+}
 
 
 def activation(name: str, leaky_slope: float = 0.1) -> Callable[[torch.Tensor], torch.Tensor]:
     """The elementwise activation ``name`` (one of ``ACTIVATIONS``)."""
-    functions = {"tanh": torch.tanh, "relu": torch.relu, "swish": functional.silu, "linear": lambda z: z,
-                 "leaky_relu": lambda z: functional.leaky_relu(z, leaky_slope)}
+    functions = {
+        "tanh": torch.tanh,
+        "relu": torch.relu,
+        "swish": functional.silu,
+        "linear": lambda z: z,
+        "leaky_relu": lambda z: functional.leaky_relu(z, leaky_slope),
+    }
     if name not in functions:
         raise ValueError(f"activation {name!r}: use one of {ACTIVATIONS}")
     return functions[name]
@@ -72,9 +99,14 @@ def noise_variances(dim: int, noise_first: float, noise_rest: float) -> np.ndarr
     return np.r_[noise_first, np.full(dim - 1, noise_rest)]
 
 
-def hidden_noise_matrices(u: torch.Tensor, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                          act: Callable[[torch.Tensor], torch.Tensor],
-                          sigma_eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def hidden_noise_matrices(
+    u: torch.Tensor,
+    w: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    act: Callable[[torch.Tensor], torch.Tensor],
+    sigma_eps: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(E[||r||^2 h h^T], E[||x||^2 delta delta^T]), each (R, d, d), of R nets f = U act(W x).
 
     u (R, d0, d), w (R, d, d0), x (n, d0), y (n, d0); h = act(W x), r = U h - y - eps, delta =
@@ -98,19 +130,28 @@ def hidden_noise_matrices(u: torch.Tensor, w: torch.Tensor, x: torch.Tensor, y: 
     return input_side, output_side
 
 
-def covariance_matrices(u: torch.Tensor, w: torch.Tensor, sigma_x: torch.Tensor,
-                        sigma_eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def covariance_matrices(
+    u: torch.Tensor, w: torch.Tensor, sigma_x: torch.Tensor, sigma_eps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(W Sigma_x_bar W^T, U^T Sigma_eps_bar U), each (R, d, d): the linear net's global-minimum balance."""
     sx, se = sigma_x / torch.trace(sigma_x), sigma_eps / torch.trace(sigma_eps)
     return w @ sx @ w.transpose(1, 2), u.transpose(1, 2) @ se @ u
 
 
-def simulate_autoencoder(settings: dict, lr: torch.Tensor, seeds: list[int], data_seed: int,
-                         record_steps: np.ndarray, log: Callable[[str], None] = print) -> xr.Dataset:
+def simulate_autoencoder(
+    settings: dict,
+    lr: torch.Tensor,
+    seeds: list[int],
+    data_seed: int,
+    record_steps: np.ndarray,
+    log: Callable[[str], None] = print,
+) -> xr.Dataset:
     """Train R = len(seeds) autoencoders with step sizes lr (R, steps); dims (run, step) and final
     matrices (run, row, col) over the hidden units."""
     s = settings
-    x = torch.from_numpy(np.random.default_rng(data_seed).standard_normal((s["train"], s["dim"]))) * np.sqrt(s["input_var"])
+    x = torch.from_numpy(np.random.default_rng(data_seed).standard_normal((s["train"], s["dim"]))) * np.sqrt(
+        s["input_var"]
+    )
     noise_scale = torch.from_numpy(np.sqrt(noise_variances(s["dim"], s["noise_first"], s["noise_rest"])))
     sigma_x, sigma_eps = x.T @ x / len(x), torch.diag(noise_scale.square())
     act = activation(s["activation"], s["leaky_slope"])
@@ -119,10 +160,14 @@ def simulate_autoencoder(settings: dict, lr: torch.Tensor, seeds: list[int], dat
     gd = s["batch_size"] >= s["train"]
     noise_draws = [torch.Generator().manual_seed(seed) for seed in seeds]
     inits = [np.random.default_rng([seed, 1]) for seed in seeds]
-    params = {"w": torch.from_numpy(np.stack([g.standard_normal((s["width"], s["dim"])) for g in inits]))
-              * s["init_w"] / np.sqrt(s["dim"]),
-              "u": torch.from_numpy(np.stack([g.standard_normal((s["dim"], s["width"])) for g in inits]))
-              * s["init_u"] / np.sqrt(s["width"])}
+    params = {
+        "w": torch.from_numpy(np.stack([g.standard_normal((s["width"], s["dim"])) for g in inits]))
+        * s["init_w"]
+        / np.sqrt(s["dim"]),
+        "u": torch.from_numpy(np.stack([g.standard_normal((s["dim"], s["width"])) for g in inits]))
+        * s["init_u"]
+        / np.sqrt(s["width"]),
+    }
 
     def predict(p: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """(R, B, d0) outputs for inputs (R, B, d0) or (B, d0)."""
@@ -138,19 +183,23 @@ def simulate_autoencoder(settings: dict, lr: torch.Tensor, seeds: list[int], dat
     def record(p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         u, w = p["u"].detach(), p["w"].detach()
         input_side, output_side = hidden_noise_matrices(u, w, x, x, act, sigma_eps)
-        return {"loss": (predict(p, x) - x).square().sum(-1).mean(1) + torch.trace(sigma_eps),
-                "noether_charge": torch.tensor([noether_charge(u[r].numpy(), w[r].numpy()) for r in range(runs)]),
-                "covariance_gap": relative_gap(*covariance_matrices(u, w, sigma_x, sigma_eps)),
-                "noise_gap": relative_gap(input_side, output_side)}
+        return {
+            "loss": (predict(p, x) - x).square().sum(-1).mean(1) + torch.trace(sigma_eps),
+            "noether_charge": torch.tensor([noether_charge(u[r].numpy(), w[r].numpy()) for r in range(runs)]),
+            "covariance_gap": relative_gap(*covariance_matrices(u, w, sigma_x, sigma_eps)),
+            "noise_gap": relative_gap(input_side, output_side),
+        }
 
     ds = descend(params, batch_loss, lr, record_steps, record, log=log).dataset(AUTOENCODER_ABOUT)
     u, w = params["u"], params["w"]
     w_sigma_w, u_sigma_u = covariance_matrices(u, w, sigma_x, sigma_eps)
     w_gamma_w, u_gamma_u = hidden_noise_matrices(u, w, x, x, act, sigma_eps)
-    finals = {"w_sigma_w": (w_sigma_w, "W Sigma_x_bar W^T after the last step"),
-              "u_sigma_u": (u_sigma_u, "U^T Sigma_eps_bar U after the last step"),
-              "w_gamma_w": (w_gamma_w, "E[||r||^2 h h^T] (W Gamma_W W^T) after the last step"),
-              "u_gamma_u": (u_gamma_u, "E[||x||^2 delta delta^T] (U^T Gamma_U U) after the last step")}
+    finals = {
+        "w_sigma_w": (w_sigma_w, "W Sigma_x_bar W^T after the last step"),
+        "u_sigma_u": (u_sigma_u, "U^T Sigma_eps_bar U after the last step"),
+        "w_gamma_w": (w_gamma_w, "E[||r||^2 h h^T] (W Gamma_W W^T) after the last step"),
+        "u_gamma_u": (u_gamma_u, "E[||x||^2 delta delta^T] (U^T Gamma_U U) after the last step"),
+    }
     for name, (value, long_name) in finals.items():
         ds[name] = (("run", "row", "col"), value.numpy())
         ds[name].attrs.update(long_name=long_name, units="1")
@@ -170,8 +219,14 @@ def scale_invariant_forward(weights: list[torch.Tensor], x: torch.Tensor) -> tor
     return (h @ normalized(weights[-1]).transpose(1, 2)).squeeze(-1)
 
 
-def simulate_scale_invariant(settings: dict, lr: torch.Tensor, seeds: list[int], data_seed: int,
-                             record_steps: np.ndarray, log: Callable[[str], None] = print) -> xr.Dataset:
+def simulate_scale_invariant(
+    settings: dict,
+    lr: torch.Tensor,
+    seeds: list[int],
+    data_seed: int,
+    record_steps: np.ndarray,
+    log: Callable[[str], None] = print,
+) -> xr.Dataset:
     """Train R = len(seeds) scale-invariant tanh nets (``depth`` weight matrices: d0 -> width ... -> 1)
     with step sizes lr (R, steps); dims (run, step) and (run, step, layer)."""
     s = settings
@@ -185,8 +240,12 @@ def simulate_scale_invariant(settings: dict, lr: torch.Tensor, seeds: list[int],
     batches = batch_indices([np.random.default_rng(seed) for seed in seeds], steps, s["train"], s["batch_size"])
     sizes = [s["dim"], *[s["width"]] * (s["depth"] - 1), 1]
     inits = [np.random.default_rng([seed, 1]) for seed in seeds]
-    params = {f"layer_{l + 1}": torch.from_numpy(np.stack([g.standard_normal((sizes[l + 1], sizes[l])) for g in inits]))
-              * s["init_scale"] / np.sqrt(sizes[l]) for l in range(s["depth"])}
+    params = {
+        f"layer_{k + 1}": torch.from_numpy(np.stack([g.standard_normal((sizes[k + 1], sizes[k])) for g in inits]))
+        * s["init_scale"]
+        / np.sqrt(sizes[k])
+        for k in range(s["depth"])
+    }
 
     def batch_loss(p: dict[str, torch.Tensor], t: int) -> torch.Tensor:
         index = batches[:, t]
@@ -194,12 +253,16 @@ def simulate_scale_invariant(settings: dict, lr: torch.Tensor, seeds: list[int],
 
     def record(p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         norms = torch.stack([torch.linalg.matrix_norm(weight) for weight in p.values()], 1)
-        return {"loss": (scale_invariant_forward(list(p.values()), x) - y).square().mean(1),
-                "param_norm": norms.square().sum(1).sqrt(), "layer_norm": norms}
+        return {
+            "loss": (scale_invariant_forward(list(p.values()), x) - y).square().mean(1),
+            "param_norm": norms.square().sum(1).sqrt(),
+            "layer_norm": norms,
+        }
 
     trajectory = descend(params, batch_loss, lr, record_steps, record, log=log)
     return trajectory.dataset(SCALE_INVARIANT_ABOUT, {"layer_norm": ("layer",)}).assign_coords(
-        layer=np.arange(1, s["depth"] + 1))
+        layer=np.arange(1, s["depth"] + 1)
+    )
 
 
 AUTOENCODER = Kind(AUTOENCODER_DEFAULTS, simulate_autoencoder)

@@ -23,14 +23,27 @@ from torch.func import jacrev, vmap
 from gammasweep.related.descent import Kind, batch_indices, descend
 from gammasweep.related.sparsity import feature_sparsity, jacobian_rank
 
-DEFAULTS = {"hidden": [20], "teacher_hidden": [3], "dim": 2, "train": 15, "test": 1000, "init_scale": 0.5,
-            "zero_readout": True, "teacher_normalized": True, "batch_size": 1, "rank_threshold": 1e-4, "correlation_threshold": 0.99}
-ABOUT = {"train_loss": ("training loss (1/n) ||h(X) - y||^2", "1"),
-         "test_loss": ("test loss on fresh inputs", "1"),
-         "jacobian_rank": ("rank of the n x P Jacobian of the outputs", "1"),
-         "feature_sparsity": ("feature sparsity of the last hidden layer", "1"),
-         "active_fraction": ("fraction of units active on a training input", "1"),
-         "activation_rate": ("fraction of active (input, unit) pairs", "1")}
+DEFAULTS = {
+    "hidden": [20],
+    "teacher_hidden": [3],
+    "dim": 2,
+    "train": 15,
+    "test": 1000,
+    "init_scale": 0.5,
+    "zero_readout": True,
+    "teacher_normalized": True,
+    "batch_size": 1,
+    "rank_threshold": 1e-4,
+    "correlation_threshold": 0.99,
+}
+ABOUT = {
+    "train_loss": ("training loss (1/n) ||h(X) - y||^2", "1"),
+    "test_loss": ("test loss on fresh inputs", "1"),
+    "jacobian_rank": ("rank of the n x P Jacobian of the outputs", "1"),
+    "feature_sparsity": ("feature sparsity of the last hidden layer", "1"),
+    "active_fraction": ("fraction of units active on a training input", "1"),
+    "activation_rate": ("fraction of active (input, unit) pairs", "1"),
+}
 
 Weights = dict[str, torch.Tensor]
 
@@ -48,13 +61,14 @@ def relu_net(weights: Weights, x: torch.Tensor) -> tuple[torch.Tensor, list[torc
 
 def draw_weights(widths: list[int], scale: float, rng: np.random.Generator) -> Weights:
     """layer1 .. layerL (m_l x m_{l-1}) and readout (m_L,) of a net of widths [dim, m_1 .. m_L], N(0, scale^2)."""
-    weights = {f"layer{l}": scale * rng.standard_normal((widths[l], widths[l - 1])) for l in range(1, len(widths))}
+    weights = {f"layer{k}": scale * rng.standard_normal((widths[k], widths[k - 1])) for k in range(1, len(widths))}
     weights["readout"] = scale * rng.standard_normal(widths[-1])
     return {k: torch.from_numpy(v) for k, v in weights.items()}
 
 
-def teacher_problem(dim: int, teacher_hidden: list[int], train: int, test: int, normalized: bool,
-                    seed: int) -> tuple[Weights, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def teacher_problem(
+    dim: int, teacher_hidden: list[int], train: int, test: int, normalized: bool, seed: int
+) -> tuple[Weights, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(teacher weights, x (train, dim), y (train,), x_test (test, dim), y_test (test,)), float64: inputs
     on the unit sphere, the teacher's weights N(0, 1), if ``normalized`` its first-layer rows of unit norm
     and its output weights +-1."""
@@ -75,16 +89,23 @@ def output_jacobians(weights: Weights, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([j.flatten(2) for j in per_run.values()], dim=2)
 
 
-def simulate(settings: dict, lr: torch.Tensor, seeds: list[int], data_seed: int, record_steps: np.ndarray,
-             log: Callable[[str], None] = print) -> xr.Dataset:
+def simulate(
+    settings: dict,
+    lr: torch.Tensor,
+    seeds: list[int],
+    data_seed: int,
+    record_steps: np.ndarray,
+    log: Callable[[str], None] = print,
+) -> xr.Dataset:
     """Train R = len(seeds) students with step sizes lr (R, steps); dims (run, step) and, per hidden layer,
     (run, step, layer): active_fraction (units active on at least one training input) and activation_rate
     (the share of nonzero entries of the layer's n x m feature matrix, the paper's fraction of active ReLUs);
     final state: first_layer (run, neuron, coordinate), readout (run, neuron) for one hidden layer and
     (run, last_neuron) otherwise, and teacher_first_layer (teacher_neuron, coordinate)."""
     s = settings
-    teacher, x, y, x_test, y_test = teacher_problem(s["dim"], s["teacher_hidden"], s["train"], s["test"],
-                                                 s["teacher_normalized"], data_seed)
+    teacher, x, y, x_test, y_test = teacher_problem(
+        s["dim"], s["teacher_hidden"], s["train"], s["test"], s["teacher_normalized"], data_seed
+    )
     runs, steps = lr.shape
     widths = [s["dim"], *s["hidden"]]
     rngs = [np.random.default_rng(seed) for seed in seeds]
@@ -103,14 +124,18 @@ def simulate(settings: dict, lr: torch.Tensor, seeds: list[int], data_seed: int,
         outputs, features = relu_net(weights, x)
         last = features[-1].numpy()
         jacobians = output_jacobians(weights, x).numpy()
-        return {"train_loss": (outputs - y).square().mean(1),
-                "test_loss": (relu_net(weights, x_test)[0] - y_test).square().mean(1),
-                "jacobian_rank": torch.tensor([jacobian_rank(j, s["rank_threshold"]) for j in jacobians],
-                                              dtype=torch.float64),
-                "feature_sparsity": torch.tensor([feature_sparsity(phi, s["correlation_threshold"]) for phi in last],
-                                                 dtype=torch.float64),
-                "active_fraction": torch.stack([(phi > 0).any(1).double().mean(1) for phi in features], dim=1),
-                "activation_rate": torch.stack([(phi > 0).double().mean((1, 2)) for phi in features], dim=1)}
+        return {
+            "train_loss": (outputs - y).square().mean(1),
+            "test_loss": (relu_net(weights, x_test)[0] - y_test).square().mean(1),
+            "jacobian_rank": torch.tensor(
+                [jacobian_rank(j, s["rank_threshold"]) for j in jacobians], dtype=torch.float64
+            ),
+            "feature_sparsity": torch.tensor(
+                [feature_sparsity(phi, s["correlation_threshold"]) for phi in last], dtype=torch.float64
+            ),
+            "active_fraction": torch.stack([(phi > 0).any(1).double().mean(1) for phi in features], dim=1),
+            "activation_rate": torch.stack([(phi > 0).double().mean((1, 2)) for phi in features], dim=1),
+        }
 
     trajectory = descend(params, batch_loss, lr, record_steps, record, log=log)
     ds = trajectory.dataset(ABOUT, dims={"active_fraction": ("layer",), "activation_rate": ("layer",)})
@@ -121,8 +146,10 @@ def simulate(settings: dict, lr: torch.Tensor, seeds: list[int], data_seed: int,
     ds["readout"].attrs.update(long_name="student's output weights after the last step", units="1")
     ds["teacher_first_layer"] = (("teacher_neuron", "coordinate"), teacher["layer1"].numpy())
     ds["teacher_first_layer"].attrs.update(long_name="teacher's first-layer neurons", units="1")
-    ds["teacher_readout"] = (("teacher_neuron" if len(s["teacher_hidden"]) == 1 else "teacher_last_neuron"),
-                             teacher["readout"].numpy())
+    ds["teacher_readout"] = (
+        ("teacher_neuron" if len(s["teacher_hidden"]) == 1 else "teacher_last_neuron"),
+        teacher["readout"].numpy(),
+    )
     ds["teacher_readout"].attrs.update(long_name="teacher's output weights", units="1")
     return ds
 

@@ -1,4 +1,5 @@
-"""The two-parameter toy model of the paper's appendix (A9; ``docs/figures.md``, row A9), a kind of ``gammasweep.related.experiments``: catapult dynamics of GD on two weights.
+"""The two-parameter toy model of the paper's appendix (A9; ``docs/figures.md``, row A9), a kind of
+``gammasweep.related.experiments``: catapult dynamics of GD on two weights.
 
 f~(u, v) = (u v - u0 v0) / gamma on one example with target 1, loss (1/2)(f~ - 1)^2, full-batch
 GD in float64 (deterministic: every seed of a variant runs the same trajectory). Init u0 = a,
@@ -23,16 +24,18 @@ import xarray as xr
 from gammasweep.related.descent import Kind, descend
 
 DEFAULTS = {"gamma": 0.1, "imbalance": 2.0}
-ABOUT = {"loss": ("loss (1/2)(f~ - 1)^2, f~ = (u v - u0 v0) / gamma", "1"),
-         "sharpness": ("top Hessian eigenvalue (closed form)", "1"),
-         "ntk": ("NTK (u^2 + v^2) / gamma^2", "1"),
-         "u": ("first weight u", "1"),
-         "v": ("second weight v", "1")}
+ABOUT = {
+    "loss": ("loss (1/2)(f~ - 1)^2, f~ = (u v - u0 v0) / gamma", "1"),
+    "sharpness": ("top Hessian eigenvalue (closed form)", "1"),
+    "ntk": ("NTK (u^2 + v^2) / gamma^2", "1"),
+    "u": ("first weight u", "1"),
+    "v": ("second weight v", "1"),
+}
 
 
 def ntk_at_init(gamma: float, imbalance: float) -> float:
     """lambda_0 = (a^2 + a^-2) / gamma^2, the NTK ||grad f~||^2 at init u0 = a, v0 = 1/a (units 1/eta)."""
-    return (imbalance ** 2 + imbalance ** -2) / gamma ** 2
+    return (imbalance**2 + imbalance**-2) / gamma**2
 
 
 def catapult_onset(gamma: float, imbalance: float) -> float:
@@ -53,15 +56,15 @@ def flattest_minimum_sharpness(gamma: float) -> float:
     """2 (1 + gamma) / gamma^2 (units 1/eta): the sharpness (u^2 + v^2) / gamma^2 of the balanced
     minimum u = v = sqrt(1 + gamma), the flattest of the minima u v = 1 + gamma. GD converges to no
     minimum for eta > 2 / this = gamma^2 / (1 + gamma)."""
-    return 2.0 * (1.0 + gamma) / gamma ** 2
+    return 2.0 * (1.0 + gamma) / gamma**2
 
 
 def hessian(u: torch.Tensor, v: torch.Tensor, gamma: float) -> torch.Tensor:
     """The loss's Hessian grad f~ grad f~^T + r grad^2 f~ with r = f~ - 1, shape (*u.shape, 2, 2):
     [[v^2, u v], [u v, u^2]] / gamma^2 + r [[0, 1], [1, 0]] / gamma."""
     residual = (u * v - 1.0) / gamma - 1.0  # u0 v0 = 1 for every imbalance
-    off = u * v / gamma ** 2 + residual / gamma
-    return torch.stack([torch.stack([v * v / gamma ** 2, off], -1), torch.stack([off, u * u / gamma ** 2], -1)], -2)
+    off = u * v / gamma**2 + residual / gamma
+    return torch.stack([torch.stack([v * v / gamma**2, off], -1), torch.stack([off, u * u / gamma**2], -1)], -2)
 
 
 def sharpness(u: torch.Tensor, v: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -69,11 +72,17 @@ def sharpness(u: torch.Tensor, v: torch.Tensor, gamma: float) -> torch.Tensor:
     (h11 + h22) / 2 + sqrt(((h11 - h22) / 2)^2 + h12^2)."""
     h = hessian(u, v, gamma)
     mean, half_gap = (h[..., 0, 0] + h[..., 1, 1]) / 2, (h[..., 0, 0] - h[..., 1, 1]) / 2
-    return mean + torch.sqrt(half_gap ** 2 + h[..., 0, 1] ** 2)
+    return mean + torch.sqrt(half_gap**2 + h[..., 0, 1] ** 2)
 
 
-def simulate(settings: dict, lr: torch.Tensor, seeds: list[int], data_seed: int, record_steps: np.ndarray,
-             log: Callable[[str], None] = print) -> xr.Dataset:
+def simulate(
+    settings: dict,
+    lr: torch.Tensor,
+    seeds: list[int],
+    data_seed: int,
+    record_steps: np.ndarray,
+    log: Callable[[str], None] = print,
+) -> xr.Dataset:
     """GD on R = len(seeds) copies of the two-weight model with step sizes lr (R, steps); dims
     (run, step). The seeds and the data seed change nothing (one example, a fixed init)."""
     gamma, a = float(settings["gamma"]), float(settings["imbalance"])
@@ -85,13 +94,20 @@ def simulate(settings: dict, lr: torch.Tensor, seeds: list[int], data_seed: int,
 
     def record(p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         u, v = p["u"], p["v"]
-        return {"loss": loss(p, 0), "sharpness": sharpness(u, v, gamma), "ntk": (u * u + v * v) / gamma ** 2,
-                "u": u, "v": v}
+        return {
+            "loss": loss(p, 0),
+            "sharpness": sharpness(u, v, gamma),
+            "ntk": (u * u + v * v) / gamma**2,
+            "u": u,
+            "v": v,
+        }
 
     ds = descend(params, loss, lr, record_steps, record, log=log).dataset(ABOUT)
     # Per run, not per problem: variants with other settings (gamma, a) are simulated apart.
-    for name, value, long_name in [("ntk_at_init", ntk_at_init(gamma, a), "lambda_0 = (a^2 + a^-2) / gamma^2"),
-                                   ("catapult_onset", catapult_onset(gamma, a), "eta_crit = 2 / lambda_0")]:
+    for name, value, long_name in [
+        ("ntk_at_init", ntk_at_init(gamma, a), "lambda_0 = (a^2 + a^-2) / gamma^2"),
+        ("catapult_onset", catapult_onset(gamma, a), "eta_crit = 2 / lambda_0"),
+    ]:
         ds[name] = ("run", np.full(runs, value))
         ds[name].attrs.update(long_name=long_name, units="1")
     return ds

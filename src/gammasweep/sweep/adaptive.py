@@ -89,8 +89,9 @@ def next_trials(results: dict[int, int], n: int, start: int, window: int) -> lis
     return sorted({min(max(i, 0), n - 1) for i in trials} - set(results))
 
 
-def find_edge(n: int, start: int, window: int, run: RunShort, log: Callable[[str], None] = print
-              ) -> tuple[int, dict[int, int]]:
+def find_edge(
+    n: int, start: int, window: int, run: RunShort, log: Callable[[str], None] = print
+) -> tuple[int, dict[int, int]]:
     """Bracket the edge of an ``n``-point column by short runs ``run`` (see module doc), starting
     near index ``start``. Returns (edge index, n if nothing diverges; every short run's diverged step)."""
     results: dict[int, int] = {}
@@ -112,8 +113,9 @@ def window_indices(n: int, edge: int, depth_steps: int | None) -> range:
     return range(low, min(edge, n - 1) + 1)
 
 
-def train_window(n: int, edge: int, depth_steps: int | None, run: RunFull, log: Callable[[str], None] = print
-                 ) -> tuple[int, dict[int, bool]]:
+def train_window(
+    n: int, edge: int, depth_steps: int | None, run: RunFull, log: Callable[[str], None] = print
+) -> tuple[int, dict[int, bool]]:
     """Train the window of ``edge`` at full length with ``run``; a late divergence inside it lowers the
     edge and the window grows down to keep ``depth_steps``, a top point that survives raises it.
     Returns (the full-length edge, every trained point's diverged flag)."""

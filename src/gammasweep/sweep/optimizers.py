@@ -28,8 +28,15 @@ class Optimizer(OptimizerSettings):
             return {}
         return {f"{moment}:{name}": torch.zeros_like(w) for moment in ("m", "v") for name, w in weights.items()}
 
-    def apply(self, weights: Weights, grads: Sequence[torch.Tensor], state: Weights, step: torch.Tensor,
-              scales: dict[str, float], t: int) -> None:
+    def apply(
+        self,
+        weights: Weights,
+        grads: Sequence[torch.Tensor],
+        state: Weights,
+        step: torch.Tensor,
+        scales: dict[str, float],
+        t: int,
+    ) -> None:
         """Update ``weights`` in place: p += step[row] x scales[name] x direction, where the direction is
         the gradient (SGD), its sign (SignSGD) or Adam's bias-corrected m / (sqrt(v) + eps); ``step``
         (rows,) is minus each row's learning rate, 0 for a row that must not move; ``t``: updates done

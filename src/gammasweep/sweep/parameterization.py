@@ -45,8 +45,14 @@ class MuLinear(nn.Module):
     (K, B, fan_in); output (K, B, fan_out).
     """
 
-    def __init__(self, fan_in: int, fan_out: int, generators: Sequence[torch.Generator], bias: bool = True,
-                 scale: float | None = None) -> None:
+    def __init__(
+        self,
+        fan_in: int,
+        fan_out: int,
+        generators: Sequence[torch.Generator],
+        bias: bool = True,
+        scale: float | None = None,
+    ) -> None:
         super().__init__()
         self.weight = _normal((fan_out, fan_in), generators)
         self.bias = nn.Parameter(torch.zeros(len(generators), fan_out)) if bias else None
@@ -59,7 +65,9 @@ class MuLinear(nn.Module):
         if x.dim() == 2:  # shared input: one GEMM for every member, scale and bias fused into it
             y = torch.addmm(bias.reshape(-1), x, self.weight.reshape(members * fan_out, fan_in).T, alpha=self.scale)
             return y.view(len(x), members, fan_out).transpose(0, 1)
-        return torch.baddbmm(bias.unsqueeze(-2) if bias.dim() else bias, x, self.weight.transpose(1, 2), alpha=self.scale)
+        return torch.baddbmm(
+            bias.unsqueeze(-2) if bias.dim() else bias, x, self.weight.transpose(1, 2), alpha=self.scale
+        )
 
 
 class MuReadout(MuLinear):
@@ -77,20 +85,29 @@ class MuConv2d(nn.Module):
     output (B, K * c_out, H', W'), H' = ceil(H / s).
     """
 
-    def __init__(self, c_in: int, c_out: int, generators: Sequence[torch.Generator], kernel_size: int = 3,
-                 stride: int = 1, bias: bool = True) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        generators: Sequence[torch.Generator],
+        kernel_size: int = 3,
+        stride: int = 1,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         self.weight = _normal((c_out, c_in, kernel_size, kernel_size), generators)
         self.bias = nn.Parameter(torch.zeros(len(generators), c_out)) if bias else None
         self.scale = 1.0 / math.sqrt(c_in)  # the forward multiplier, as the authors' code
-        self.fan_in = kernel_size ** 2 * c_in  # terms summed per output
+        self.fan_in = kernel_size**2 * c_in  # terms summed per output
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         members, c_out, c_in = self.weight.shape[:3]
         groups = 1 if x.shape[1] == c_in else members  # shared input, or each member its own channels
         size = self.weight.shape[3]  # the kernel's side
-        weight = self.weight.reshape(members * c_out, c_in, size, size) * self.scale  # weights are small next to activations
+        weight = (
+            self.weight.reshape(members * c_out, c_in, size, size) * self.scale
+        )  # weights are small next to activations
         bias = None if self.bias is None else self.bias.reshape(-1)
         return F.conv2d(x, weight, bias, stride=self.stride, padding=size // 2, groups=groups)
 
@@ -129,7 +146,9 @@ class MuLayerNorm(_MemberAffine):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (len(self.weight),) + (1,) * (x.dim() - 2) + (self.weight.shape[1],)
-        return torch.addcmul(self.bias.view(shape), F.layer_norm(x, x.shape[-1:], eps=self.eps), self.weight.view(shape))
+        return torch.addcmul(
+            self.bias.view(shape), F.layer_norm(x, x.shape[-1:], eps=self.eps), self.weight.view(shape)
+        )
 
 
 def members_first(h: torch.Tensor, members: int) -> torch.Tensor:

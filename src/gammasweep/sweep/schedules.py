@@ -44,11 +44,20 @@ class Schedule:
     def from_config(cls, spec: dict | None) -> Schedule:
         """From the config's ``{warmup: {steps, start, shape}, decay: {at, factor}}`` (either optional)."""
         spec = spec or {}
-        fields = {"warmup_steps": ("warmup", "steps", int), "warmup_start": ("warmup", "start", float),
-                  "warmup_shape": ("warmup", "shape", str), "decay_at": ("decay", "at", float),
-                  "decay_factor": ("decay", "factor", float)}  # the dataclass's defaults fill the rest
-        return cls(**{field: kind(spec[block][key]) for field, (block, key, kind) in fields.items()
-                      if key in spec.get(block, {})})
+        fields = {
+            "warmup_steps": ("warmup", "steps", int),
+            "warmup_start": ("warmup", "start", float),
+            "warmup_shape": ("warmup", "shape", str),
+            "decay_at": ("decay", "at", float),
+            "decay_factor": ("decay", "factor", float),
+        }  # the dataclass's defaults fill the rest
+        return cls(
+            **{
+                field: kind(spec[block][key])
+                for field, (block, key, kind) in fields.items()
+                if key in spec.get(block, {})
+            }
+        )
 
     def factors(self, steps: int) -> np.ndarray:
         """The factor at each step 0 .. steps - 1, shape (steps,)."""

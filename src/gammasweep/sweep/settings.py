@@ -10,9 +10,10 @@ OPTIMIZERS = ("sgd", "signsgd", "adam")
 
 @dataclass(frozen=True)
 class OptimizerSettings:
-    """An experiment's ``optimizer:`` block: ``name`` (one of ``OPTIMIZERS``); Adam's moment decays ``beta1``, ``beta2`` and ``eps``. The
-    default eps is far below torch's 1e-8: gradients scale as 1/gamma, and at gamma = 1e5 a
-    readout gradient is ~1e-8, where a larger eps would silently turn Adam into SGD."""
+    """An experiment's ``optimizer:`` block: ``name`` (one of ``OPTIMIZERS``); Adam's moment decays
+    ``beta1``, ``beta2`` and ``eps``. The default eps is far below torch's 1e-8: gradients scale as
+    1/gamma, and at gamma = 1e5 a readout gradient is ~1e-8, where a larger eps would silently turn
+    Adam into SGD."""
 
     name: str = "sgd"
     beta1: float = 0.9
@@ -25,7 +26,10 @@ class OptimizerSettings:
 
     def settings(self) -> dict:
         """The resolved settings that shape results: the name, and Adam's constants for Adam."""
-        return {"name": self.name, **({"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps} if self.name == "adam" else {})}
+        return {
+            "name": self.name,
+            **({"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps} if self.name == "adam" else {}),
+        }
 
 
 def precision(gamma: float, float64_below: float) -> str:

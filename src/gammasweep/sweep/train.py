@@ -22,14 +22,14 @@ from torch import nn
 from torch.func import functional_call
 
 from gammasweep.data.augment import StrongAugment, augment, step_generator
-from gammasweep.sweep.checkpoints import STOP, Checkpoint, Interrupted, fingerprint
-from gammasweep.results.curves import Curves, eval_steps, record_steps
 from gammasweep.data.stream import OnlineStream, normalize
+from gammasweep.probes.recorder import Network, ProbeRecorder
+from gammasweep.results.curves import Curves, eval_steps, record_steps
+from gammasweep.sweep.checkpoints import STOP, Checkpoint, Interrupted, fingerprint
 from gammasweep.sweep.losses import LOSSES
 from gammasweep.sweep.models import build_model
 from gammasweep.sweep.optimizers import Optimizer
 from gammasweep.sweep.parameterization import centered_output, learning_rate, update_scales
-from gammasweep.probes.recorder import Network, ProbeRecorder
 from gammasweep.sweep.schedules import Schedule
 
 
@@ -147,15 +147,25 @@ class TrainState:
         """The state ``save`` wrote, on ``device``."""
         to = lambda value: value.to(device) if isinstance(value, torch.Tensor) else value  # noqa: E731
         state = {f.name: saved[f.name] for f in fields(cls) if f.name != "chunks"}
-        state = {k: {n: to(v) for n, v in value.items()} if isinstance(value, dict) else to(value)
-                 for k, value in state.items()}
+        state = {
+            k: {n: to(v) for n, v in value.items()} if isinstance(value, dict) else to(value)
+            for k, value in state.items()
+        }
         weights = {k: v.to(device) for k, v in saved["weights"].items()}
         return cls(**state, chunks=cls.split(weights, state["per_chunk"]))
 
 
-def train(setup: Setup, members: Members, stream: OnlineStream, test_images: torch.Tensor,
-          test_labels: torch.Tensor, log: Callable[[str], None] = print, check_every: int = 16,
-          checkpoint: Checkpoint | None = None, pool_budget_bytes: float | None = None) -> Curves:
+def train(
+    setup: Setup,
+    members: Members,
+    stream: OnlineStream,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    log: Callable[[str], None] = print,
+    check_every: int = 16,
+    checkpoint: Checkpoint | None = None,
+    pool_budget_bytes: float | None = None,
+) -> Curves:
     """Train every member online for ``setup.steps`` steps of its optimizer (SGD unless
     ``setup.optimizer`` says otherwise) and record its curves.
 
@@ -173,7 +183,9 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
     init = {k: v.detach() for k, v in model.named_parameters()}  # frozen theta_0, one per distinct seed
     optimizer = Optimizer(**setup.optimizer)
     scales = update_scales(model, optimizer.name)  # per tensor, the factor on a member's learning rate
-    lr_factor = torch.tensor(Schedule.from_config(setup.schedule).factors(setup.steps), dtype=dt, device=dev)  # (steps,)
+    lr_factor = torch.tensor(
+        Schedule.from_config(setup.schedule).factors(setup.steps), dtype=dt, device=dev
+    )  # (steps,)
     loss_fn = LOSSES[setup.loss]
     x_test, y_test = normalize(test_images.to(dev), setup.mean, setup.std, dt), test_labels.to(dev)
     augmentation = StrongAugment(**setup.augment) if setup.augment else None
@@ -191,33 +203,57 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
     seed_row = torch.tensor([seeds.index(s) for s in members.seeds], device=dev)  # (E,) member -> its seed
     blank = lambda cols: torch.full((n, cols), float("nan"), dtype=dt, device=dev)  # noqa: E731
     s = TrainState(  # a fresh run; replaced by the checkpoint's below when there is one
-        step=0, block_len=0, per_chunk=per_chunk,
+        step=0,
+        block_len=0,
+        per_chunk=per_chunk,
         chunks=TrainState.split({k: v[seed_row] for k, v in init.items()}, per_chunk),
-        moments=optimizer.state({k: v[seed_row] for k, v in init.items()}), probes={},
-        seed_row=seed_row, gamma=torch.tensor(members.gammas, dtype=dt, device=dev),
-        lr=torch.tensor([learning_rate(model.width, eta, optimizer.name) for eta in members.etas], dtype=dt, device=dev),
-        member=torch.arange(n, device=dev), alive=torch.ones(n, dtype=torch.bool, device=dev),
-        block_sum=torch.zeros(n, dtype=dt, device=dev), diverged_step=torch.full((n,), -1, dtype=torch.int64, device=dev),
-        train_mean=blank(len(rec)), train_at=blank(len(rec)), test_loss=blank(len(evals)), test_acc=blank(len(evals)))
+        moments=optimizer.state({k: v[seed_row] for k, v in init.items()}),
+        probes={},
+        seed_row=seed_row,
+        gamma=torch.tensor(members.gammas, dtype=dt, device=dev),
+        lr=torch.tensor(
+            [learning_rate(model.width, eta, optimizer.name) for eta in members.etas], dtype=dt, device=dev
+        ),
+        member=torch.arange(n, device=dev),
+        alive=torch.ones(n, dtype=torch.bool, device=dev),
+        block_sum=torch.zeros(n, dtype=dt, device=dev),
+        diverged_step=torch.full((n,), -1, dtype=torch.int64, device=dev),
+        train_mean=blank(len(rec)),
+        train_at=blank(len(rec)),
+        test_loss=blank(len(evals)),
+        test_acc=blank(len(evals)),
+    )
 
     def centered(rows: slice, weights: dict, x: torch.Tensor, g0: torch.Tensor) -> torch.Tensor:
         """Centered outputs (rows, B, C); ``g0`` (S, B, C) is theta_0's output, once per distinct seed."""
-        return centered_output(functional_call(model, weights, (x,)), g0[s.seed_row[rows]], s.gamma[rows].view(-1, 1, 1))
+        return centered_output(
+            functional_call(model, weights, (x,)), g0[s.seed_row[rows]], s.gamma[rows].view(-1, 1, 1)
+        )
 
     with torch.no_grad():  # test batches (x, y, theta_0's output): the frozen network's part is computed once
-        test_batches = [(x, y, functional_call(model, init, (x,))) for x, y in
-                        zip(x_test.split(setup.test_batch_size), y_test.split(setup.test_batch_size))]
+        test_batches = [
+            (x, y, functional_call(model, init, (x,)))
+            for x, y in zip(x_test.split(setup.test_batch_size), y_test.split(setup.test_batch_size))
+        ]
 
-    net = Network(model=model, loss=loss_fn, centered=centered,
-                  initial=lambda rows: {k: v[s.seed_row[rows]] for k, v in init.items()},
-                  initial_output=lambda x: functional_call(model, init, (x,)), lr_unit=learning_rate(model.width, 1.0))
+    net = Network(
+        model=model,
+        loss=loss_fn,
+        centered=centered,
+        initial=lambda rows: {k: v[s.seed_row[rows]] for k, v in init.items()},
+        initial_output=lambda x: functional_call(model, init, (x,)),
+        lr_unit=learning_rate(model.width, 1.0),
+    )
     probes = ProbeRecorder(setup.probes, net, x_test, y_test, members.seeds, len(evals), setup.num_classes)
     s.probes = probes.records
 
     def evaluate(column: int) -> None:
         """Test loss and accuracy (and the probes) of the current weights into ``column``; NaN for
         diverged members."""
-        total_loss, correct = torch.zeros(len(s.member), dtype=dt, device=dev), torch.zeros(len(s.member), dtype=dt, device=dev)
+        total_loss, correct = (
+            torch.zeros(len(s.member), dtype=dt, device=dev),
+            torch.zeros(len(s.member), dtype=dt, device=dev),
+        )
         with torch.no_grad():  # (the Hessian probes switch gradients on for themselves)
             for x, y, g0 in test_batches:
                 for rows, weights in s.chunks:
@@ -271,8 +307,11 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
             s.train_mean[s.member, rec_index[t]], s.train_at[s.member, rec_index[t]] = s.block_sum / s.block_len, loss
             s.block_sum, s.block_len = torch.zeros_like(s.block_sum), 0
         if (t + 1) % report_every == 0:
-            log(f"step {t + 1}/{setup.steps}: alive {int(s.alive.sum())}/{n}, train loss min "
-                f"{loss.nan_to_num(torch.inf).min().item():.4g}; {(t + 1 - first) * n / (time.perf_counter() - start):.0f} member-steps/s")
+            log(
+                f"step {t + 1}/{setup.steps}: alive {int(s.alive.sum())}/{n}, train loss min "
+                f"{loss.nan_to_num(torch.inf).min().item():.4g}; "
+                f"{(t + 1 - first) * n / (time.perf_counter() - start):.0f} member-steps/s"
+            )
         if (t + 1) % check_every == 0 and not s.alive.all():  # compact: drop the diverged rows
             keep = s.alive.nonzero().squeeze(1)
             if len(keep) == 0:
@@ -282,7 +321,14 @@ def train(setup: Setup, members: Members, stream: OnlineStream, test_images: tor
     else:
         evaluate(len(evals) - 1)
     as_np = lambda a: a.detach().to("cpu", torch.float64).numpy()  # noqa: E731
-    return Curves(step=rec, train_loss=as_np(s.train_mean), train_loss_at_step=as_np(s.train_at), eval_step=evals,
-                  test_loss=as_np(s.test_loss), test_accuracy=as_np(s.test_acc),
-                  diverged=(s.diverged_step >= 0).cpu().numpy(), diverged_step=s.diverged_step.cpu().numpy(),
-                  probes=probes.curves(evals))
+    return Curves(
+        step=rec,
+        train_loss=as_np(s.train_mean),
+        train_loss_at_step=as_np(s.train_at),
+        eval_step=evals,
+        test_loss=as_np(s.test_loss),
+        test_accuracy=as_np(s.test_acc),
+        diverged=(s.diverged_step >= 0).cpu().numpy(),
+        diverged_step=s.diverged_step.cpu().numpy(),
+        probes=probes.curves(evals),
+    )

@@ -74,8 +74,9 @@ def _loss_and_output_grad(f: np.ndarray, loss: str) -> tuple[np.ndarray, np.ndar
     return -(1.0 - P0) * log_sig - P0 * log_1m, sig - (1.0 - P0)
 
 
-def simulate_toy(gammas: np.ndarray, etas: np.ndarray, depth: int, steps: int, loss: str = "mse",
-                 blowup: float = 1e6) -> tuple[np.ndarray, np.ndarray]:
+def simulate_toy(
+    gammas: np.ndarray, etas: np.ndarray, depth: int, steps: int, loss: str = "mse", blowup: float = 1e6
+) -> tuple[np.ndarray, np.ndarray]:
     """GD on L scalar weights (init 1) for every (gamma, eta) pair at once, in float64.
 
     gammas, etas: broadcastable arrays. Returns (final loss, diverged), both of the broadcast shape;
@@ -111,8 +112,9 @@ def divergence_edge(etas: np.ndarray, diverged: np.ndarray) -> np.ndarray:
     return np.where(first > 0, etas[np.maximum(first - 1, 0)], np.nan)
 
 
-def measured_eta_max(gammas: np.ndarray, depth: int, steps: int, loss: str = "mse",
-                     etas: np.ndarray | None = None) -> np.ndarray:
+def measured_eta_max(
+    gammas: np.ndarray, depth: int, steps: int, loss: str = "mse", etas: np.ndarray | None = None
+) -> np.ndarray:
     """The divergence edge of GD on the toy: per gamma, the largest eta of an increasing log grid
     (default 20 per decade, 1e-14..1e8) below which no run diverges. NaN if the smallest eta diverges."""
     gammas = np.asarray(gammas, np.float64)
@@ -145,18 +147,29 @@ def toy_cube(gammas: Sequence[float], etas: Sequence[float], depth: int, steps: 
     final, diverged = simulate_toy(gammas[:, None], etas[None, :], depth, steps, loss)
     crit = eta_crit(gammas, depth) if loss == "mse" else np.full(len(gammas), np.nan)
     grid, line = ("gamma", "eta"), ("gamma",)
-    cube = xr.Dataset({"final_loss": (grid, final), "diverged": (grid, diverged),
-                       "eta_max_theory": (line, eta_max(gammas, depth, loss)),
-                       "eta_min_theory": (line, eta_min(gammas, depth, steps)),
-                       "eta_crit_theory": (line, crit),
-                       "eta_max_measured": (line, divergence_edge(etas, diverged))},
-                      coords={"gamma": gammas, "eta": etas})
+    cube = xr.Dataset(
+        {
+            "final_loss": (grid, final),
+            "diverged": (grid, diverged),
+            "eta_max_theory": (line, eta_max(gammas, depth, loss)),
+            "eta_min_theory": (line, eta_min(gammas, depth, steps)),
+            "eta_crit_theory": (line, crit),
+            "eta_max_measured": (line, divergence_edge(etas, diverged)),
+        },
+        coords={"gamma": gammas, "eta": etas},
+    )
     for name, (long_name, units) in _TOY_ATTRS.items():
         cube[name].attrs.update(long_name=long_name, units=units)
     cube["gamma"].attrs.update(long_name="feature-learning strength gamma", units="1")
     cube["eta"].attrs.update(long_name="GD learning rate eta", units="1")
-    cube.attrs.update(Conventions="CF-1.8", model="toy", loss=loss, depth=int(depth), steps=int(steps),
-                      minimum_loss=minimum_loss(loss))
+    cube.attrs.update(
+        Conventions="CF-1.8",
+        model="toy",
+        loss=loss,
+        depth=int(depth),
+        steps=int(steps),
+        minimum_loss=minimum_loss(loss),
+    )
     return cube
 
 

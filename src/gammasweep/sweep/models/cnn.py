@@ -15,8 +15,9 @@ from gammasweep.sweep.parameterization import MuConv2d, MuLinear, MuReadout, mem
 class CNN(nn.Module):
     """conv(N) - ReLU - avgpool2 - conv(2N) - ReLU - avgpool2 - linear(8N) - ReLU - readout."""
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, width: int,
-                 generators: Sequence[torch.Generator]) -> None:
+    def __init__(
+        self, input_shape: tuple[int, int, int], num_classes: int, width: int, generators: Sequence[torch.Generator]
+    ) -> None:
         super().__init__()
         height, wide, channels = input_shape
         if height % 4 or wide % 4:
@@ -46,6 +47,7 @@ class CNN(nn.Module):
 # conv block, kept for the backward pass. CIFAR (32 x 32 x 3), N = 128, batch 128, float32:
 # 128 x 192 x 1024 x 4 B x 2 (pre/post ReLU) = 0.2 GB per cell, 3.2 GB per pack of 16, plus the
 # weights (17 M per cell, mostly the 16k x 1k hidden layer: 4.3 GB for 16 cells x 4 copies).
-def build(input_shape: tuple[int, int, int], num_classes: int, generators: Sequence[torch.Generator],
-          width: int) -> CNN:
+def build(
+    input_shape: tuple[int, int, int], num_classes: int, generators: Sequence[torch.Generator], width: int
+) -> CNN:
     return CNN(input_shape, num_classes, width, generators)

@@ -14,8 +14,9 @@ from gammasweep.sweep.parameterization import MuLinear, MuReadout
 class MLP(nn.Module):
     """L layers in all: L - 1 hidden MuLinear + ReLU layers of width N, then a MuReadout."""
 
-    def __init__(self, in_features: int, num_classes: int, width: int, depth: int,
-                 generators: Sequence[torch.Generator]) -> None:
+    def __init__(
+        self, in_features: int, num_classes: int, width: int, depth: int, generators: Sequence[torch.Generator]
+    ) -> None:
         super().__init__()
         if depth < 2:
             raise ValueError(f"MLP depth must be >= 2 (one hidden layer), got {depth}")
@@ -42,6 +43,7 @@ class MLP(nn.Module):
 # K x batch x width x depth. Paper size (784 -> 512 -> 512 -> 10, batch 128, float64): K = 64 needs
 # 64 x 4 x 0.67 M x 8 B = 1.4 GB + 0.2 GB: far below a GPU's memory; the pack is sized for compute
 # (one first-layer GEMM of 128 x 784 x 32k per step keeps a GPU busy) and for job length.
-def build(input_shape: tuple[int, int, int], num_classes: int, generators: Sequence[torch.Generator],
-          width: int, depth: int) -> MLP:
+def build(
+    input_shape: tuple[int, int, int], num_classes: int, generators: Sequence[torch.Generator], width: int, depth: int
+) -> MLP:
     return MLP(math.prod(input_shape), num_classes, width, depth, generators)

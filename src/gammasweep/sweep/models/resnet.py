@@ -23,8 +23,9 @@ STAGES = ((1, 1), (2, 2), (4, 2), (8, 2))  # per stage of 2 blocks: (width multi
 class ConvNorm(nn.Module):
     """conv (k x k, stride s, no bias) then BatchNorm: (B, K * c_in, H, W) -> (B, K * c_out, H / s, W / s)."""
 
-    def __init__(self, c_in: int, c_out: int, generators: Sequence[torch.Generator], kernel_size: int = 3,
-                 stride: int = 1) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, generators: Sequence[torch.Generator], kernel_size: int = 3, stride: int = 1
+    ) -> None:
         super().__init__()
         self.conv = MuConv2d(c_in, c_out, generators, kernel_size, stride, bias=False)
         self.norm = MuBatchNorm2d(c_out, len(generators))
@@ -51,16 +52,18 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     """stem ConvNorm(N) - ReLU - 4 stages x 2 BasicBlocks (N, 2N, 4N, 8N) - global average pool - readout."""
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, width: int,
-                 generators: Sequence[torch.Generator]) -> None:
+    def __init__(
+        self, input_shape: tuple[int, int, int], num_classes: int, width: int, generators: Sequence[torch.Generator]
+    ) -> None:
         super().__init__()
         self.width = width
         self.stem = ConvNorm(input_shape[2], width, generators)
         stages, c_in = [], width
         for multiple, stride in STAGES:
             c_out = multiple * width
-            stages.append(nn.Sequential(BasicBlock(c_in, c_out, stride, generators),
-                                        BasicBlock(c_out, c_out, 1, generators)))
+            stages.append(
+                nn.Sequential(BasicBlock(c_in, c_out, stride, generators), BasicBlock(c_out, c_out, 1, generators))
+            )
             c_in = c_out
         self.stages = nn.ModuleList(stages)
         self.pool = nn.AdaptiveAvgPool2d(1)  # global average pooling, (B, K * 8N, H_4, W_4) -> (B, K * 8N, 1, 1)
@@ -90,6 +93,7 @@ class ResNet18(nn.Module):
 # x 4 copies (weights, gradients, update temporary, frozen init) add 0.18 GB: <= 32 GB per pack of
 # 8 in float32, twice that in float64. Grouped convolutions (one group per member) run slower than
 # dense ones, so the pack is kept small for job length.
-def build(input_shape: tuple[int, int, int], num_classes: int, generators: Sequence[torch.Generator],
-          width: int) -> ResNet18:
+def build(
+    input_shape: tuple[int, int, int], num_classes: int, generators: Sequence[torch.Generator], width: int
+) -> ResNet18:
     return ResNet18(input_shape, num_classes, width, generators)

@@ -62,8 +62,16 @@ class Block(nn.Module):
 class ViT(nn.Module):
     """patches (p x p) - MuLinear(N) + position - depth x Block - LN - mean over tokens - readout."""
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, width: int, depth: int, heads: int,
-                 patch: int, generators: Sequence[torch.Generator]) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        width: int,
+        depth: int,
+        heads: int,
+        patch: int,
+        generators: Sequence[torch.Generator],
+    ) -> None:
         super().__init__()
         height, wide, channels = input_shape
         if height % patch or wide % patch:
@@ -104,6 +112,13 @@ class ViT(nn.Module):
 # D = 6, the tensors saved for the backward pass measure 18 MB per image in float32
 # (torch.autograd.graph.saved_tensors_hooks, an upper bound), 2.3 GB per cell at batch 128: <= 20 GB
 # per pack of 8 in float32 with 4 copies of the weights (0.08 GB per cell), twice that in float64.
-def build(input_shape: tuple[int, int, int], num_classes: int, generators: Sequence[torch.Generator],
-          width: int, depth: int, heads: int, patch: int) -> ViT:
+def build(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    generators: Sequence[torch.Generator],
+    width: int,
+    depth: int,
+    heads: int,
+    patch: int,
+) -> ViT:
     return ViT(input_shape, num_classes, width, depth, heads, patch, generators)
