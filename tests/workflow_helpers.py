@@ -17,6 +17,7 @@ import yaml
 from conftest import h5_datasets
 
 from gammasweep.jobs.train import train_pack
+from gammasweep.plan.plan import Plan
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles", "envs")
@@ -218,7 +219,8 @@ def assert_cells_equal_an_uninterrupted_run(root: Path, experiment: str, scratch
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{resumed}: {key}")
 
 
-DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())  # config/config.yaml
+# config/config.yaml as the workflow reads it: validated and completed with the schema's defaults
+DEFAULT_CONFIG = Plan.from_files(REPO / "config" / "config.yaml", REPO / "config" / "schema.yaml").config
 
 
 def small_dln(steps: int = 300) -> dict:

@@ -5,12 +5,11 @@ behaviour of the charge and the equilibrium gap, warm-up, and each figure."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
+from workflow_helpers import DEFAULT_CONFIG
 
 from gammasweep.figures import render
 from gammasweep.related import linear_equilibrium as le
@@ -19,7 +18,7 @@ from gammasweep.related.noether import equilibrium_gap, hessian_trace, noether_c
 from gammasweep.related.noether import noise_matrices as sample_noise_matrices
 from gammasweep.results.cube import write_cube
 
-CONFIG = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "config.yaml").read_text())
+CONFIG = DEFAULT_CONFIG
 
 
 def _spec(name: str, steps: int, **settings) -> dict:

@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
-from conftest import REPO
+from workflow_helpers import DEFAULT_CONFIG
 
 from gammasweep.figures import render
 from gammasweep.related.experiments import related_cube
@@ -158,14 +157,14 @@ def test_scale_invariant_layers_have_orthogonal_gradients():
 
 def _entry(name: str, steps: int, **settings) -> dict:
     """The default config's related entry ``name``, shortened to ``steps`` and one seed."""
-    spec = copy.deepcopy(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["related"][name])
+    spec = copy.deepcopy(DEFAULT_CONFIG["related"][name])
     spec.update(steps=steps, seeds=1, record_points=11)
     spec["settings"].update(settings)
     return spec
 
 
 def _figure(name: str) -> dict:
-    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())["figures"][name]
+    return DEFAULT_CONFIG["figures"][name]
 
 
 def _render(tmp_path, cube, figure: str) -> None:

@@ -8,7 +8,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-import yaml
+from workflow_helpers import DEFAULT_CONFIG
 
 from gammasweep.figures import render
 from gammasweep.figures.neuron_directions import direction_clusters, neuron_directions
@@ -18,7 +18,7 @@ from gammasweep.related.teacher_student import output_jacobians, relu_net, teach
 
 
 def _entry(repo, name: str, **changes) -> dict:
-    spec = copy.deepcopy(yaml.safe_load((repo / "config" / "config.yaml").read_text())["related"][name])
+    spec = copy.deepcopy(DEFAULT_CONFIG["related"][name])
     spec.update(changes)
     return spec
 

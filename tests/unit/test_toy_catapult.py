@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-import yaml
-from workflow_helpers import REPO
+from workflow_helpers import DEFAULT_CONFIG
 
 from gammasweep.figures.trajectories import trajectories
 from gammasweep.related.experiments import related_cube
@@ -26,7 +25,6 @@ from gammasweep.related.toy_catapult import (
 )
 
 QUIET = {"log": lambda message: None}
-DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 CONVERGED = 1e-20  # a loss below this has converged (float64 bottoms out near 1e-31)
 
 
@@ -155,7 +153,7 @@ def test_the_measured_onset_and_top_of_the_window_are_2_and_4_over_lambda0_and_s
 def test_the_config_entry_shows_each_regime():
     """The default config's toy_catapult: its step sizes are the stated multiples of eta_crit and
     each variant does what its comment says."""
-    spec = DEFAULT["related"]["toy_catapult"]
+    spec = DEFAULT_CONFIG["related"]["toy_catapult"]
     onset = catapult_onset(spec["settings"]["gamma"], spec["settings"]["imbalance"])
     ratios = {v: spec["variants"][v]["eta"] / onset for v in spec["variants"]}
     assert ratios == pytest.approx({"lazy": 0.8, "catapult": 1.5, "divergent": 3.0, "balanced": 1.5}, rel=0.01)
@@ -183,10 +181,10 @@ def _edge_lines(ax: plt.Axes) -> dict[str, tuple[float, str]]:
 
 
 def test_the_trajectories_figure_draws_2_over_eta_per_variant_on_the_chosen_panels():
-    spec = copy.deepcopy(DEFAULT["related"]["toy_catapult"])
+    spec = copy.deepcopy(DEFAULT_CONFIG["related"]["toy_catapult"])
     spec["steps"], spec["record_points"] = 40, 41
     cube = related_cube(spec, **QUIET)
-    options = DEFAULT["figures"]["toy_catapult"]["options"]
+    options = DEFAULT_CONFIG["figures"]["toy_catapult"]["options"]
     assert options["variables"][0] == "loss" and "loss" not in options["stability_edge"]
     options = {**options, "variants": list(spec["variants"])}  # the divergent variant too
     fig, table = trajectories([cube], options)
