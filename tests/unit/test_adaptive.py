@@ -108,8 +108,26 @@ def test_depth_in_grid_steps_follows_the_grid_spacing():
 
 
 @pytest.mark.parametrize("layers", [2, 3, 4])
-def test_the_guess_scales_as_gamma_squared_lazy_and_gamma_to_the_2_over_l_rich(layers):
-    lazy = np.log10(eta_guess(2e-4, layers, "mse") / eta_guess(1e-4, layers, "mse")) / np.log10(2)
-    rich = np.log10(eta_guess(2e4, layers, "mse") / eta_guess(1e4, layers, "mse")) / np.log10(2)
-    assert lazy == pytest.approx(2.0, abs=1e-3) and rich == pytest.approx(2.0 / layers, abs=1e-3)
-    assert eta_guess(1.0, layers, "mse", scale=10.0) == pytest.approx(10 * eta_guess(1.0, layers, "mse"))
+@pytest.mark.parametrize(
+    ("loss", "optimizer", "lazy_exponent", "rich_numerator"),
+    [
+        ("mse", "sgd", 2.0, 2.0),
+        ("cross_entropy", "sgd", 1.0, 2.0),
+        ("mse", "signsgd", 1.0, 1.0),
+        ("mse", "adam", 1.0, 1.0),
+    ],
+)
+def test_the_guess_follows_the_edge_of_each_loss_and_optimizer(layers, loss, optimizer, lazy_exponent, rich_numerator):
+    """SGD/MSE gamma^2 and gamma^(2/L); cross-entropy's lazy edge gamma (it was seeded with gamma^2, 10^4
+    too low at gamma = 1e-4); SignSGD and Adam gamma and gamma^(1/L)."""
+
+    def exponent(g: float) -> float:
+        return np.log10(
+            eta_guess(2 * g, layers, loss, optimizer=optimizer) / eta_guess(g, layers, loss, optimizer=optimizer)
+        ) / np.log10(2)
+
+    assert exponent(1e-4) == pytest.approx(lazy_exponent, abs=1e-3)
+    assert exponent(1e4) == pytest.approx(rich_numerator / layers, abs=1e-3)
+    assert eta_guess(1.0, layers, loss, scale=10.0, optimizer=optimizer) == pytest.approx(
+        10 * eta_guess(1.0, layers, loss, optimizer=optimizer)
+    )

@@ -254,7 +254,8 @@ def test_one_trainer_step_is_sgd_with_lr_width_times_eta(digits_files, test_set,
         for p in net.parameters():
             p -= width * eta * p.grad
         x_test = normalize(test_set[0], setup.mean, setup.std, torch.float64)
-        expected = mse(centered_output(net(x_test), frozen(x_test), gamma), test_set[1])[0].item()
+        # the test loss sums the squared error over the 10 classes (the authors'), the training loss averages
+        expected = 10 * mse(centered_output(net(x_test), frozen(x_test), gamma), test_set[1])[0].item()
     assert curves.eval_step.tolist() == [0, 1]
-    assert curves.test_loss[0, 0] == pytest.approx(0.1, rel=1e-12)  # f = 0 at init: mean of one-hot^2
+    assert curves.test_loss[0, 0] == pytest.approx(1.0, rel=1e-12)  # f = 0 at init: one-hot^2 summed over classes
     assert curves.test_loss[0, 1] == pytest.approx(expected, rel=1e-10)

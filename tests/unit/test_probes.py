@@ -293,9 +293,10 @@ def test_probes_leave_the_trajectory_untouched_and_are_recorded_per_member(digit
         records["hessian_ritz_weight"].sum(["start", "ritz"]).isel(member=[0, 2]).values, 1.0, rtol=1e-5
     )
     assert (records["weight_movement"].isel(eval_step=0).values[[0, 2]] == 0).all()  # at init, exactly
-    # The outputs probe saw the whole test set: its MSE against the labels is the final test loss.
+    # The outputs probe saw the whole test set: its squared error against the labels, summed over the
+    # classes and averaged over the images, is the final test loss.
     f, onehot = records["probe_output"].values, np.eye(10)[test_set[1].numpy()]
-    np.testing.assert_allclose(((f - onehot) ** 2).mean((1, 2))[[0, 2]], probed.test_loss[[0, 2], -1], rtol=1e-5)
+    np.testing.assert_allclose(((f - onehot) ** 2).sum(2).mean(1)[[0, 2]], probed.test_loss[[0, 2], -1], rtol=1e-5)
     # The final feature kernel's alignment with the labels is the alignment probe's last value.
     kernel = torch.from_numpy(records["feature_kernel"].values[[0, 2]])
     final = centered_alignment(kernel, label_kernel(test_set[1][:16], 10, torch.float64))

@@ -39,6 +39,20 @@ def test_mse_edge_sits_just_above_linear_stability_at_the_minimum_in_the_lazy_re
     assert np.all((ratio >= 1.0) & (ratio < 3.0)), ratio
 
 
+@pytest.mark.parametrize("depth", [2, 3, 4, 5, 6])
+def test_the_cross_entropy_lazy_edge_is_the_simulated_one(depth):
+    """At gamma << 1 the CE edge is a_L gamma (``ce_lazy_edge``): exactly 2 / p0 for L = 2 (to the 100-per-
+    decade grid), within 15% of GD on the toy for L = 3..6; its slope is 1, not the curvature edge's 2."""
+    gammas, etas = np.array([1e-4, 1e-3, 1e-2]), np.logspace(-6, 2, 801)
+    simulated = theory.measured_eta_max(gammas, depth, 1000, "cross_entropy", etas)
+    ratio = theory.eta_max(gammas, depth, "cross_entropy") / simulated
+    assert np.all(abs(ratio - 1) < (0.025 if depth == 2 else 0.15)), ratio
+    if depth == 2:
+        assert theory.ce_lazy_edge(2) == pytest.approx(2 * (1 + np.e))
+    lazy = fit_power_law(GAMMAS, theory.eta_max(GAMMAS, depth, "cross_entropy"), 0, 1e-2)
+    assert lazy.slope == pytest.approx(1.0)
+
+
 def test_closed_forms():
     gamma = np.array([1e-4, 1.0, 1e4])
     # Sharpness at the minimum: L (1 + gamma)^(2 - 2/L) / gamma^2.

@@ -56,6 +56,14 @@ def test_divergence_is_recorded_per_member_and_survivors_are_unaffected(digits_f
     np.testing.assert_allclose(both.train_loss[0], alone.train_loss[0], rtol=1e-5)
 
 
+def test_a_blow_up_by_the_last_update_is_recorded_as_divergence(digits_files, test_set):
+    """No training loss reads the weights after the last update: their blow-up is read off the final test loss."""
+    stream = OnlineStream(digits_files[0], 16, 1, data_seed=0)
+    curves = train(make_setup(steps=1), Members([0, 0], [1.0, 1.0], [0.05, 1e6]), stream, *test_set, **QUIET)
+    assert curves.test_loss[1, -1] > 1e4  # the weights after update 0
+    assert curves.diverged.tolist() == [False, True] and curves.diverged_step.tolist() == [-1, 1]
+
+
 def test_divergence_cap_counts_as_divergence(digits_files, test_set):
     setup = make_setup(steps=10, divergence_cap=0.05)  # below the initial MSE of 0.1
     curves = train(setup, Members([0], [1.0], [1e-6]), OnlineStream(digits_files[0], 16, 10, 0), *test_set, **QUIET)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from gammasweep.figures.style import stability_edge
 from gammasweep.results.analysis import cell_diverged, eta_star, pick_gammas, probed
 
 
@@ -35,7 +36,10 @@ def catapult(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.Dat
         loss, lam = cube["train_loss_at_step"].sel(cell).values, sharpness.sel(cell).values
         ax_loss.plot(cube["step"].values + 1, loss, color=color, label=f"$\\eta$ = {eta:.3g}")
         ax_sharp.plot(cube["eval_step"].values + 1, lam, "o-", ms=2.5, color=color)
-        ax_sharp.axhline(2.0 / eta, ls="--", lw=0.9, color=color)
+        edge = stability_edge(cube, eta, cube["eval_step"].values)  # None for the sign-based optimizers
+        if edge is not None:
+            ax_sharp.plot(cube["eval_step"].values + 1, edge, ls="--", lw=0.9, color=color)
+        onset = np.nan if edge is None else edge[0]  # 2 / eta on the first update
         rows.append(
             {
                 "experiment": cube.attrs["experiment"],
@@ -44,9 +48,9 @@ def catapult(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.Dat
                 "seed": seed,
                 "sharpness_init": lam[0],
                 "sharpness_final": lam[-1],
-                "two_over_eta": 2.0 / eta,
+                "two_over_eta": onset,
                 "loss_spike": float(np.nanmax(loss) / loss[0]),
-                "catapult": bool(2.0 / eta < lam[0]),
+                "catapult": bool(onset < lam[0]),
             }
         )
     ax_loss.set_xscale("log")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.figures.style import label_log_axes
+from gammasweep.figures.style import label_log_axes, stability_edge
 from gammasweep.results.analysis import eta_star, pick_gammas
 
 TOP = {"sharpness": "Hessian", "readout_sharpness": "readout-only Hessian", "ntk_eigenvalue": "NTK"}
@@ -62,7 +62,9 @@ def curvature_measures(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figu
                     label=TOP[name] if mode == 0 else None,
                 )
             rows += _table_rows(cube, gamma, eta, name, steps, modes)
-        top.axhline(2.0 / eta, ls="--", lw=0.9, color="k", label=r"$2/\eta^*$")
+        edge = stability_edge(cube, eta, steps - 1)  # 2 / (scheduled eta); None for the sign-based optimizers
+        if edge is not None:
+            top.plot(steps, edge, ls="--", lw=0.9, color="k", label=r"$2/\eta^*$")
         label_log_axes(
             top,
             "" if rows_of_panels == 2 else "SGD step t + 1",
@@ -89,7 +91,9 @@ def curvature_measures(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figu
 def _table_rows(
     cube: xr.Dataset, gamma: float, eta: float, measure: str, steps: np.ndarray, modes: np.ndarray
 ) -> list[dict]:
-    """One row per eval step and mode of a measure's seed-mean values (eval_step, modes)."""
+    """One row per eval step and mode of a measure's seed-mean values (eval_step, modes), with the edge of
+    stability at that step (NaN for the sign-based optimizers)."""
+    edge = stability_edge(cube, eta, steps - 1)
     return [
         {
             "experiment": cube.attrs.get("experiment"),
@@ -99,7 +103,7 @@ def _table_rows(
             "mode": mode + 1,
             "eval_step": int(step - 1),
             "value": float(value),
-            "two_over_eta": 2.0 / eta,
+            "two_over_eta": np.nan if edge is None else edge[i],
         }
         for i, step in enumerate(steps)
         for mode, value in enumerate(modes[i])

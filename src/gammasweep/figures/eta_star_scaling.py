@@ -14,22 +14,34 @@ from gammasweep.results.analysis import eta_max, eta_star, fit_power_law
 def eta_star_scaling(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:
     """options: lazy_max (default 0.1), rich_min (default 10), metric for eta* (default test_loss).
 
-    One panel per cube (e.g. one per depth L). The table lists every fit with its expected slope.
+    One panel per cube (e.g. one per depth L). The table lists every fit with its standard error, its
+    expected slope and the censored points left out of it (gammas where nothing diverged on the grid:
+    their eta_max is a lower bound, drawn as an open triangle).
     """
     lazy_max, rich_min = options.get("lazy_max", 0.1), options.get("rich_min", 10.0)
     fig, axes = plt.subplots(1, len(cubes), figsize=(3.8 * len(cubes), 3.2), squeeze=False)
     rows = []
     for ax, cube in zip(axes[0], cubes):
         gammas, depth = cube["gamma"].values, depth_of(cube)
-        for name, values, marker in (
-            ("eta_max", eta_max(cube).values, "o"),
-            ("eta_star", eta_star(cube, options.get("metric", "test_loss")).values, "*"),
+        edge = eta_max(cube)
+        for name, values, censored, marker in (
+            ("eta_max", edge.values, edge["censored"].values, "o"),
+            ("eta_star", eta_star(cube, options.get("metric", "test_loss")).values, np.zeros(len(gammas), bool), "*"),
         ):
-            line = ax.plot(gammas, values, marker, label=name.replace("_", " "))[0]
+            line = ax.plot(gammas[~censored], values[~censored], marker, label=name.replace("_", " "))[0]
+            if censored.any():  # nothing diverged up to the grid's top: a lower bound, left out of the fits
+                ax.plot(
+                    gammas[censored],
+                    values[censored],
+                    "^",
+                    mfc="none",
+                    color=line.get_color(),
+                    label=f"{name.replace('_', ' ')} above the grid (bound)",
+                )
             for regime, lo, hi, expected in zip(
                 ("lazy", "rich"), (0.0, rich_min), (lazy_max, np.inf), edge_slopes(cube)
             ):
-                fit, span = fit_power_law(gammas, values, lo, hi), gammas[(gammas >= lo) & (gammas <= hi)]
+                fit, span = fit_power_law(gammas, values, lo, hi, censored), gammas[(gammas >= lo) & (gammas <= hi)]
                 rows.append(
                     {
                         "experiment": cube.attrs["experiment"],
@@ -37,16 +49,19 @@ def eta_star_scaling(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure
                         "quantity": name,
                         "regime": regime,
                         "slope": fit.slope,
+                        "slope_stderr": fit.stderr,
                         "expected_slope": expected,
                         "gamma_min": span.min() if span.size else np.nan,
                         "gamma_max": span.max() if span.size else np.nan,
                         "points": fit.points,
+                        "censored_left_out": fit.censored,
                     }
                 )
                 if np.isfinite(fit.slope):
                     ax.plot(span, fit(span), "-", color=line.get_color(), lw=0.8, alpha=0.8)
+                    error = f" ± {fit.stderr:.2f}" if np.isfinite(fit.stderr) else ""
                     ax.annotate(
-                        f"{fit.slope:.2f}",
+                        f"{fit.slope:.2f}{error}",
                         (span[len(span) // 2], fit(span[len(span) // 2])),
                         fontsize=7,
                         color=line.get_color(),

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from gammasweep.figures.style import stability_edge
 from gammasweep.results.analysis import eta_star, pick_gammas, probed
 
 
@@ -72,7 +73,9 @@ def hessian_spectrum(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure
                     "value": first[-1] / first[0] if first.size else np.nan,
                 }
             )
-        ax_top.axhline(2.0 / eta, ls="--", color="k", lw=0.9, label=r"$2/\eta$" if column == 0 else None)
+        edge = stability_edge(cube, eta, evals)  # 2 / (scheduled eta); None for the sign-based optimizers
+        if edge is not None:
+            ax_top.plot(evals + 1, edge, ls="--", color="k", lw=0.9, label=r"$2/\eta$" if column == 0 else None)
         ax_top.set_xscale("log")
         ax_top.set_yscale("log")  # (a non-positive value, as at a saddle, is not drawn; it is in the table)
         ax_top.set_xlabel("SGD step t + 1")

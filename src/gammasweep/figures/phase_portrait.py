@@ -71,8 +71,20 @@ def _draw(
         )
     edge, best = eta_max(cube, step), eta_star(cube, metric, step)
     ax.plot(gammas, edge, color="k", lw=1.2, drawstyle="steps-mid", label=r"divergence edge $\eta_{max}$")
+    censored = edge["censored"].values  # nothing diverged on the grid: the edge is above its top
+    if censored.any():
+        ax.plot(
+            gammas[censored],
+            edge.values[censored],
+            ls="none",
+            marker="^",
+            ms=5,
+            mfc="none",
+            color="k",
+            label=r"$\eta_{max}$ above the grid",
+        )
     ax.plot(gammas, best, ls="none", marker="*", ms=7, color="white", mec="k", mew=0.5, label=r"$\eta^*$")
-    (lazy_slope, rich_slope), ok = edge_slopes(cube), np.isfinite(edge.values)
+    (lazy_slope, rich_slope), ok = edge_slopes(cube), np.isfinite(edge.values) & ~censored  # anchors: measured edges
     if ok.any():
         lo, hi = np.nonzero(ok)[0][[0, -1]]
         lazy, rich = gammas[gammas <= 1.0], gammas[gammas >= 1.0]  # each guide line over its own regime
@@ -109,5 +121,6 @@ def _draw(
     table = value.to_dataframe(name=metric).reset_index()
     table["diverged"] = cell_diverged(cube, step).transpose("eta", "gamma").values.ravel()
     table["is_eta_max"] = np.isclose(table["eta"], edge.sel(gamma=table["gamma"].values).values)
+    table["eta_max_censored"] = edge["censored"].sel(gamma=table["gamma"].values).values
     table["is_eta_star"] = np.isclose(table["eta"], best.sel(gamma=table["gamma"].values).values)
     return mesh, table

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.figures.style import label_log_axes
+from gammasweep.figures.style import label_log_axes, stability_edge
 from gammasweep.results.analysis import cell_diverged, eta_star, pick_gammas, probed
 
 
@@ -39,7 +39,9 @@ def sharpness_trajectory(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Fi
             curve = sharpness.sel(gamma=gamma, eta=eta).mean("seed").values
             star = r" ($\eta^*$)" if eta == eta_best else ""
             ax.plot(steps + 1, curve, "o-", ms=2.5, color=color, label=f"$\\eta$ = {eta:.3g}{star}")
-            ax.axhline(2.0 / eta, ls="--", lw=0.9, color=color)
+            edge = stability_edge(cube, eta, steps)  # 2 / (scheduled eta); None for the sign-based optimizers
+            if edge is not None:
+                ax.plot(steps + 1, edge, ls="--", lw=0.9, color=color)
             rows += [
                 {
                     "experiment": cube.attrs["experiment"],
@@ -47,10 +49,10 @@ def sharpness_trajectory(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Fi
                     "eta": eta,
                     "eval_step": int(s),
                     "sharpness": v,
-                    "two_over_eta": 2.0 / eta,
+                    "two_over_eta": np.nan if edge is None else edge[i],
                     "is_eta_star": eta == eta_best,
                 }
-                for s, v in zip(steps, curve)
+                for i, (s, v) in enumerate(zip(steps, curve))
             ]
         label_log_axes(
             ax, "SGD step t + 1", r"sharpness (units of $1/\eta$); dashed: $2/\eta$" if ax is axes[0, 0] else ""

@@ -3,12 +3,14 @@ power laws fitted in the lazy (~ gamma^-2) and rich (~ gamma^(-2/L)) regimes (pa
 
 from __future__ import annotations
 
+import json
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gammasweep.figures.style import depth_of, label_log_axes
+from gammasweep.figures.style import depth_of, label_log_axes, stability_edge
 from gammasweep.results.analysis import at_eta, eta_max, eta_star, final_metric, fit_power_law, probed
 
 
@@ -33,7 +35,8 @@ def sharpness_vs_gamma(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figu
         best = eta_star(cube, metric)
         quantities = {
             "sharpness": at_eta(final_metric(cube, "sharpness"), best).values,
-            "two_over_eta_max": 2.0 / eta_max(cube).values,
+            # the edge of stability at eta_max on the last update; NaN for the sign-based optimizers
+            "two_over_eta_max": _final_edge(cube, eta_max(cube).values),
         }
         rows += [
             {
@@ -87,3 +90,10 @@ def sharpness_vs_gamma(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figu
         ax.set_title(f"{experiment} (L = {depth}): fitted slopes, theory -2 and -2/L")
         ax.legend()
     return fig, pd.DataFrame(rows)
+
+
+def _final_edge(cube: xr.Dataset, etas: np.ndarray) -> np.ndarray:
+    """2 / (eta x the schedule's last factor) per gamma (``stability_edge``); NaN without one."""
+    last = json.loads(cube.attrs["cell_params"])["steps"]
+    edge = stability_edge(cube, etas, np.full(len(etas), last))
+    return np.full(len(etas), np.nan) if edge is None else edge

@@ -11,6 +11,7 @@ import numpy as np
 import seaborn as sns
 import xarray as xr
 
+from gammasweep.sweep.schedules import Schedule
 from gammasweep.theory.toy import divergence_slopes
 
 SEQUENTIAL = "viridis"  # perceptually uniform and colour-blind safe
@@ -56,6 +57,18 @@ def depth_of(cube: xr.Dataset) -> int | None:
 def optimizer_of(cube: xr.Dataset) -> str:
     """The optimizer a cube's cells were trained with ('sgd' for cubes from before the option)."""
     return json.loads(cube.attrs["cell_params"]).get("optimizer", {}).get("name", "sgd")
+
+
+def stability_edge(cube: xr.Dataset, eta: float | np.ndarray, eval_steps: np.ndarray) -> np.ndarray | None:
+    """GD's edge of stability for the cube's cells at learning rate ``eta``, at each eval step (units of
+    1/eta, as the sharpness): 2 / (eta x the schedule's factor on the update that follows the
+    measurement). None for SignSGD and Adam: their steps do not scale with the gradient, so no 2/eta
+    bounds their sharpness."""
+    if optimizer_of(cube) != "sgd":
+        return None
+    params = json.loads(cube.attrs["cell_params"])
+    factors = Schedule.from_config(params.get("schedule")).factors(params["steps"])
+    return 2.0 / (np.asarray(eta, np.float64) * factors[np.clip(np.asarray(eval_steps, int), 0, len(factors) - 1)])
 
 
 def edge_slopes(cube: xr.Dataset) -> tuple[float, float]:

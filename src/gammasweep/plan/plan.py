@@ -124,9 +124,9 @@ class Plan:
         """Grid index of the first guess of eta_max(gamma) (``adaptive.eta_guess``)."""
         exp = self.config["experiments"][experiment]
         gammas, etas = self.grids[experiment]
-        guess = eta_guess(
-            gammas[gamma_key], layer_count(exp["model"]), exp["loss"], self.adaptive_settings(experiment).guess_scale
-        )
+        optimizer = OptimizerSettings(**exp.get("optimizer", {})).name
+        scale = self.adaptive_settings(experiment).guess_scale
+        guess = eta_guess(gammas[gamma_key], layer_count(exp["model"]), exp["loss"], scale, optimizer)
         return nearest_index(list(etas.values()), guess)
 
     def depth_steps(self, experiment: str, gamma_key: str) -> int | None:

@@ -16,9 +16,10 @@ HIGHER_IS_BETTER = {"test_accuracy": True, "test_loss": False, "train_loss": Fal
 
 
 def cell_diverged(cube: xr.Dataset, step: int | None = None) -> xr.DataArray:
-    """(gamma, eta) mask: a cell counts as diverged if any of its seeds diverged -- before eval step
-    ``step`` if given (diverged_step < step: a member that diverged at step t was still evaluated at t)."""
-    diverged = cube["diverged"] if step is None else cube["diverged"] & (cube["diverged_step"] < step)
+    """(gamma, eta) mask: a cell counts as diverged if any of its seeds diverged -- by eval step ``step``
+    if given (diverged_step <= step: a member diverged at step t blew up on the weights after t updates,
+    which eval step t measures; the value recorded there is that blow-up, not a result)."""
+    diverged = cube["diverged"] if step is None else cube["diverged"] & (cube["diverged_step"] <= step)
     return diverged.any("seed")
 
 
@@ -39,8 +40,10 @@ def final_metric(cube: xr.Dataset, metric: str = "test_loss", step: int | None =
 
 
 def eta_max(cube: xr.Dataset, step: int | None = None) -> xr.DataArray:
-    """(gamma,): the divergence edge, the largest eta below which no cell of that gamma diverged
-    (before eval step ``step`` if given)."""
+    """(gamma,): the divergence edge, the largest eta below which no cell of that gamma diverged (by
+    eval step ``step`` if given); NaN where the smallest eta diverged. Coordinate ``censored``: nothing
+    of that gamma diverged, so the edge shown (the grid's top) is only a lower bound: never fit it as a
+    point of a power law (``fit_power_law(..., censored=...)``)."""
     diverged = cell_diverged(cube, step).sortby("eta").values
     etas = cube["eta"].sortby("eta").values
     edge = np.full(len(cube["gamma"]), np.nan)
@@ -48,7 +51,8 @@ def eta_max(cube: xr.Dataset, step: int | None = None) -> xr.DataArray:
         first = int(row.argmax()) if row.any() else len(etas)
         if first > 0:
             edge[i] = etas[first - 1]
-    return xr.DataArray(edge, coords={"gamma": cube["gamma"]}, dims="gamma", name="eta_max")
+    censored = ("gamma", ~diverged.any(axis=1))
+    return xr.DataArray(edge, coords={"gamma": cube["gamma"], "censored": censored}, dims="gamma", name="eta_max")
 
 
 def eta_star(cube: xr.Dataset, metric: str = "test_loss", step: int | None = None) -> xr.DataArray:
@@ -116,23 +120,36 @@ def adaptive_cost(cube: xr.Dataset) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class PowerLaw:
-    """eta = 10^intercept * gamma^slope fitted over gamma in [gamma_min, gamma_max] on ``points`` points."""
+    """eta = 10^intercept * gamma^slope fitted over gamma in [gamma_min, gamma_max] on ``points`` points;
+    ``stderr``: the slope's standard error (NaN below 3 points), ``censored``: points left out as lower
+    bounds."""
 
     slope: float
     intercept: float
     gamma_min: float
     gamma_max: float
     points: int
+    stderr: float = np.nan
+    censored: int = 0
 
     def __call__(self, gamma: np.ndarray) -> np.ndarray:
         return 10.0**self.intercept * np.asarray(gamma, np.float64) ** self.slope
 
 
-def fit_power_law(gammas: np.ndarray, etas: np.ndarray, gamma_min: float, gamma_max: float) -> PowerLaw:
-    """Least-squares line in log10-log10 space through the finite points with gamma in [min, max]."""
+def fit_power_law(
+    gammas: np.ndarray, etas: np.ndarray, gamma_min: float, gamma_max: float, censored: np.ndarray | None = None
+) -> PowerLaw:
+    """Least-squares line in log10-log10 space through the finite points with gamma in [min, max],
+    leaving out the ``censored`` ones (bool per point: a bound, not a value)."""
     gammas, etas = np.asarray(gammas, np.float64), np.asarray(etas, np.float64)
-    use = (gammas >= gamma_min) & (gammas <= gamma_max) & np.isfinite(etas) & (etas > 0)
-    if use.sum() < 2:
-        return PowerLaw(np.nan, np.nan, gamma_min, gamma_max, int(use.sum()))
-    slope, intercept = np.polyfit(np.log10(gammas[use]), np.log10(etas[use]), 1)
-    return PowerLaw(float(slope), float(intercept), gamma_min, gamma_max, int(use.sum()))
+    window = (gammas >= gamma_min) & (gammas <= gamma_max) & np.isfinite(etas) & (etas > 0)
+    left_out = window & (np.zeros(len(gammas), bool) if censored is None else np.asarray(censored, bool))
+    use = window & ~left_out
+    n = int(use.sum())
+    if n < 2:
+        return PowerLaw(np.nan, np.nan, gamma_min, gamma_max, n, censored=int(left_out.sum()))
+    x, y = np.log10(gammas[use]), np.log10(etas[use])
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = y - (slope * x + intercept)
+    stderr = np.sqrt(residual @ residual / (n - 2) / ((x - x.mean()) @ (x - x.mean()))) if n > 2 else np.nan
+    return PowerLaw(float(slope), float(intercept), gamma_min, gamma_max, n, float(stderr), int(left_out.sum()))

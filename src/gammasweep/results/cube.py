@@ -23,7 +23,7 @@ from gammasweep.results.records import RECORDS
 _ATTRS = {
     "train_loss": ("training loss, mean over the steps since the previous record", "1"),
     "train_loss_at_step": ("training loss of the batch at this step", "1"),
-    "test_loss": ("test loss", "1"),
+    "test_loss": ("test loss (MSE: squared error summed over the outputs, mean over the test images)", "1"),
     "test_accuracy": ("test accuracy", "1"),
     "diverged": ("loss became non-finite or exceeded the divergence cap", "1"),
     "diverged_step": ("first diverged step, -1 if none (or, for an inferred-diverged cell, never run)", "steps"),

@@ -48,9 +48,15 @@ class AdaptiveSettings:
         return math.ceil(self.depth_decades / spacing - 1e-9)
 
 
-def eta_guess(gamma: float, layers: int, loss: str, scale: float = 1.0) -> float:
-    """First guess of eta_max(gamma): the toy model's linear-stability edge (``theory.eta_max``)."""
-    return scale * float(theory.eta_max(gamma, layers, loss))
+def eta_guess(gamma: float, layers: int, loss: str, scale: float = 1.0, optimizer: str = "sgd") -> float:
+    """First guess of eta_max(gamma): for SGD the toy model's edge for the loss (``theory.eta_max``:
+    ~ gamma^2 or, with cross-entropy, ~ gamma lazy; ~ gamma^(2/L) rich); for the sign-based optimizers
+    that edge at gamma = 1 carried by their own exponents (``theory.divergence_slopes``: gamma,
+    gamma^(1/L)). Only a start: the bracketing widens from it until it finds the edge."""
+    if optimizer == "sgd":
+        return scale * float(theory.eta_max(gamma, layers, loss))
+    lazy, rich = theory.divergence_slopes(loss, optimizer, layers)
+    return scale * float(theory.eta_max(1.0, layers, loss)) * gamma ** (lazy if gamma <= 1 else rich)
 
 
 def nearest_index(etas: list[float], eta: float) -> int:

@@ -7,7 +7,9 @@ built for it) and each has its own seed, gamma and eta, so the seeds of one cell
 many cells are the same computation: one shared data batch per step, one GEMM per layer for all
 members, the frozen initial network evaluated once per distinct seed. Divergence is a result: a
 member whose loss turns non-finite or exceeds the cap is recorded as diverged at that step and
-dropped; the others go on, untouched by its numbers.
+dropped; the others go on, untouched by its numbers. Diverged at step t means the weights after t
+updates blew up: eval step t already reads them (``results.analysis.cell_diverged``), and a blow-up
+by the last update is read off the final test loss.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from gammasweep.data.stream import OnlineStream, normalize
 from gammasweep.probes.recorder import Network, ProbeRecorder
 from gammasweep.results.curves import Curves, eval_steps, record_steps
 from gammasweep.sweep.checkpoints import STOP, Checkpoint, Interrupted, fingerprint
-from gammasweep.sweep.losses import LOSSES
+from gammasweep.sweep.losses import LOSSES, TEST_LOSSES
 from gammasweep.sweep.models import build_model
 from gammasweep.sweep.optimizers import Optimizer
 from gammasweep.sweep.parameterization import centered_output, learning_rate, update_scales
@@ -186,7 +188,7 @@ def train(
     lr_factor = torch.tensor(
         Schedule.from_config(setup.schedule).factors(setup.steps), dtype=dt, device=dev
     )  # (steps,)
-    loss_fn = LOSSES[setup.loss]
+    loss_fn, test_loss_fn = LOSSES[setup.loss], TEST_LOSSES[setup.loss]
     x_test, y_test = normalize(test_images.to(dev), setup.mean, setup.std, dt), test_labels.to(dev)
     augmentation = StrongAugment(**setup.augment) if setup.augment else None
     stream.to_device(dev, pool_budget_bytes, log)
@@ -258,7 +260,7 @@ def train(
             for x, y, g0 in test_batches:
                 for rows, weights in s.chunks:
                     out = centered(rows, weights, x, g0)
-                    total_loss[rows] += loss_fn(out, y) * len(y)
+                    total_loss[rows] += test_loss_fn(out, y) * len(y)
                     correct[rows] += (out.argmax(-1) == y).sum(-1)
             probes.measure(column, int(evals[column]), s.chunks, s.member, s.alive)
         s.test_loss[s.member, column] = torch.where(s.alive, total_loss / len(y_test), torch.nan)
@@ -320,6 +322,8 @@ def train(
             s.compact(keep)
     else:
         evaluate(len(evals) - 1)
+        blown = s.alive & ~fine(s.test_loss[s.member, -1])  # the last update's blow-up: no training loss sees it
+        s.diverged_step[s.member] = torch.where(blown, setup.steps, s.diverged_step[s.member])
     as_np = lambda a: a.detach().to("cpu", torch.float64).numpy()  # noqa: E731
     return Curves(
         step=rec,

@@ -37,8 +37,31 @@ def sharpness_at_minimum(gamma: np.ndarray | float, depth: int, loss: str = "mse
 
 
 def eta_max(gamma: np.ndarray | float, depth: int, loss: str = "mse") -> np.ndarray:
-    """Linear-stability edge at the minimum, 2 / sharpness: ~ gamma^2 (lazy), ~ gamma^(2/L) (rich)."""
-    return 2.0 / sharpness_at_minimum(gamma, depth, loss)
+    """The divergence edge. MSE: the linear-stability edge at the minimum, 2 / sharpness, ~ gamma^2
+    (lazy), ~ gamma^(2/L) (rich). Cross-entropy: the same edge for gamma > 1 (rich), and below it the
+    bounded-gradient edge ``ce_lazy_edge`` ~ gamma (the loss is not quadratic there: a step far past the
+    minimum moves the weights by at most eta/gamma, whatever the curvature)."""
+    curvature_edge = 2.0 / sharpness_at_minimum(gamma, depth, loss)
+    if loss == "mse":
+        return curvature_edge
+    gamma = np.asarray(gamma, dtype=np.float64)
+    return np.where(gamma > 1.0, curvature_edge, ce_lazy_edge(depth) * gamma)
+
+
+def ce_lazy_edge(depth: int) -> float:
+    """a_L with eta_max = a_L gamma for cross-entropy at gamma << 1, from the balanced map at small gamma.
+
+    There the output saturates the loss's slope: a step from just below the minimum (slope -p1) carries
+    w from 1 to 1 + a p1 (a = eta / gamma); the step back (slope p0) multiplies w by 1 - a p0 w^(L-2),
+    and GD blows up once that factor is below -1: a p0 (1 + a p1)^(L-2) = 2. Exact for L = 2
+    (a = 2 / p0); for L = 3..6 within 15% of the simulated edge (tests/unit/test_theory.py).
+    """
+    p1 = 1.0 - P0
+    lo, hi = 0.0, 2.0 / P0  # the left side grows with a; at 2 / p0 it is >= 2
+    for _ in range(100):  # bisection to float precision
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if mid * P0 * (1.0 + mid * p1) ** (depth - 2) < 2.0 else (lo, mid)
+    return hi
 
 
 def sharpness_at_init(gamma: np.ndarray | float, depth: int) -> np.ndarray:
@@ -126,7 +149,10 @@ def measured_eta_max(
 _TOY_ATTRS = {
     "final_loss": ("toy loss after the last GD step, NaN if the run diverged", "1"),
     "diverged": ("|f| exceeded 1e6 or turned non-finite during the run", "1"),
-    "eta_max_theory": ("linear-stability edge at the balanced minimum, 2 / sharpness", "1"),
+    "eta_max_theory": (
+        "divergence edge: 2 / sharpness at the minimum; for CE below gamma = 1 the bounded-gradient edge",
+        "1",
+    ),
     "eta_min_theory": ("smallest eta escaping the plateau within the run's steps, gamma tau* / T", "1"),
     "eta_crit_theory": ("catapult onset, 2 / MSE sharpness at init (NaN for cross-entropy)", "1"),
     "eta_max_measured": ("largest grid eta below which no run diverged (NaN if the smallest diverges)", "1"),
