@@ -29,7 +29,9 @@ def test_sign_based_learning_rates_follow_mup_per_layer():
     assert scales["hidden.0.weight"] == pytest.approx(1 / math.sqrt(64))  # 1 / (64^-1/2 x 64): the input layer
     assert scales["hidden.1.weight"] == pytest.approx(1 / math.sqrt(32))  # a hidden layer: 1 / sqrt(N)
     assert scales["readout.weight"] == pytest.approx(1.0)  # the muP readout: 1 / (N^-1 x N)
-    assert scales["hidden.0.bias"] == scales["hidden.1.bias"] == 1.0
+    # a bias sits inside its layer's multiplier: 1 / multiplier moves the pre-activation by eta
+    assert scales["hidden.0.bias"] == pytest.approx(8.0) and scales["hidden.1.bias"] == pytest.approx(math.sqrt(32))
+    assert scales["readout.bias"] == pytest.approx(32.0)
     assert set(update_scales(mlp, "sgd").values()) == {1.0}
     cnn = build_model({"name": "cnn", "width": 4}, (8, 8, 1), 10, seeds=[0])
     assert update_scales(cnn, "signsgd")["conv2.weight"] == pytest.approx(1 / (9 * math.sqrt(4)))
@@ -108,8 +110,9 @@ def test_sign_based_feature_updates_are_width_independent(name):
 
 def test_an_adam_pack_trains_each_member_as_alone(digits_files, test_set):
     """Adam's moments are per member: a pack equals its members trained alone, through compaction --
-    to 1e-8, not float64's 1e-12 as for SGD: m / (sqrt(v) + eps) scales a gradient entry of ~0 up to
-    ~1, so the packs' different rounding of tiny gradients shows."""
+    to 2e-8, not float64's 1e-12 as for SGD: m / (sqrt(v) + eps) scales a gradient entry of ~0 up to
+    ~1, so the packs' different rounding of tiny gradients shows (the most, 1.1e-8, in the biases, whose
+    gradients the multiplier makes small)."""
     members = Members(seeds=[0, 1, 0, 1], gammas=[1.0, 0.1, 10.0, 1.0], etas=[1e-2, 1e-3, 3e-2, 1e6])
     setup = make_setup(steps=30, dtype=torch.float64, optimizer={"name": "adam"})
     stream = OnlineStream(digits_files[0], 16, 30, 0)
@@ -119,8 +122,8 @@ def test_an_adam_pack_trains_each_member_as_alone(digits_files, test_set):
         alone = train(
             setup, Members([members.seeds[k]], [members.gammas[k]], [members.etas[k]]), stream, *test_set, **QUIET
         )
-        np.testing.assert_allclose(pack.test_loss[k], alone.test_loss[0], rtol=1e-8)
-        np.testing.assert_allclose(pack.train_loss[k], alone.train_loss[0], rtol=1e-8)
+        np.testing.assert_allclose(pack.test_loss[k], alone.test_loss[0], rtol=2e-8)
+        np.testing.assert_allclose(pack.train_loss[k], alone.train_loss[0], rtol=2e-8)
 
 
 def test_theory_slopes_of_the_divergence_edge():

@@ -316,9 +316,9 @@ def test_lazy_regime_scalings_at_init_and_after_training(digits_files, test_set)
         "readout_sharpness": {"examples": 64, "iterations": 30},
     }
     curves = train(
-        make_setup(steps=20, dtype=torch.float64, probes=probes),
+        make_setup(steps=40, dtype=torch.float64, probes=probes),
         members,
-        OnlineStream(digits_files[0], 16, 20, 0),
+        OnlineStream(digits_files[0], 16, 40, 0),
         *test_set,
         **QUIET,
     )

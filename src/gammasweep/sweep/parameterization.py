@@ -1,16 +1,16 @@
 """The paper's parameterization, in one place (after the authors' code, Pehlevan-Group/Richness_Sweep
 ``vision_tasks/models.py``).
 
-- Hidden layers: weights N(0, 1), biases 0, forward pass divides by sqrt(fan_in) (convolutions,
-  as in the authors' code, by sqrt(input channels)).
-- Readout (muP): weights N(0, 1), no bias, forward pass divides by fan_in.
+- Hidden layers: weights N(0, 1), biases 0, forward pass (W x + b) / sqrt(fan_in) (convolutions,
+  as in the authors' code, by sqrt(input channels)): the bias inside the multiplier, as theirs.
+- Readout (muP): weights N(0, 1), bias 0, forward pass (W x + b) / fan_in.
 - The network output g(x; theta) is divided by gamma, the feature-learning strength.
 - Centered model: f(x) = (g(x; theta) - g(x; theta_0)) / gamma with theta_0 a frozen copy of the
   initial weights, so f == 0 exactly at initialization.
 - Plain SGD with learning rate ``width * eta``: eta is the swept quantity and the axis of the figures.
 - SignSGD and Adam (the paper's appendix): every entry moves by ~ its learning rate whatever the
   gradient's size, so the rate is eta x 1 / (multiplier x fan_in) for a layer's weight (1/sqrt(N)
-  for a hidden layer, 1 for the muP readout) and eta for a bias: the muP scaling for such updates
+  for a hidden layer, 1 for the muP readout) and eta / multiplier for its bias: the muP scaling for such updates
   (each layer's feature updates stay O(eta) as the width grows).
 - float64 for small gamma (the authors switch below gamma = 1e-2; configurable here).
 
@@ -39,7 +39,8 @@ def _normal(shape: tuple[int, ...], generators: Sequence[torch.Generator]) -> nn
 
 
 class MuLinear(nn.Module):
-    """Hidden linear layer: y_k = x_k W_k^T / sqrt(fan_in) + b_k, W_k ~ N(0, 1), b_k = 0.
+    """Hidden linear layer: y_k = (x_k W_k^T + b_k) / sqrt(fan_in), W_k ~ N(0, 1), b_k = 0: the bias inside
+    the multiplier, as the authors' ``StdLinear`` (so a bias moves its pre-activation as a weight does).
 
     Weight (K, fan_out, fan_in), bias (K, fan_out). Input (B, fan_in) shared by the members or
     (K, B, fan_in); output (K, B, fan_out).
@@ -63,23 +64,29 @@ class MuLinear(nn.Module):
         members, fan_out, fan_in = self.weight.shape
         bias = torch.zeros((), dtype=x.dtype, device=x.device) if self.bias is None else self.bias
         if x.dim() == 2:  # shared input: one GEMM for every member, scale and bias fused into it
-            y = torch.addmm(bias.reshape(-1), x, self.weight.reshape(members * fan_out, fan_in).T, alpha=self.scale)
+            weight = self.weight.reshape(members * fan_out, fan_in).T
+            y = torch.addmm(bias.reshape(-1), x, weight, beta=self.scale, alpha=self.scale)
             return y.view(len(x), members, fan_out).transpose(0, 1)
         return torch.baddbmm(
-            bias.unsqueeze(-2) if bias.dim() else bias, x, self.weight.transpose(1, 2), alpha=self.scale
+            bias.unsqueeze(-2) if bias.dim() else bias,
+            x,
+            self.weight.transpose(1, 2),
+            beta=self.scale,
+            alpha=self.scale,
         )
 
 
 class MuReadout(MuLinear):
-    """muP readout: y_k = x_k W_k^T / fan_in, W_k ~ N(0, 1), no bias."""
+    """muP readout: y_k = (x_k W_k^T + b_k) / fan_in, W_k ~ N(0, 1), b_k = 0, as the authors' ``FinalLinear``."""
 
     def __init__(self, fan_in: int, fan_out: int, generators: Sequence[torch.Generator]) -> None:
-        super().__init__(fan_in, fan_out, generators, bias=False, scale=1.0 / fan_in)
+        super().__init__(fan_in, fan_out, generators, scale=1.0 / fan_in)
 
 
 class MuConv2d(nn.Module):
     """Hidden k x k convolution, stride s, padding k // 2 ('same' for stride 1):
-    y = conv(x, W) / sqrt(c_in) + b, W ~ N(0, 1), b = 0 (no b with ``bias=False``, as before a BatchNorm).
+    y = (conv(x, W) + b) / sqrt(c_in), W ~ N(0, 1), b = 0 (no b with ``bias=False``, as before a BatchNorm),
+    the bias inside the multiplier as the authors' ``StdConv2d``.
 
     Weight (K, c_out, c_in, k, k). Input (B, c_in, H, W) shared by the members or (B, K * c_in, H, W);
     output (B, K * c_out, H', W'), H' = ceil(H / s).
@@ -108,7 +115,7 @@ class MuConv2d(nn.Module):
         weight = (
             self.weight.reshape(members * c_out, c_in, size, size) * self.scale
         )  # weights are small next to activations
-        bias = None if self.bias is None else self.bias.reshape(-1)
+        bias = None if self.bias is None else self.bias.reshape(-1) * self.scale
         return F.conv2d(x, weight, bias, stride=self.stride, padding=size // 2, groups=groups)
 
 
@@ -169,11 +176,14 @@ def learning_rate(width: int, eta: float, optimizer: str = "sgd") -> float:
 
 def update_scales(model: nn.Module, optimizer: str = "sgd") -> dict[str, float]:
     """Per parameter name, the factor on the learning rate: 1 for SGD; for SignSGD and Adam
-    1 / (multiplier x fan_in) for the weight of a MuLinear or MuConv2d layer, 1 for a bias, a
-    normalization's affine weight and bias, or a ViT's position embedding."""
+    1 / (multiplier x fan_in) for the weight of a MuLinear or MuConv2d layer and 1 / multiplier for its
+    bias (a step of eta moves the pre-activation by eta, the bias being inside the multiplier), 1 for
+    a normalization's affine weight and bias, or a ViT's position embedding."""
     scales = {name: 1.0 for name, _ in model.named_parameters()}
     if optimizer != "sgd":
         for prefix, module in model.named_modules():
             if isinstance(module, (MuLinear, MuConv2d)):
                 scales[f"{prefix}.weight"] = 1.0 / (module.scale * module.fan_in)
+                if module.bias is not None:
+                    scales[f"{prefix}.bias"] = 1.0 / module.scale
     return scales
