@@ -67,6 +67,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     totals = {"full": 0, "adaptive": 0}
     for name in plan.config["experiments"]:
+        if len(plan.grids[name][1]) < 2:  # one eta (A-DEEP's runs): no column to bracket
+            print(f"| {name} | single eta: nothing to adapt | | | | |")
+            continue
         b = budget(plan, name, args.offset)
         totals["full"] += b["full_cell_steps"]
         totals["adaptive"] += b["adaptive_cell_steps"]

@@ -153,6 +153,13 @@ def test_sampling_shapes_balance_and_determinism(micro_run):
     assert anc[0].shape == (6, 8, 8, 1)
     assert np.array_equal(anc[0], anc_t[0])
 
+    # the authors' sampler never clips the predicted clean image: an untrained model's overshoots then
+    # carry through the trajectory, deterministically
+    unclipped = sample_labelled(ckpt, 6, seed=4, sampling_steps=None, clip_denoised=False, log=quiet)
+    assert not np.array_equal(unclipped[0], anc[0]) and np.array_equal(unclipped[1], anc[1])
+    again = sample_labelled(ckpt, 6, seed=4, sampling_steps=None, clip_denoised=False, log=quiet)
+    assert np.array_equal(unclipped[0], again[0])
+
     empty = sample_labelled(ckpt, 0, seed=0, sampling_steps=2, log=quiet)
     assert empty[0].shape == (0, 8, 8, 1) and empty[1].shape == (0,)
     with pytest.raises(ValueError):

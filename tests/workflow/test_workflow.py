@@ -151,17 +151,20 @@ def test_paper_config_dry_runs_the_full_dag_without_importing_torch(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     counts = rule_counts(result.stdout)
-    # 7 experiments x 21 gamma x 49 eta cells; per MLP experiment (SGD at L = 2, 3, 4 with MSE, L = 3 with
-    # CE, SignSGD, Adam) 6 gamma < 1e-2 in float64 (294 cells, 5 packs of <= 64) and 15 in float32
-    # (735 cells, 12 packs): 6 x 17 = 102 GPU jobs.
     plan = Plan.from_files(REPO / "config" / "paper.yaml", REPO / "config" / "schema.yaml")
-    assert sum(len(p.cells) for e in plan.config["experiments"] for p in plan.packs(e)) == 9 * 21 * 49 + 8
-    # The CNN on CIFAR-5M: 6 x 49 float64 cells in 19 packs of <= 16, 15 x 49 float32 ones in 46; ResNet-18
-    # on CIFAR-5M and the ViT on TinyImageNet, packs of <= 8: 37 + 92 each; the 8 one-cell runs of A-DEEP.
-    assert counts["train_pack"] == 102 + 65 + 2 * 129 + 8 and counts["sample_shard"] == 10 and counts["aggregate"] == 17
-    # MNIST-1M: fetch MNIST -> generator -> 10 shards -> pool -> gate; CIFAR-5M: only the 2 parts its
-    # 10,000 x 128 images need (and CIFAR-10 for the test set); CIFAR-100 and TinyImageNet fetched whole.
-    assert counts["fetch_source"] == 4 and counts["quality_gate"] == 1 and counts["fetch_part"] == 2
+    # The authors' protocol, adaptive eta, for every sweep but two full grids whose figures read cells
+    # above the final edge (the portraits at several T, A3; the CNN's best eta at shorter T, Fig. 2b):
+    # 11 adaptive experiments x 21 gamma bracketing jobs, their columns planned after the checkpoint.
+    assert len(plan.experiments(adaptive=True)) == 11 and counts["bracket_eta"] == 11 * 21
+    assert counts["eta_brackets"] == counts["aggregate_adaptive"] == 11
+    # The full grids: the MLP's 6 gamma < 1e-2 in float64 (294 cells, 5 packs of <= 64) and 15 in float32
+    # (735 cells, 12 packs); the CNN's 6 x 49 float64 cells in 19 packs of <= 16 and 15 x 49 float32 in 46;
+    # the 8 one-cell runs of A-DEEP.
+    assert sum(len(p.cells) for e in plan.config["experiments"] for p in plan.packs(e)) == 2 * 21 * 49 + 8
+    assert counts["train_pack"] == 17 + 65 + 8 and counts["sample_shard"] == 10 and counts["aggregate"] == 10
+    # MNIST-1M: fetch MNIST -> generator -> 10 shards -> pool -> gate; CIFAR-5M: all six parts, one pass as
+    # the authors' (46,896 x 128 images; and CIFAR-10 for the test set); CIFAR-100 and TinyImageNet whole.
+    assert counts["fetch_source"] == 4 and counts["quality_gate"] == 1 and counts["fetch_part"] == 6
     assert counts["simulate_related"] == len(plan.config["related"]) and counts["simulate_toy"] == 2
 
 

@@ -286,21 +286,29 @@ def _sample_batch(
     guidance_weight: float,
     ddim_times: list[int] | None,
     gen: torch.Generator,
+    clip_denoised: bool = True,
 ) -> torch.Tensor:
     """One batch of images in [-1, 1], shape (B, C, H, W).
 
     ``ddim_times`` None: ancestral DDPM sampling over all T steps. Otherwise deterministic DDIM
     (eta = 0) over the given increasing time indices (the last update goes to the clean image).
-    The predicted clean image is clipped to [-1, 1] at every step, as in the package.
+    The predicted clean image is clipped to [-1, 1] at every step, as in the package, unless
+    ``clip_denoised`` is False (the authors' sampler never clips).
     """
     b, dev = classes.shape[0], classes.device
+
+    def clean(x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The predicted clean image, clipped to [-1, 1] if ``clip_denoised``."""
+        x0 = diffusion.predict_start_from_noise(x, t, eps)
+        return x0.clamp(-1.0, 1.0) if clip_denoised else x0
+
     shape = (b, diffusion.channels, diffusion.image_size, diffusion.image_size)
     x = torch.randn(shape, generator=gen, device=dev)
     if ddim_times is None:
         for i in reversed(range(diffusion.num_timesteps)):
             t = torch.full((b,), i, dtype=torch.long, device=dev)
             eps = _guided_eps(unet, x, t, classes, guidance_weight)
-            x0 = diffusion.predict_start_from_noise(x, t, eps).clamp(-1.0, 1.0)
+            x0 = clean(x, t, eps)
             mean, _, log_var = diffusion.q_posterior(x_start=x0, x_t=x, t=t)
             if i > 0:
                 x = mean + (0.5 * log_var).exp() * torch.randn(shape, generator=gen, device=dev)
@@ -312,7 +320,7 @@ def _sample_batch(
     for i, t_now in enumerate(seq):
         t = torch.full((b,), t_now, dtype=torch.long, device=dev)
         eps = _guided_eps(unet, x, t, classes, guidance_weight)
-        x0 = diffusion.predict_start_from_noise(x, t, eps).clamp(-1.0, 1.0)
+        x0 = clean(x, t, eps)
         if i == len(seq) - 1:
             x = x0
             break
@@ -330,6 +338,7 @@ def sample_labelled(
     guidance_weight: float = 0.5,
     sampling_steps: int | None = None,
     batch_size: int = 256,
+    clip_denoised: bool = True,
     device: str = "cpu",
     log: Callable[[str], None] = print,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -339,8 +348,9 @@ def sample_labelled(
     conditioned on its label with classifier-free guidance weight ``w = guidance_weight``
     (cond_scale = 1 + w, rescaled_phi = 0).  ``sampling_steps`` None (or T) gives ancestral
     sampling with all T steps; an int in 1..T-1 gives DDIM (eta = 0) with that many network
-    evaluations.  The output is a deterministic function of (checkpoint, n, seed, guidance_weight,
-    sampling_steps, batch_size) on CPU.
+    evaluations.  ``clip_denoised`` clips the predicted clean image to [-1, 1] at every step (the
+    package's default; the authors' sampler does not).  The output is a deterministic function of
+    (checkpoint, n, seed, guidance_weight, sampling_steps, batch_size, clip_denoised) on CPU.
 
     Returns:
         images: uint8 (n, H, W, C), pixel values 0..255.
@@ -389,7 +399,7 @@ def sample_labelled(
     with torch.inference_mode():
         for bi, start in enumerate(range(0, n, batch_size)):
             classes = labels[start : start + batch_size].to(device)
-            x = _sample_batch(diffusion, unet, classes, float(guidance_weight), ddim_times, dev_gen)
+            x = _sample_batch(diffusion, unet, classes, float(guidance_weight), ddim_times, dev_gen, clip_denoised)
             img = ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
             out[start : start + classes.shape[0]] = img.permute(0, 2, 3, 1).cpu().numpy()
             if (bi + 1) % log_every == 0 or bi + 1 == n_batches:

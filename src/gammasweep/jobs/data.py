@@ -105,7 +105,7 @@ def sample_shard(checkpoint: str, sampling: dict, shard: int, out: str, device: 
         seed=seed,
         guidance_weight=sampling["guidance_weight"],
         device=str(resolve_device(device)),
-        **{key: sampling[key] for key in ("sampling_steps", "batch_size") if key in sampling},
+        **{key: sampling[key] for key in ("sampling_steps", "batch_size", "clip_denoised") if key in sampling},
     )
     write_images(out, images, labels, {"shard": shard, "seed": seed})
 
