@@ -55,3 +55,15 @@ def test_an_examples_output_depends_on_its_batch_only_with_batch_norm(spec, per_
     x = torch.randn(12, 8, 8, 1, dtype=torch.float64)
     whole, part = net(x)[:, :6], net(x[:6])
     assert torch.allclose(whole, part, rtol=1e-12, atol=1e-14) == per_example
+
+
+def test_the_cnn_is_unpadded_as_the_authors_with_their_fan_ins():
+    """The authors' 3x3 convolutions have no padding: the hidden layer's fan-in is 6 x 6 x 2N = 72N on
+    CIFAR (32 -> 30 -> 15 -> 13 -> 6) and 5 x 5 x 2N = 50N on MNIST; padding 1 keeps the sides (8x8 digits:
+    2 x 2 x 2N); an image too small for unpadded convolutions is a clear error."""
+    for shape, fan_in in (((32, 32, 3), 72 * 4), ((28, 28, 1), 50 * 4)):
+        cnn = build_model({"name": "cnn", "width": 4}, shape, 10, seeds=[0])
+        assert cnn.hidden.fan_in == fan_in and cnn(torch.zeros(2, *shape)).shape == (1, 2, 10)
+    assert build_model({"name": "cnn", "width": 4, "padding": 1}, (8, 8, 1), 10, seeds=[0]).hidden.fan_in == 32
+    with pytest.raises(ValueError, match="set the model's padding: 1"):
+        build_model({"name": "cnn", "width": 4}, (8, 8, 1), 10, seeds=[0])

@@ -33,7 +33,7 @@ def test_sign_based_learning_rates_follow_mup_per_layer():
     assert scales["hidden.0.bias"] == pytest.approx(8.0) and scales["hidden.1.bias"] == pytest.approx(math.sqrt(32))
     assert scales["readout.bias"] == pytest.approx(32.0)
     assert set(update_scales(mlp, "sgd").values()) == {1.0}
-    cnn = build_model({"name": "cnn", "width": 4}, (8, 8, 1), 10, seeds=[0])
+    cnn = build_model({"name": "cnn", "width": 4, "padding": 1}, (8, 8, 1), 10, seeds=[0])
     assert update_scales(cnn, "signsgd")["conv2.weight"] == pytest.approx(1 / (9 * math.sqrt(4)))
     assert learning_rate(32, 0.5, "sgd") == 16.0 and learning_rate(32, 0.5, "adam") == 0.5
 

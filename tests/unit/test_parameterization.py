@@ -21,7 +21,7 @@ from gammasweep.sweep.train import Members, train
 SPEC = {"name": "mlp", "depth": 3}
 EVERY_MODEL = [
     {"name": "mlp", "depth": 3, "width": 16},
-    {"name": "cnn", "width": 4},
+    {"name": "cnn", "width": 4, "padding": 1},  # 'same' convolutions: the tests' images are small
     {"name": "resnet18", "width": 2},
     {"name": "vit", "width": 8, "depth": 2, "heads": 2, "patch": 4},
 ]

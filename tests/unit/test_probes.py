@@ -197,7 +197,7 @@ def test_the_ntk_spectrum_of_a_batch_norm_model_is_that_of_its_batch_function(te
     "model",
     [
         {"name": "mlp", "width": 5, "depth": 3},
-        {"name": "cnn", "width": 2},
+        {"name": "cnn", "width": 2, "padding": 1},
         {"name": "vit", "width": 4, "depth": 1, "heads": 2, "patch": 4},
     ],
     ids=lambda m: m["name"],
@@ -364,7 +364,7 @@ def test_the_noether_charge_moves_only_at_second_order_in_the_step(digits_files,
 
 
 @pytest.mark.parametrize(
-    "spec", [{"name": "mlp", "width": 24, "depth": 3}, {"name": "cnn", "width": 3}], ids=["mlp", "cnn"]
+    "spec", [{"name": "mlp", "width": 24, "depth": 3}, {"name": "cnn", "width": 3, "padding": 1}], ids=["mlp", "cnn"]
 )
 def test_feature_sparsity_is_measured_per_stage_on_each_members_own_features(spec):
     """The probe's value for member k and stage s is sparsity.feature_sparsity of that member's

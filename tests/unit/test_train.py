@@ -164,7 +164,9 @@ def _alone(setup, stream, test_set, k: int, members: Members = PACK):
 
 
 @pytest.mark.parametrize(
-    "model", [{"name": "mlp", "width": 32, "depth": 3}, {"name": "cnn", "width": 4}], ids=lambda m: m["name"]
+    "model",
+    [{"name": "mlp", "width": 32, "depth": 3}, {"name": "cnn", "width": 4, "padding": 1}],
+    ids=lambda m: m["name"],
 )
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5)], ids=["float64", "float32"])
 def test_a_pack_trains_each_cell_exactly_as_alone(digits_files, test_set, model, dtype, rtol):

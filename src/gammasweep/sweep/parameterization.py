@@ -84,7 +84,7 @@ class MuReadout(MuLinear):
 
 
 class MuConv2d(nn.Module):
-    """Hidden k x k convolution, stride s, padding k // 2 ('same' for stride 1):
+    """Hidden k x k convolution, stride s, padding k // 2 ('same' for stride 1) unless given:
     y = (conv(x, W) + b) / sqrt(c_in), W ~ N(0, 1), b = 0 (no b with ``bias=False``, as before a BatchNorm),
     the bias inside the multiplier as the authors' ``StdConv2d``.
 
@@ -100,9 +100,11 @@ class MuConv2d(nn.Module):
         kernel_size: int = 3,
         stride: int = 1,
         bias: bool = True,
+        padding: int | None = None,
     ) -> None:
         super().__init__()
         self.weight = _normal((c_out, c_in, kernel_size, kernel_size), generators)
+        self.padding = kernel_size // 2 if padding is None else padding
         self.bias = nn.Parameter(torch.zeros(len(generators), c_out)) if bias else None
         self.scale = 1.0 / math.sqrt(c_in)  # the forward multiplier, as the authors' code
         self.fan_in = kernel_size**2 * c_in  # terms summed per output
@@ -116,7 +118,7 @@ class MuConv2d(nn.Module):
             self.weight.reshape(members * c_out, c_in, size, size) * self.scale
         )  # weights are small next to activations
         bias = None if self.bias is None else self.bias.reshape(-1) * self.scale
-        return F.conv2d(x, weight, bias, stride=self.stride, padding=size // 2, groups=groups)
+        return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding, groups=groups)
 
 
 class _MemberAffine(nn.Module):

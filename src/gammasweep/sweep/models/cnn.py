@@ -1,5 +1,7 @@
 """The paper's CNN: two 3x3 convolutions (widths N, 2N), each followed by ReLU and 2x2 average
-pooling, a hidden linear layer of width 8N, then the muP readout."""
+pooling, a hidden linear layer of width 8N, then the muP readout. The convolutions are unpadded as
+the authors' (``padding: 0``: the hidden layer's fan-in is 72N on CIFAR, 50N on MNIST); ``padding: 1``
+keeps the sides ('same'), which images as small as the 8x8 digits need."""
 
 from __future__ import annotations
 
@@ -16,16 +18,25 @@ class CNN(nn.Module):
     """conv(N) - ReLU - avgpool2 - conv(2N) - ReLU - avgpool2 - linear(8N) - ReLU - readout."""
 
     def __init__(
-        self, input_shape: tuple[int, int, int], num_classes: int, width: int, generators: Sequence[torch.Generator]
+        self,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        width: int,
+        generators: Sequence[torch.Generator],
+        padding: int = 0,
     ) -> None:
         super().__init__()
         height, wide, channels = input_shape
-        if height % 4 or wide % 4:
-            raise ValueError(f"CNN needs image sides divisible by 4 (two 2x2 poolings), got {input_shape}")
+        sides = [_pooled_side(side, padding) for side in (height, wide)]
+        if min(sides) < 1:
+            raise ValueError(
+                f"CNN: {height}x{wide} images leave nothing after two unpadded 3x3 convolutions and 2x2 poolings "
+                f"(padding {padding}); set the model's padding: 1"
+            )
         self.width = width
-        self.conv1 = MuConv2d(channels, width, generators)
-        self.conv2 = MuConv2d(width, 2 * width, generators)
-        self.hidden = MuLinear(2 * width * (height // 4) * (wide // 4), 8 * width, generators)
+        self.conv1 = MuConv2d(channels, width, generators, padding=padding)
+        self.conv2 = MuConv2d(width, 2 * width, generators, padding=padding)
+        self.hidden = MuLinear(2 * width * sides[0] * sides[1], 8 * width, generators)
         self.readout = MuReadout(8 * width, num_classes, generators)
         # The layers whose inputs are hidden features: the pooled first conv block (channels as units) and
         # the hidden linear layer's output (the flattened second block has too many units to correlate).
@@ -46,8 +57,19 @@ class CNN(nn.Module):
 # Default pack: 16 cells. Activations dominate: per cell batch x (N + 2N / 4) x H x W values per
 # conv block, kept for the backward pass. CIFAR (32 x 32 x 3), N = 128, batch 128, float32:
 # 128 x 192 x 1024 x 4 B x 2 (pre/post ReLU) = 0.2 GB per cell, 3.2 GB per pack of 16, plus the
-# weights (17 M per cell, mostly the 16k x 1k hidden layer: 4.3 GB for 16 cells x 4 copies).
+# weights (9.7 M per cell unpadded, mostly the 9k x 1k hidden layer: 2.5 GB for 16 cells x 4 copies).
 def build(
-    input_shape: tuple[int, int, int], num_classes: int, generators: Sequence[torch.Generator], width: int
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    generators: Sequence[torch.Generator],
+    width: int,
+    padding: int = 0,
 ) -> CNN:
-    return CNN(input_shape, num_classes, width, generators)
+    return CNN(input_shape, num_classes, width, generators, padding)
+
+
+def _pooled_side(side: int, padding: int) -> int:
+    """An image side after conv 3x3 (``padding``), avg-pool 2, conv 3x3, avg-pool 2 (floors, as torch's)."""
+    for _ in range(2):
+        side = (side + 2 * padding - 2) // 2
+    return side
