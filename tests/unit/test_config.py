@@ -143,15 +143,16 @@ def _mutate(config: dict, dotted: str, value) -> dict:
             "full",
             r"'experiments.mlp_mse_adaptive.adaptive': only used with `eta_grid: adaptive`",
         ),
-        (
-            "experiments.mlp_mse_adaptive.training.probes.sharpness.examples",
-            6000,
-            r"'experiments.mlp_mse_adaptive.training.probes.sharpness.examples': more than the 5000 test_examples",
-        ),
-        (
+        (  # more than the 5000 test images
             "experiments.mlp_mse_adaptive.training.probes.alignment.examples",
             6000,
-            r"'experiments.mlp_mse_adaptive.training.probes.alignment.examples': more than the 5000 test_examples",
+            r"'experiments.mlp_mse_adaptive.training.probes.alignment.examples': more than the 3200 images",
+        ),
+        (  # fewer than the test images, but more than the 200 x 16 of the training pass
+            "experiments.mlp_mse_adaptive.training.probes.sharpness.examples",
+            4000,
+            r"'experiments.mlp_mse_adaptive.training.probes.sharpness.examples': more than the 3200 images a probe "
+            r"batch is taken from \(test_examples 5000, or the training pass of steps x batch_size = 3200\)",
         ),
         (
             "experiments.mlp_mse_adaptive.training.probes.weight_movement",

@@ -426,3 +426,26 @@ def test_every_probe_runs_on_resnet18_and_the_vit_but_the_ntk_refuses_batch_norm
     assert sorted(curves.probes) == sorted(r for name in probes for r in PROBES[name].records)
     for record, values in curves.probes.items():
         assert np.isfinite(values.values).all(), record
+
+
+def test_curvature_probes_read_a_fixed_training_batch_and_the_others_the_test_images(digits_files, test_set):
+    """The edge of stability belongs to the training objective: the sharpness (and the other Hessian
+    and NTK probes) is measured on the first images of the training pass, so two data seeds give two
+    values at init; the alignment, on the test images, is the same for both. The batch is the pass's
+    head in stream order."""
+    probes = SHARPNESS | {"alignment": {"examples": 32}}
+    at_init = {}
+    for data_seed in (0, 1):
+        stream = OnlineStream(digits_files[0], 16, 8, data_seed)
+        curves = train(
+            make_setup(steps=8, dtype=torch.float64, probes=probes),
+            Members([0], [1.0], [0.01]),
+            stream,
+            *test_set,
+            **QUIET,
+        )
+        at_init[data_seed] = {name: curves.probes[name].values[0, 0] for name in ("sharpness", "feature_alignment")}
+        images, labels = stream.head(20)
+        assert torch.equal(images[:16], stream.batch(0)[0]) and torch.equal(labels[16:], stream.batch(1)[1][:4])
+    assert at_init[0]["sharpness"] != pytest.approx(at_init[1]["sharpness"], rel=1e-3)
+    assert at_init[0]["feature_alignment"] == at_init[1]["feature_alignment"]

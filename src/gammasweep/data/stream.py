@@ -101,6 +101,13 @@ class OnlineStream:
         self._windows: StepWindows | None = None
         self._placed_for: tuple[torch.device, float | None] | None = None  # to_device's last arguments
 
+    def head(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``count`` samples of the pass in stream order, on the host: uint8 images (n, H, W, C)
+        and labels (n,), n = min(count, steps x B). A fixed batch of the training data, the same for
+        every cell of the data seed (the probes of the training objective read it)."""
+        rows = self.slot[:count]
+        return self.images[rows], self.labels[rows]
+
     @property
     def held_bytes(self) -> int:
         """Bytes of the held pass: images, labels and slots (what ``to_device`` moves if it fits)."""

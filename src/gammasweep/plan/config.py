@@ -96,10 +96,13 @@ def validate(config: dict, schema: dict) -> None:
         grid_values(exp["eta"], f"{where}.eta")
         training = {**config["training"], **exp.get("training", {})}
         for probe, settings in training.get("probes", {}).items():
-            if settings.get("examples", 0) > training["test_examples"]:
+            # a probe batch is the first test images, or (the curvature probes) the first of the pass
+            limit = min(training["test_examples"], exp["steps"] * exp["batch_size"])
+            if settings.get("examples", 0) > limit:
                 raise ConfigError(
-                    f"config key '{where}.training.probes.{probe}.examples': more than the "
-                    f"{training['test_examples']} test_examples the probe batch is taken from"
+                    f"config key '{where}.training.probes.{probe}.examples': more than the {limit} images a probe "
+                    f"batch is taken from (test_examples {training['test_examples']}, or the training pass of "
+                    f"steps x batch_size = {exp['steps'] * exp['batch_size']})"
                 )
         if "adaptive" in exp and exp["eta_grid"] != "adaptive":
             raise ConfigError(

@@ -3,9 +3,11 @@
 A probe reads the weights and never writes them, and draws its random numbers from its own
 generators, so a run with probes follows exactly the trajectory of the same run without them.
 Probes are switched on per experiment (``training: {probes: {<name>: {settings}}}`` in the config);
-a probe that is off records nothing. Each probe measures on a fixed probe batch, the first
-``examples`` test images (the same for every run of a dataset), and records one or more
-variables per member: at every eval step, or (``final_only``) once, after the last step.
+a probe that is off records nothing. Each probe measures on a fixed probe batch: the Hessian and
+NTK probes (``on_training_data``) on the first ``examples`` images of the training pass (the edge
+of stability is the training objective's; the same for every run of a data seed), the others on
+the first ``examples`` test images. Each records one or more variables per member: at every eval
+step, or (``final_only``) once, after the last step.
 
 Probes by name, each with the variables it records:
 
@@ -96,6 +98,7 @@ class Probe:
     name: ClassVar[str]
     records: ClassVar[tuple[str, ...]]  # the recorded variables (``gammasweep.results.records``)
     final_only: ClassVar[bool] = False
+    on_training_data: ClassVar[bool] = False  # the probe batch: training images (the objective's), else test
     examples: int = 256
 
     def dims(self, net: Network, num_classes: int) -> dict[str, dict[str, int | list[str]]]:
@@ -183,6 +186,7 @@ class SharpnessProbe(Probe):
 
     name: ClassVar[str] = "sharpness"
     records: ClassVar[tuple[str, ...]] = ("sharpness",)
+    on_training_data: ClassVar[bool] = True
     iterations: int = 20
 
     def measure(self, net, batch, rows, weights, row_seeds):
@@ -199,6 +203,7 @@ class SpectrumProbe(Probe):
 
     name: ClassVar[str] = "spectrum"
     records: ClassVar[tuple[str, ...]] = ("hessian_ritz_value", "hessian_ritz_weight")
+    on_training_data: ClassVar[bool] = True
     iterations: int = 30
     vectors: int = 1
 
@@ -230,6 +235,7 @@ class ReadoutSharpnessProbe(Probe):
 
     name: ClassVar[str] = "readout_sharpness"
     records: ClassVar[tuple[str, ...]] = ("readout_sharpness",)
+    on_training_data: ClassVar[bool] = True
     iterations: int = 20
 
     def measure(self, net, batch, rows, weights, row_seeds):
@@ -247,6 +253,7 @@ class HessianTraceProbe(Probe):
 
     name: ClassVar[str] = "hessian_trace"
     records: ClassVar[tuple[str, ...]] = ("hessian_trace",)
+    on_training_data: ClassVar[bool] = True
     vectors: int = 10
 
     def measure(self, net, batch, rows, weights, row_seeds):
@@ -265,6 +272,7 @@ class NtkSpectrumProbe(Probe):
 
     name: ClassVar[str] = "ntk_spectrum"
     records: ClassVar[tuple[str, ...]] = ("ntk_eigenvalue",)
+    on_training_data: ClassVar[bool] = True
     examples: int = 64
     iterations: int = 20
     modes: int = 5
@@ -465,16 +473,21 @@ class ProbeRecorder:
         member_seeds: Sequence[int],
         evals: int,
         num_classes: int,
+        training_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
+        """``x_test`` (P, H, W, C) normalized and ``y_test`` (P,): the test images the probes read by
+        default; ``training_batch(n)``: the first n images of the training pass and their labels,
+        normalized, for the probes ``on_training_data`` (the test images if not given)."""
         self.probes, self.net, self.member_seeds, self.evals = make_probes(settings), net, list(member_seeds), evals
         dtype, device = x_test.dtype, x_test.device
         self.batches: dict[str, ProbeBatch | None] = {}
         for probe in self.probes:  # theta_0's outputs on each probe batch, computed once
-            x = x_test[: probe.examples]
+            if probe.on_training_data and training_batch is not None:
+                x, y = training_batch(probe.examples)
+            else:
+                x, y = x_test[: probe.examples], y_test[: probe.examples]
             with torch.no_grad():
-                self.batches[probe.name] = (
-                    ProbeBatch(x, y_test[: probe.examples], net.initial_output(x)) if len(x) else None
-                )
+                self.batches[probe.name] = ProbeBatch(x, y, net.initial_output(x)) if len(x) else None
         self.dims = {record: dims for probe in self.probes for record, dims in probe.dims(net, num_classes).items()}
         self.final = {record for probe in self.probes if probe.final_only for record in probe.records}
         self.records = {

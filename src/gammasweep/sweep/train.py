@@ -246,7 +246,15 @@ def train(
         initial_output=lambda x: functional_call(model, init, (x,)),
         lr_unit=learning_rate(model.width, 1.0),
     )
-    probes = ProbeRecorder(setup.probes, net, x_test, y_test, members.seeds, len(evals), setup.num_classes)
+
+    def training_batch(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``count`` images of the pass, normalized, with their labels (never augmented)."""
+        images, labels = stream.head(count)
+        return normalize(images.to(dev), setup.mean, setup.std, dt), labels.to(dev)
+
+    probes = ProbeRecorder(
+        setup.probes, net, x_test, y_test, members.seeds, len(evals), setup.num_classes, training_batch
+    )
     s.probes = probes.records
 
     def evaluate(column: int) -> None:
