@@ -82,6 +82,22 @@ def _mutate(config: dict, dotted: str, value) -> dict:
 
 
 @pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("experiments.mlp_mse.gamma", [0.1, float("nan")]),  # would schedule a gamma_nan job
+        ("checkpoint_minutes", float("nan")),  # would switch periodic checkpoints off
+        ("experiments.mlp_mse.eta", {"min": 1e-7, "max": float("inf"), "per_decade": 1}),  # an OverflowError
+        ("training.divergence_cap", float("inf")),
+    ],
+)
+def test_nan_and_infinite_numbers_fail_naming_the_key(default_config, schema, key, value):
+    with pytest.raises(
+        ConfigError, match=rf"config key '{re.escape(key)}(\.\d+|\.max)?': (nan|inf) is not a finite number"
+    ):
+        Plan(_mutate(default_config, key, value), schema)
+
+
+@pytest.mark.parametrize(
     "key,value,message",
     [
         ("experiments.mlp_mse.model.width", -4, r"'experiments.mlp_mse.model.width': -4 is less than the minimum of 1"),

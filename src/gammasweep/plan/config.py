@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import yaml
@@ -69,9 +71,28 @@ def fill_defaults(config: dict, schema: dict) -> None:
         pass  # validate() has reported every error already
 
 
+def non_finite_numbers(value: Any, key: str = "") -> Iterator[tuple[str, float]]:
+    """(config key, value) of every NaN or infinite number in ``value`` (nested dicts and lists); the
+    schema's number types admit them (YAML's .nan, .inf), no setting means them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield key or "<top>", value
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from non_finite_numbers(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from non_finite_numbers(item, f"{key}.{index}")
+
+
 def validate(config: dict, schema: dict) -> None:
     """Check ``config`` against the schema and the cross-references; raise ConfigError naming the key.
-    A valid config is completed in place with the schema's defaults (``fill_defaults``)."""
+    Every number must be finite. A valid config is completed in place with the schema's defaults
+    (``fill_defaults``)."""
+    if bad := list(non_finite_numbers(config)):
+        raise ConfigError(
+            "invalid config:\n  "
+            + "\n  ".join(f"config key '{key}': {value} is not a finite number" for key, value in bad)
+        )
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"config key '{'.'.join(map(str, e.absolute_path)) or '<top>'}': {e.message}" for e in errors[:10]]
