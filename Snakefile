@@ -7,8 +7,8 @@ from snakemake.utils import min_version
 min_version("9.19")
 
 
-# --configfile replaces the default config instead of being merged into it.
-if not config:
+# The default config, unless --configfile gives one: --configfile replaces it, --config merges into either.
+if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
 

@@ -6,17 +6,22 @@ Stdlib only, no pytest dependency. Usage::
         server.inject("/data.bin", cut_after=100_000)  # the first request gets 100 kB, then a closed socket,
         server.inject("/data.bin", ignore_range=True, times=None)  # every later one the whole file
         fetch(Remote(server.url("/data.bin")), dest)
-        print(server.requests)  # [Request(path, method, range, status, body_bytes), ...]
+        print(server.requests)  # [Request(path, method, range, status, body_bytes, if_range), ...]
 
 Faults injected for one path apply in turn, each to its ``times`` requests. The server answers GET
-and HEAD, honours ``Range: bytes=a-`` and ``bytes=a-b`` (206 with Content-Range; 416 when the range
-starts past the end), and answers 404 for unknown paths.
+and HEAD, names each file's version by a strong ``ETag`` (from its content, so changing
+``server.files[path]`` changes it), honours ``Range: bytes=a-`` and ``bytes=a-b`` (206 with
+Content-Range; 416 when the range starts past the end) unless an ``If-Range`` names another version
+(then 200 with the whole file), and answers 404 for unknown paths. Files are served as
+``application/octet-stream``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -30,6 +35,9 @@ class Fault:
     fail_status: int | None = None  # answer this status (500, 503, ...) with an empty body
     corrupt: bool = False  # serve the content with one byte in every 4096 flipped
     ignore_range: bool = False  # answer 200 with the whole content whatever the Range header says
+    html: bool = False  # answer 200 with an HTML error page (Content-Type: text/html), as a login portal does
+    no_validator: bool = False  # send no ETag
+    chunk_delay_s: float = 0.0  # send the body in CHUNK_BYTES pieces, pausing this long (seconds) before each
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class Request:
     range: str | None  # the Range header, verbatim
     status: int
     body_bytes: int  # body bytes actually sent
+    if_range: str | None = None  # the If-Range header, verbatim
 
 
 class FileServer:
@@ -90,6 +99,15 @@ class FileServer:
             self.requests.append(request)
 
 
+CHUNK_BYTES = 16 * 1024  # piece of a body sent slowly (Fault.chunk_delay_s)
+HTML_PAGE = b"<!DOCTYPE html>\n<html><body><h1>Service unavailable</h1><p>Please sign in.</p></body></html>\n"
+
+
+def etag(content: bytes) -> str:
+    """The strong ETag the server sends for ``content``."""
+    return f'"{hashlib.sha256(content).hexdigest()[:16]}"'
+
+
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._answer(send_body=True)
@@ -102,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, send_body: bool) -> None:
         server: FileServer = self.server.file_server
-        range_header = self.headers.get("Range")
+        range_header, if_range = self.headers.get("Range"), self.headers.get("If-Range")
         content = server.files.get(self.path)
         fault = server._take_fault(self.path)
         headers: dict[str, str] = {}
@@ -110,19 +128,28 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = 404, b""
         elif fault.fail_status is not None:
             status, body = fault.fail_status, b""
+        elif fault.html:
+            status, body, headers = 200, HTML_PAGE, {"Content-Type": "text/html; charset=utf-8"}
         else:
+            version = etag(content)
+            headers = {"Content-Type": "application/octet-stream"} | ({} if fault.no_validator else {"ETag": version})
             if fault.corrupt:
                 content = corrupted(content)
-            status, body, headers = _ranged(content, None if fault.ignore_range else range_header)
+            honour_range = not fault.ignore_range and if_range in (None, version)
+            status, body, range_headers = _ranged(content, range_header if honour_range else None)
+            headers |= range_headers
         sent = len(body) if fault.cut_after is None else min(fault.cut_after, len(body))
-        server._log(Request(self.path, self.command, range_header, status, sent if send_body else 0))
+        server._log(Request(self.path, self.command, range_header, status, sent if send_body else 0, if_range))
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if send_body:
-            self.wfile.write(body[:sent])
+            piece = CHUNK_BYTES if fault.chunk_delay_s else max(sent, 1)
+            for start in range(0, sent, piece):
+                time.sleep(fault.chunk_delay_s)
+                self.wfile.write(body[start : min(start + piece, sent)])
         self.close_connection = True  # after a cut, the client sees the connection close mid-body
 
 

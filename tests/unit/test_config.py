@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import copy
+import inspect
+import math
 import re
+import textwrap
+from collections.abc import Callable
 
 import pytest
 import yaml
 
-from gammasweep.figures import PLOTS
-from gammasweep.plan.config import ConfigError, grid_values, load_schema, value_key
+from gammasweep.figures import PLOTS, open_input
+from gammasweep.plan.config import ConfigError, generator_config, grid_values, load_schema, value_key
 from gammasweep.plan.plan import Plan, cell_path
+from gammasweep.plan.plots import PLOT_KINDS
 from gammasweep.probes.recorder import PROBES
 from gammasweep.related.experiments import KINDS
 
@@ -35,6 +41,20 @@ def test_paper_grids_are_the_authors(repo, schema):
     assert len(plan.cells("mlp3_mnist1m_mse")) == 21 * 49
 
 
+def test_the_paper_generator_is_the_authors(repo):
+    """MNIST-1M's generator: the authors' unrescaled betas, [0, 1] data, Adam 1e-4 decayed linearly over
+    20 epochs of the 60,000 MNIST training images at batch 256, and their sampler and storage."""
+    plan = Plan.from_files(repo / "config" / "paper.yaml", repo / "config" / "schema.yaml")
+    dataset = plan.dataset("mnist1m")
+    config = generator_config(dataset["source"], dataset["generator"])
+    assert (config.timesteps, config.betas, config.data_range) == (400, (1e-4, 0.02), "unit")
+    assert (config.learning_rate, config.lr_schedule, config.batch_size) == (1e-4, "linear", 256)
+    assert config.train_steps == 20 * math.ceil(60_000 / 256) and config.ema_decay == 0.0
+    sampling = dataset["sampling"]
+    assert (sampling["sampling_steps"], sampling["clip_denoised"], sampling["variance"]) == (None, False, "beta")
+    assert (sampling["storage"], sampling["guidance_weight"]) == ("float32", 0.5)
+
+
 def test_grid_forms():
     assert grid_values({"min": 0.01, "max": 100, "per_decade": 1}, "g") == pytest.approx([0.01, 0.1, 1, 10, 100])
     assert grid_values([3.0, 1.0], "g") == [1.0, 3.0]
@@ -55,7 +75,7 @@ def test_cell_params_resolve_dtype_and_overrides(default_config, schema):
     assert small["divergence_cap"] == 7.0 and small["record_points"] == config["training"]["record_points"]
     assert small["seeds"] == [0, 1] and small["input_shape"] == [8, 8, 1]
     assert cell_path("mlp_mse", "1.000e-03", "1.000e-07") == plan.cell_files("mlp_mse")[0]
-    assert plan.cell_identities("mlp_mse")[0] == {"experiment": "mlp_mse", "gamma": 1e-3, "eta": pytest.approx(1e-7)}
+    assert plan.cell_identities("mlp_mse")[0] == small  # all its params: the file of another configuration fails
     with pytest.raises(ConfigError, match="no cell"):
         plan.cell_params("mlp_mse", "2.000e-03", "1.000e-07")
     # the optimizer, resolved: what shapes the results, with Adam's defaults
@@ -226,6 +246,71 @@ def test_nan_and_infinite_numbers_fail_naming_the_key(default_config, schema, ke
             r"'figures.sparse_features_dln.related': unknown related 'dln'",
         ),
         ("figures.digits_samples.datasets", ["mnist"], r"'figures.digits_samples.datasets': unknown dataset 'mnist'"),
+        (
+            "datasets.digits.sampling.variance",
+            "beta",
+            r"'datasets.digits.sampling.variance': the ancestral step's noise; DDIM \(sampling_steps 8\) adds none",
+        ),
+        ("datasets.digits.sampling.storage", "float16", r"'datasets.digits.sampling.storage': 'float16' is not one of"),
+        (
+            "datasets.digits.generator.betas",
+            {"start": 0.02, "end": 1.0e-4},
+            r"'datasets.digits.generator': .*betas=\(0.02, 0.0001\) must be \(start, end\)",
+        ),
+        (
+            "datasets.digits.generator.lr_schedule",
+            "cosine",
+            r"'datasets.digits.generator.lr_schedule': 'cosine' is not",
+        ),
+        # A grid value's key (value_key) has two exponent digits, as the gamma and eta wildcards.
+        ("experiments.mlp_mse.gamma", [1.0e-100, 1.0], r"'experiments.mlp_mse.gamma': \[1e-100\] outside 1e-99"),
+        (
+            "experiments.mlp_mse.eta",
+            {"min": 1.0e98, "max": 1.0e100, "per_decade": 1},
+            r"'experiments.mlp_mse.eta': \[1e\+100\] outside 1e-99 \.\. 9\.999e\+99",
+        ),
+        (
+            "figures.eta_star_mlp_mse.options",
+            {"lazy_max": 0.1, "colour": "red"},
+            r"'figures.eta_star_mlp_mse.options': \['colour'\] unknown to plot 'eta_star_scaling'; "
+            r"it takes \['lazy_max', 'metric', 'rich_min'\]",
+        ),
+        (
+            "figures.regime_diagram.options",
+            {"metric": "test_loss"},
+            r"'figures.regime_diagram.options': \['metric'\] unknown to plot 'regime_diagram'; it takes \['points'\]",
+        ),
+        # A plot kind reads one kind of input: experiments, toy models, related experiments or datasets.
+        (
+            "figures.toy_phase_portrait.experiments",
+            ["mlp_mse"],
+            r"'figures.toy_phase_portrait.experiments': plot 'toy_phase_portrait' reads toy_models, not experiments",
+        ),
+        (
+            "figures.wrong",
+            {"plot": "regime_diagram", "experiments": ["mlp_mse"]},
+            r"'figures.wrong.experiments': plot 'regime_diagram' reads toy_models, not experiments",
+        ),
+        (
+            "figures.eta_star_mlp_mse.toy_models",
+            ["toy_mse"],
+            r"'figures.eta_star_mlp_mse.toy_models': plot 'eta_star_scaling' reads experiments, not toy_models",
+        ),
+        (
+            "figures.wrong",
+            {"plot": "loss_curves", "related": ["toy_catapult"]},
+            r"'figures.wrong.related': plot 'loss_curves' reads experiments, not related",
+        ),
+        (
+            "figures.wrong",
+            {"plot": "trajectories", "experiments": ["mlp_mse"], "options": {"variables": ["loss"]}},
+            r"'figures.wrong.experiments': plot 'trajectories' reads related, not experiments",
+        ),
+        (
+            "figures.wrong",
+            {"plot": "sample_grid", "experiments": ["mlp_mse"]},
+            r"'figures.wrong.experiments': plot 'sample_grid' reads datasets, not experiments",
+        ),
     ],
 )
 def test_bad_configs_fail_naming_the_key(default_config, schema, key, value, message):
@@ -233,13 +318,56 @@ def test_bad_configs_fail_naming_the_key(default_config, schema, key, value, mes
         Plan(_mutate(default_config, key, value), schema)
 
 
+def test_experiments_whose_rule_names_coincide_fail_naming_both(default_config, schema):
+    """Rule names are built from experiment names with '-' as '_': mlp-mse and mlp_mse would both
+    train in rules train_mlp_mse_pack<n>."""
+    config = _mutate(default_config, "experiments.mlp-mse", default_config["experiments"]["mlp_mse"])
+    with pytest.raises(
+        ConfigError,
+        match=r"config keys 'experiments.mlp_mse', 'experiments.mlp-mse': names that differ only in '-' and '_' "
+        r"\(in rule names both are '_': train_mlp_mse_pack<n>\)",
+    ):
+        Plan(config, schema)
+
+
 def test_the_schema_knows_exactly_the_probes_and_plots_the_code_has(schema):
     probes = schema["$defs"]["training"]["properties"]["probes"]["properties"]
     assert set(probes) == set(PROBES)
     figure = schema["properties"]["figures"]["additionalProperties"]["properties"]
-    assert set(figure["plot"]["enum"]) == set(PLOTS)
+    assert set(figure["plot"]["enum"]) == set(PLOTS) == set(PLOT_KINDS)
     related = schema["properties"]["related"]["additionalProperties"]["properties"]
     assert set(related["kind"]["enum"]) == set(KINDS)
+
+
+def _options_read(function: Callable) -> set[str]:
+    """The option names ``function`` reads from its argument ``options`` (``options.get("x")``,
+    ``options["x"]``, ``"x" in options``), and those read by the functions it hands ``options`` on to."""
+    read = set()
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(function)))):
+        match node:
+            case ast.Call(
+                func=ast.Attribute(value=ast.Name(id="options"), attr="get"), args=[ast.Constant(value=name), *_]
+            ):
+                read.add(name)
+            case ast.Subscript(value=ast.Name(id="options"), slice=ast.Constant(value=name)):
+                read.add(name)
+            case ast.Compare(
+                left=ast.Constant(value=name), ops=[ast.In() | ast.NotIn()], comparators=[ast.Name(id="options")]
+            ):
+                read.add(name)
+            case ast.Call(func=ast.Name(id=callee), args=args, keywords=keywords) if any(
+                isinstance(arg, ast.Name) and arg.id == "options" for arg in [*args, *(k.value for k in keywords)]
+            ):
+                read |= _options_read(function.__globals__[callee])
+    return read
+
+
+@pytest.mark.parametrize("plot", sorted(PLOTS))
+def test_a_plot_kinds_declared_options_are_those_its_function_reads(plot):
+    """``plan.plots.PLOT_KINDS`` declares each kind's options for the config check; they are exactly those the
+    plotting function reads (a dataset plot's also those its previews are opened with, ``open_input``)."""
+    read = _options_read(PLOTS[plot]) | (_options_read(open_input) if PLOT_KINDS[plot].reads == "datasets" else set())
+    assert PLOT_KINDS[plot].options == read
 
 
 def test_default_config_is_valid(default_config, schema):
@@ -261,7 +389,10 @@ def test_a_sample_figure_reads_each_datasets_pool_and_test_set(repo):
 
 def test_an_adaptive_experiment_plans_columns_seeded_by_theory(default_config, schema):
     plan = Plan(default_config, schema)
-    assert plan.experiments(adaptive=True) == ["mlp_mse_adaptive", "cnn_mse"] and plan.packs("mlp_mse_adaptive") == []
+    assert (
+        plan.experiments(adaptive=True) == ["mlp_mse_adaptive", "mlp_mse_edge", "cnn_mse"]
+        and plan.packs("mlp_mse_adaptive") == []
+    )
     columns = plan.columns("mlp_mse_adaptive")
     assert [c.gamma_key for c in columns] == list(plan.grids["mlp_mse"][0])
     assert columns[0].bracket == "results/brackets/mlp_mse_adaptive/gamma_1.000e-03.json"

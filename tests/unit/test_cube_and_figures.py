@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,8 +18,8 @@ from matplotlib.image import imread
 from gammasweep.figures import DATASET_PLOTS, PLOTS, RELATED_PLOTS, TOY_PLOTS, render
 from gammasweep.jobs.train import train_pack
 from gammasweep.results.analysis import adaptive_cost, eta_max, eta_star, final_metric, fit_power_law
-from gammasweep.results.cells import BadCellFile
-from gammasweep.results.cube import build_cube, open_cube, set_column_status, write_cube
+from gammasweep.results.cells import BadCellFile, read_cell
+from gammasweep.results.cube import BadCubeFile, build_cube, open_cube, set_column_status, write_cube
 from gammasweep.sweep.adaptive import INFERRED_DIVERGED, SKIPPED, TRAINED
 from gammasweep.theory.toy import toy_cube
 
@@ -132,11 +135,51 @@ def test_truncated_or_misplaced_cell_files_are_named_with_the_rebuild_command(ce
     truncated.write_bytes(cell_files[0].read_bytes()[:2000])
     with pytest.raises(BadCellFile, match=rf"cell file {truncated} cannot be read.*rm '{truncated}' && snakemake"):
         build_cube([cell_files[1], truncated])
-    # cell_files[1] is the cell gamma = 0.1, eta = 1e-1 (GAMMAS x ETAS order).
-    with pytest.raises(BadCellFile, match=r"holds other parameters than its path names.*'eta': \(0.1, 0.001\)"):
-        build_cube([cell_files[1]], expected=[{"experiment": "tiny", "gamma": 0.1, "eta": 1e-3}])
-    cube = build_cube([cell_files[1]], expected=[{"experiment": "tiny", "gamma": 0.1, "eta": 0.1}])
+    # cell_files[1] is the cell gamma = 0.1, eta = 1e-1 (GAMMAS x ETAS order); the params the plan gives a cell
+    # (all of them, test_aggregate.py) are here the file's own.
+    params = read_cell(cell_files[1])[1]
+    with pytest.raises(BadCellFile, match=r"holds other parameters than the config gives.*'eta': \(0.1, 0.001\)"):
+        build_cube([cell_files[1]], expected=[params | {"eta": 1e-3}])
+    cube = build_cube([cell_files[1]], expected=[params])
     assert cube.sizes["gamma"] == 1
+
+
+@pytest.mark.parametrize(
+    "item,attribute,value,problem",
+    [
+        ("/", "params", "{not json", r"has no readable JSON in attribute 'params' \(JSONDecodeError"),
+        ("/", "params", "[1, 2]", r"holds a list in attribute 'params', not a dict"),
+        ("/", "provenance", "null", r"holds a NoneType in attribute 'provenance', not a dict"),
+        ("probes/sharpness", "dims", "{broken", r"has no readable JSON in attribute 'dims' of /probes/sharpness"),
+        ("probes/sharpness", "labels", KeyError, r"has no readable JSON in attribute 'labels' of /probes/sharpness"),
+        ("probes/sharpness", "dims", '["member"]', r"has a probe record /probes/sharpness that does not fit its dims"),
+    ],
+)
+def test_a_cell_file_with_broken_attributes_is_named_with_the_rebuild_command(
+    cell_files, tmp_path, item, attribute, value, problem
+):
+    broken = tmp_path / "broken.h5"
+    shutil.copy(cell_files[0], broken)
+    with h5py.File(broken, "r+") as f:
+        if value is KeyError:
+            del f[item].attrs[attribute]
+        else:
+            f[item].attrs[attribute] = value
+    path = re.escape(str(broken))
+    with pytest.raises(BadCellFile, match=rf"cell file {path} {problem}.*; rebuild it with: rm '{path}' && snakemake"):
+        read_cell(broken)
+
+
+def test_an_unreadable_cube_is_named_with_the_rebuild_command(cube_file, tmp_path):
+    truncated, garbage = tmp_path / "truncated.nc", tmp_path / "garbage.nc"
+    truncated.write_bytes(cube_file.read_bytes()[:2000])
+    garbage.write_text("not a cube")
+    for path in (truncated, garbage, tmp_path / "missing.nc"):
+        name = re.escape(str(path))
+        with pytest.raises(
+            BadCubeFile, match=rf"cube {name} cannot be read \(.*; rebuild it with: rm '{name}' && snakemake"
+        ):
+            open_cube(path)
 
 
 def test_an_adaptive_cube_records_trained_inferred_and_skipped_cells(cell_files, cube_file, tmp_path):

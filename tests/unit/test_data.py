@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import make_setup
 
 from gammasweep.data.pools import read_images, write_images
-from gammasweep.data.stream import OnlineStream
+from gammasweep.data.stream import OnlineStream, normalize
+from gammasweep.sweep.train import Members, train
 
 
 def _stream_batches(stream: OnlineStream, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,3 +132,54 @@ def test_a_stream_on_a_gpu_serves_the_host_batches_there(digits_files, window):
     assert all(b.is_cuda for batch in batches for b in batch)
     for t, (images, labels) in zip([*range(20), 19, 3, 12], batches):
         assert torch.equal(images.cpu(), host.batch(t)[0]) and torch.equal(labels.cpu(), host.batch(t)[1])
+
+
+def _as_float32_pool(digits_files, path):
+    """The digits pool stored as float32 on the [0, 1] scale (images / 255): its images, labels and path."""
+    images, labels = read_images(digits_files[0])
+    write_images(path, (images / 255.0).astype(np.float32), labels)
+    return images, labels, path
+
+
+def test_a_float32_pool_round_trips_and_streams_as_stored(digits_files, tmp_path):
+    """float32 images are written, merged and read back as they are, values outside [0, 1] included;
+    the stream serves them as float32 and normalizes them as it does the uint8 pool's."""
+    from gammasweep.jobs.data import merge_pool
+
+    images, labels, path = _as_float32_pool(digits_files, tmp_path / "pool.h5")
+    raw = (images[:5] / 255.0 * 1.4 - 0.2).astype(np.float32)  # unclipped samples overshoot
+    write_images(tmp_path / "raw.h5", raw, labels[:5])
+    got = read_images(tmp_path / "raw.h5")
+    assert got[0].dtype == np.float32 and np.array_equal(got[0], raw) and np.array_equal(got[1], labels[:5])
+    merge_pool([str(tmp_path / "raw.h5"), str(path)], str(tmp_path / "merged.h5"), str(tmp_path / "manifest.json"))
+    merged = read_images(tmp_path / "merged.h5")[0]
+    assert (
+        merged.dtype == np.float32
+        and np.array_equal(merged[:5], raw)
+        and np.array_equal(merged[5:], read_images(path)[0])
+    )
+    with pytest.raises(ValueError, match="uint8 or float32"):
+        write_images(tmp_path / "x.h5", raw.astype(np.float64), labels[:5])
+
+    as_float, as_uint8 = OnlineStream(path, 50, 20, data_seed=3), OnlineStream(digits_files[0], 50, 20, data_seed=3)
+    got_float, got_uint8 = _stream_batches(as_float, 20), _stream_batches(as_uint8, 20)
+    assert got_float[0].dtype == torch.float32 and torch.equal(got_float[1], got_uint8[1])
+    mean, std = (0.3,), (0.4,)
+    assert torch.equal(
+        normalize(got_float[0], mean, std, torch.float32), normalize(got_uint8[0], mean, std, torch.float32)
+    )
+    with pytest.raises(ValueError, match="different dtypes"):
+        OnlineStream([path, digits_files[0]], 50, 20, data_seed=3)
+
+
+def test_a_float32_pool_trains_as_the_uint8_pool_it_holds(digits_files, test_set, tmp_path):
+    """Stored as images / 255 in float32, the pool trains a float32 MLP exactly as the uint8 pool."""
+    *_, path = _as_float32_pool(digits_files, tmp_path / "pool.h5")
+    setup, members = make_setup(steps=20), Members([0, 1], [1.0, 0.1], [0.5, 0.05])
+    runs = [
+        train(setup, members, OnlineStream(pool, 16, 20, data_seed=0), *test_set, log=lambda m: None)
+        for pool in (digits_files[0], path)
+    ]
+    assert np.isfinite(runs[1].test_loss).all()
+    np.testing.assert_array_equal(runs[0].test_loss, runs[1].test_loss)
+    np.testing.assert_array_equal(runs[0].train_loss, runs[1].train_loss)

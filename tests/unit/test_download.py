@@ -6,9 +6,10 @@ import hashlib
 import json
 import random
 import socket
+import threading
 
 import pytest
-from httpserver import FileServer, Request, corrupted
+from httpserver import HTML_PAGE, FileServer, Request, corrupted, etag
 
 from gammasweep.data.download import DownloadError, Remote, fetch
 
@@ -42,6 +43,14 @@ def sibling(dest, suffix: str):
     return dest.with_name(dest.name + suffix)
 
 
+def leave_part(server: FileServer, dest, cut: int = 150_000, path: str = PATH) -> None:
+    """A fetch of ``path`` cut short after ``cut`` bytes with no attempt left: it leaves a .part and its record."""
+    server.inject(path, cut_after=cut)
+    with pytest.raises(DownloadError, match="all 1 attempts failed"):
+        fetch(Remote(server.url(path)), dest, retries=1, log=lambda line: None, **FAST)
+    assert sibling(dest, ".part").stat().st_size == cut
+
+
 def test_good_download_is_recorded_and_not_fetched_again(server, dest):
     lines = []
     assert fetch(pinned(server), dest, log=lines.append, **FAST) == dest
@@ -66,7 +75,9 @@ def test_interrupted_transfers_resume_with_range_requests(server, dest):
     assert dest.read_bytes() == PAYLOAD
     requests = gets(server)
     assert [r.range for r in requests] == [None, "bytes=100000-", "bytes=200000-", "bytes=300000-"]
+    assert [r.if_range for r in requests] == [None] + 3 * [etag(PAYLOAD)]  # each resume names the version it continues
     assert [r.status for r in requests] == [200, 206, 206, 206]
+    assert not sibling(dest, ".part.json").exists()
     assert sum(r.body_bytes for r in requests) < 2 * len(PAYLOAD)
 
 
@@ -77,27 +88,18 @@ def test_server_ignoring_range_requests_still_gives_the_file(server, dest):
     fetch(pinned(server), dest, log=lines.append, **FAST)
     assert dest.read_bytes() == PAYLOAD
     assert [(r.range, r.status) for r in gets(server)] == [(None, 200), ("bytes=100000-", 200)]
-    assert any("ignored the request to resume at byte 100,000" in line for line in lines)
+    assert any("the server sent the whole file, not bytes from 100,000" in line for line in lines)
 
 
-def test_corrupt_transfer_is_rejected_and_fetched_again(server, dest):
-    server.inject(PATH, corrupt=True)
-    lines = []
-    fetch(pinned(server), dest, log=lines.append, **FAST)
-    assert dest.read_bytes() == PAYLOAD
-    assert [r.range for r in gets(server)] == [None, None]  # the bad .part was deleted, not resumed
-    assert any(f"sha256 (pinned): expected {SHA256}" in line for line in lines)
-
-
-def test_server_that_never_serves_the_pinned_bytes_fails_naming_both_checksums(server, dest):
+def test_download_that_does_not_match_its_pins_fails_at_once_naming_both_checksums(server, dest):
     server.inject(PATH, corrupt=True, times=None)
     with pytest.raises(DownloadError) as error:
-        fetch(pinned(server), dest, retries=3, log=lambda line: None, **FAST)
+        fetch(pinned(server), dest, retries=5, log=lambda line: None, **FAST)
     message = str(error.value)
     assert f"expected {SHA256}, found {hashlib.sha256(corrupted(PAYLOAD)).hexdigest()}" in message
-    assert "pin in the config is wrong" in message and "verify: false" in message
+    assert "pin in the config is wrong" in message and "verify: false" in message and "not retried" in message
     assert not dest.exists() and not sibling(dest, ".part").exists()
-    assert len(gets(server)) == 3
+    assert len(gets(server)) == 1  # a wrong pin is no transient fault: one complete download, not five
 
 
 @pytest.mark.parametrize(
@@ -181,31 +183,126 @@ def test_verify_false_accepts_a_wrong_checksum_pin_with_a_warning(server, dest):
     assert len(server.requests) == 1
 
 
-def test_verify_false_still_enforces_the_pinned_size(server, dest):
-    with pytest.raises(DownloadError, match="expected 1000 bytes"):
-        fetch(pinned(server, size=1000, verify=False), dest, retries=2, log=lambda line: None, **FAST)
-    assert not dest.exists()
+@pytest.mark.parametrize("verify", [True, False])
+def test_announced_size_other_than_the_pinned_one_fails_before_any_body_is_read(server, dest, verify):
+    with pytest.raises(
+        DownloadError, match="size \\(pinned\\): expected 1000 bytes, the server announces 393216"
+    ) as error:
+        fetch(pinned(server, size=1000, verify=verify), dest, retries=5, log=lambda line: None, **FAST)
+    assert "nothing was downloaded" in str(error.value)
+    assert len(gets(server)) == 1  # not retried
+    assert not dest.exists() and not sibling(dest, ".part").exists()  # no byte of the body was stored
 
 
 def test_leftover_part_is_resumed(server, dest):
-    dest.parent.mkdir()
-    sibling(dest, ".part").write_bytes(PAYLOAD[:150_000])
+    leave_part(server, dest)
     fetch(pinned(server), dest, **FAST)
     assert dest.read_bytes() == PAYLOAD
-    assert [(r.range, r.status, r.body_bytes) for r in gets(server)] == [("bytes=150000-", 206, len(PAYLOAD) - 150_000)]
+    assert [(r.range, r.if_range, r.status, r.body_bytes) for r in gets(server)][1:] == [
+        ("bytes=150000-", etag(PAYLOAD), 206, len(PAYLOAD) - 150_000)
+    ]
 
 
-def test_leftover_part_with_wrong_bytes_is_caught_by_the_pin(server, dest):
-    dest.parent.mkdir()
+def test_leftover_part_with_wrong_bytes_is_caught_by_the_pin_and_fetched_whole(server, dest):
+    leave_part(server, dest)
     sibling(dest, ".part").write_bytes(corrupted(PAYLOAD[:150_000]))
-    fetch(pinned(server), dest, **FAST)
+    lines = []
+    fetch(pinned(server), dest, log=lines.append, **FAST)
     assert dest.read_bytes() == PAYLOAD
-    assert [r.range for r in gets(server)] == ["bytes=150000-", None]
+    assert [r.range for r in gets(server)][1:] == ["bytes=150000-", None]
+    assert any("assembled from resumed transfers is not the one wanted" in line for line in lines)
 
 
 def test_leftover_part_longer_than_the_file_starts_over(server, dest):
-    dest.parent.mkdir()
+    leave_part(server, dest)
     sibling(dest, ".part").write_bytes(PAYLOAD + b"trailing garbage")
     fetch(pinned(server), dest, **FAST)
     assert dest.read_bytes() == PAYLOAD
-    assert [(r.range, r.status) for r in gets(server)] == [(f"bytes={len(PAYLOAD) + 16}-", 416), (None, 200)]
+    assert [(r.range, r.status) for r in gets(server)][1:] == [(f"bytes={len(PAYLOAD) + 16}-", 416), (None, 200)]
+
+
+def test_leftover_part_without_its_record_is_not_resumed(server, dest):
+    dest.parent.mkdir()
+    sibling(dest, ".part").write_bytes(PAYLOAD[:150_000])  # from where? with what validator? unknown
+    lines = []
+    fetch(Remote(server.url(PATH)), dest, log=lines.append, **FAST)
+    assert dest.read_bytes() == PAYLOAD
+    assert [r.range for r in gets(server)] == [None]
+    assert any("does not say where it comes from" in line for line in lines)
+
+
+def test_leftover_part_from_another_url_is_not_resumed(server, dest):
+    server.files["/old/part0.bin"] = random.Random(1).randbytes(len(PAYLOAD))  # the config's URL changed since
+    leave_part(server, dest, path="/old/part0.bin")
+    lines = []
+    fetch(Remote(server.url(PATH)), dest, log=lines.append, **FAST)  # unpinned: nothing else would catch a splice
+    assert dest.read_bytes() == PAYLOAD
+    assert [(r.path, r.range) for r in gets(server)] == [("/old/part0.bin", None), (PATH, None)]
+    assert any(f"it comes from {server.url('/old/part0.bin')}" in line for line in lines)
+
+
+def test_file_changed_on_the_server_between_attempts_is_fetched_whole_not_spliced(server, dest):
+    leave_part(server, dest)
+    new = random.Random(2).randbytes(len(PAYLOAD) + 1000)
+    server.files[PATH] = new
+    fetch(Remote(server.url(PATH)), dest, **FAST)  # unpinned
+    assert dest.read_bytes() == new
+    assert [(r.range, r.if_range, r.status) for r in gets(server)][1:] == [("bytes=150000-", etag(PAYLOAD), 200)]
+    assert json.loads(sibling(dest, ".json").read_text())["sha256"] == hashlib.sha256(new).hexdigest()
+
+
+def test_server_without_validators_is_not_resumed(server, dest):
+    server.inject(PATH, cut_after=100_000, no_validator=True)
+    server.inject(PATH, no_validator=True, times=None)
+    lines = []
+    fetch(Remote(server.url(PATH)), dest, log=lines.append, **FAST)
+    assert dest.read_bytes() == PAYLOAD
+    assert [(r.range, r.status) for r in gets(server)] == [(None, 200), (None, 200)]
+    assert any("named no validator" in line for line in lines)
+
+
+def test_html_error_page_is_refused_at_once(server, dest):
+    server.inject(PATH, html=True, times=None)  # 200, Content-Type: text/html
+    with pytest.raises(DownloadError, match="answered with an HTML page") as error:
+        fetch(Remote(server.url(PATH)), dest, retries=5, log=lambda line: None, **FAST)
+    assert server.url(PATH) in str(error.value)
+    assert len(gets(server)) == 1
+    assert not dest.exists() and not sibling(dest, ".part").exists() and not sibling(dest, ".json").exists()
+
+
+def test_file_that_is_not_the_format_its_url_names_is_refused_at_once(server, dest):
+    server.files["/cifar-10-python.tar.gz"] = HTML_PAGE  # a page served as application/octet-stream
+    with pytest.raises(DownloadError, match="is not a gzip file.*an HTML page, not data.*check the URL"):
+        fetch(Remote(server.url("/cifar-10-python.tar.gz")), dest, retries=5, log=lambda line: None, **FAST)
+    assert len(gets(server)) == 1
+    assert not dest.exists() and not sibling(dest, ".part").exists() and not sibling(dest, ".json").exists()
+
+
+def test_recorded_file_that_is_not_its_format_is_fetched_again(server, dest):
+    gz = "/mnist/t10k-labels-idx1-ubyte.gz"
+    server.files[gz] = b"\x1f\x8b" + PAYLOAD
+    dest.parent.mkdir()
+    dest.write_bytes(HTML_PAGE)  # accepted and recorded, unpinned, before formats were checked
+    sibling(dest, ".json").write_text(json.dumps({"url": server.url(gz), "size": len(HTML_PAGE)}))
+    lines = []
+    fetch(Remote(server.url(gz)), dest, log=lines.append, **FAST)
+    assert dest.read_bytes() == server.files[gz]
+    assert any("is not a gzip file" in line and "deleting it" in line for line in lines)
+
+
+def test_concurrent_fetches_of_one_file_download_it_once(server, dest):
+    server.inject(PATH, chunk_delay_s=0.02, times=None)  # about half a second per download: the fetches overlap
+    results, lines = [], []
+
+    def fetch_it() -> None:
+        results.append(fetch(Remote(server.url(PATH)), dest, log=lines.append, **FAST))
+
+    threads = [threading.Thread(target=fetch_it) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [dest, dest]
+    assert dest.read_bytes() == PAYLOAD
+    assert [(r.range, r.status) for r in gets(server)] == [(None, 200)]  # the second found the first's file
+    assert any("another fetch of this file is under way; waiting" in line for line in lines)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import pickle
+import re
+import shlex
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -16,6 +20,7 @@ from PIL import Image
 
 from gammasweep.data.formats import (
     convert_cifar5m_part,
+    format_problem,
     iter_npz_rows,
     npz_array_info,
     read_cifar,
@@ -217,6 +222,61 @@ def test_cifar_errors(tmp_path, cifar10):
         read_cifar10(tmp_path / "cut.tar.gz", "train")
 
 
+class _Payload:
+    """An object whose unpickling calls ``call(*args)``: what a crafted CIFAR batch could run in the reader."""
+
+    def __init__(self, call: Callable, *args: object) -> None:
+        self.call, self.args = call, args
+
+    def __reduce__(self) -> tuple:
+        return self.call, self.args
+
+
+@pytest.mark.parametrize("code", ["os.system", "builtins.exec"])
+def test_cifar_pickle_naming_foreign_code_is_refused_and_nothing_runs(tmp_path, code):
+    marker = tmp_path / "ran"
+    payload = {
+        "os.system": _Payload(os.system, f"touch {shlex.quote(str(marker))}"),
+        "builtins.exec": _Payload(exec, f"open({str(marker)!r}, 'w').close()"),
+    }[code]
+    crafted = pickle.dumps({b"data": payload, b"labels": [1]}, protocol=2)
+    path = write_tar(tmp_path / "cifar-10-python.tar.gz", {"cifar-10-batches-py/test_batch": crafted})
+    with pytest.raises(ValueError, match=r"test_batch: refused to load (posix|__builtin__)\.(system|exec): a CIFAR"):
+        read_cifar(path, "test")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("module", [b"numpy.core.multiarray", b"numpy._core.multiarray"])
+def test_cifar_batch_naming_numpy_as_either_version_writes_it_loads(tmp_path, module):
+    """CIFAR's own files (pickled with numpy 1) name ``numpy.core.multiarray._reconstruct``, numpy 2
+    ``numpy._core.multiarray._reconstruct``: the restricted unpickler takes both."""
+    images, labels = RNG.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8), np.array([0, 9, 4])
+    blob = re.sub(rb"numpy\.(_?)core\.multiarray\n", module + b"\n", cifar_batch(images, labels, b"labels"))
+    assert b"c" + module + b"\n_reconstruct\n" in blob  # protocol 2: a GLOBAL opcode, names in plain text
+    path = write_tar(tmp_path / "c.tar.gz", {"cifar-10-batches-py/test_batch": blob})
+    got_images, got_labels = read_cifar10(path, "test")
+    np.testing.assert_array_equal(got_images, images)
+    np.testing.assert_array_equal(got_labels, labels)
+
+
+@pytest.mark.parametrize(
+    "name, content, problem",
+    [
+        ("cifar-10-python.tar.gz", gzip.compress(b"x"), None),
+        ("/mnist/t10k-labels-idx1-ubyte.gz", b"\x00\x00\x08\x01", "is not a gzip file"),
+        ("part0.npz", b"PK\x03\x04rest", None),
+        ("tiny-imagenet-200.zip", b"  <!DOCTYPE html><html></html>", "(an HTML page, not data)"),
+        ("x.tar", bytes(257) + b"ustar\x0000", None),
+        ("x.tar", bytes(300), "is not a tar file"),
+        ("train-images-idx3-ubyte", b"<html>", None),  # an ending not known here: not judged
+    ],
+)
+def test_format_problem_judges_a_file_by_the_magic_its_name_calls_for(tmp_path, name, content, problem):
+    (tmp_path / "f").write_bytes(content)
+    found = format_problem(tmp_path / "f", name)
+    assert found is None if problem is None else problem in found
+
+
 # --------------------------------------------------------------------------------------- npz (CIFAR-5M)
 
 
@@ -340,6 +400,12 @@ def test_image_writer_refuses_incomplete_or_excess(tmp_path):
     with pytest.raises(ValueError, match=r"uint8 \(n, 8, 8, 1\)"):
         with image_writer(tmp_path / "p.h5", 4, (8, 8, 1)) as writer:
             writer.write(np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4))
+    with pytest.raises(ValueError, match=r"float32 \(n, 8, 8, 1\), got uint8"):
+        with image_writer(tmp_path / "p.h5", 4, (8, 8, 1), dtype=np.float32) as writer:
+            writer.write(images, np.zeros(4))
+    with pytest.raises(ValueError, match="stored as one of"):
+        with image_writer(tmp_path / "p.h5", 4, (8, 8, 1), dtype=np.float16):
+            pass
     assert not list(tmp_path.iterdir())
 
 

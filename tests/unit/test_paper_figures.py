@@ -17,7 +17,15 @@ from gammasweep.figures.phase_portrait import phase_portrait
 from gammasweep.figures.sharpness_trajectory import sharpness_trajectory
 from gammasweep.figures.sharpness_vs_gamma import sharpness_vs_gamma
 from gammasweep.figures.style import theme
-from gammasweep.results.analysis import best_over_eta, cell_diverged, eta_max, eta_star, final_metric, fit_power_law
+from gammasweep.results.analysis import (
+    best_over_eta,
+    cell_diverged,
+    eta_max,
+    eta_star,
+    final_metric,
+    fit_power_law,
+    regime_windows,
+)
 
 GAMMAS = np.array([1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0])
 ETAS = 10.0 ** np.arange(-4, 3)  # 7 etas, 1e-4 .. 1e2
@@ -158,6 +166,11 @@ def test_sharpness_vs_gamma_fits_the_lazy_and_rich_exponents(cube, tmp_path):
     assert fits.loc[("sharpness", "lazy"), "expected_slope"] == -2.0
     assert fits.loc[("sharpness", "rich"), "expected_slope"] == pytest.approx(-2.0 / 3.0)
     assert fits.loc[("sharpness", "lazy"), "points"] == 3  # gamma = 1e-4 has no eta*: no sharpness
+    # eta_max at 100 and 1000 is the grid's top, a bound: 2 / eta_max there is left out of the rich fit
+    edge_fit = fits.loc[("two_over_eta_max", "rich")]
+    assert edge_fit["censored_left_out"] == 2 and edge_fit["points"] == 1 and np.isnan(edge_fit["slope"])
+    assert fits.loc[("two_over_eta_max", "lazy"), "slope"] == pytest.approx(-1.0)
+    assert fits.loc[("two_over_eta_max", "lazy"), "slope_stderr"] < 1e-9  # 3 exact points
     per_gamma = table[table["kind"] == "gamma"].iloc[: len(GAMMAS)]
     np.testing.assert_allclose(per_gamma["eta_star"].values[1:], ETAS[np.array(EDGE[1:]) - 1])
     np.testing.assert_allclose(per_gamma["sharpness"].values[1:], [1.1 * sharpness_law(g) for g in GAMMAS[1:]])
@@ -226,6 +239,19 @@ def test_phase_portraits_of_several_sweeps_share_one_colour_scale_one_row_each(c
     assert set(table["experiment"]) == {"synthetic", "synthetic_wide"}
 
 
+def test_a_loss_above_its_value_at_init_takes_the_top_colour_and_keeps_its_value_in_the_table(cube, tmp_path):
+    """Without a loss cap a catapult that has not come down by T ends stable at, say, 1e50: the colour
+    scale ends at the loss at init (one 1e50 flattened it to one colour), the table holds 1e50."""
+    caught = cube.copy(deep=True)
+    caught["test_loss"][dict(gamma=3, eta=0, seed=0, eval_step=-1)] = 1e50
+    axes, table = _draw(phase_portrait, [caught], {}, tmp_path)
+    initial = float(caught["test_loss"].isel(eval_step=0).mean("seed").max())
+    assert axes[0].collections[0].norm.vmax == pytest.approx(initial)
+    assert table["test_loss"].max() == pytest.approx(1e50 / len(SEEDS))  # the seed mean
+    _, plain = _draw(phase_portrait, [cube], {}, tmp_path)
+    assert plain["test_loss"].max() < initial * 10
+
+
 def _power_law_cube() -> xr.Dataset:
     """A cube whose divergence edge is a known power law landing on grid points: eta_max = gamma^2 for
     gamma <= 1 and gamma^(2/3) above, on an eta grid of 12 per decade up to 10^1.75; at gamma = 1000 the
@@ -270,6 +296,31 @@ def test_fitted_edge_slopes_are_the_known_power_laws_and_leave_censored_points_o
     assert naive.slope < 2 / 3 - 0.05 and naive.stderr > 0.01
     _, portrait = _draw(phase_portrait, [cube], {}, tmp_path)
     assert portrait.groupby("gamma")["eta_max_censored"].first().tolist() == [False] * 12 + [True]
+
+
+def test_the_fit_windows_rule_finds_the_break_of_a_known_broken_power_law(tmp_path):
+    """Known answers: slopes 2 and 2/3 meeting at gamma = 10^0.5 (with +-0.05-decade noise) put the
+    crossover within 0.1 decade of it, and the windows a decade either side; a censored point (a bound
+    far below the line) does not move it; with fewer than 3 points a side the crossover is gamma = 1.
+    On the power-law cube the rule's windows are the hand-picked 0.1 and 10 and the fits the same."""
+    x = np.arange(-3, 4.01, 0.25)
+    noise = 0.05 * np.resize([1, -1, 0, -1, 1], len(x))
+    y = np.where(x <= 0.5, 2 * (x - 0.5), 2 / 3 * (x - 0.5)) + noise
+    windows = regime_windows(10.0**x, 10.0**y)
+    assert abs(np.log10(windows.crossover) - 0.5) <= 0.1
+    assert np.log10(windows.lazy_max) == pytest.approx(np.log10(windows.crossover) - 1)
+    assert np.log10(windows.rich_min) == pytest.approx(np.log10(windows.crossover) + 1)
+    bound = y.copy()
+    bound[-1] -= 3.0  # nothing diverged up to a grid top far below the line
+    censored = np.arange(len(x)) == len(x) - 1
+    assert regime_windows(10.0**x, 10.0**bound, censored) == windows
+    assert regime_windows(10.0**x, 10.0**bound).crossover != windows.crossover  # taken as a value, it moves
+    assert regime_windows(10.0 ** x[:5], 10.0 ** y[:5]).crossover == 1.0
+    _, table = _draw(eta_star_scaling, [_power_law_cube()], {}, tmp_path)
+    fits = table[table["quantity"] == "eta_max"].set_index("regime")
+    assert fits["gamma_crossover"].iloc[0] == pytest.approx(1.0)
+    assert fits.loc["lazy", "slope"] == pytest.approx(2.0, abs=1e-9) and fits.loc["lazy", "points"] == 5
+    assert fits.loc["rich", "slope"] == pytest.approx(2 / 3, abs=1e-9) and fits.loc["rich", "points"] == 4
 
 
 def test_a_power_law_fit_reports_its_standard_error():

@@ -15,7 +15,13 @@ from torch import nn
 from gammasweep.data.stream import OnlineStream, normalize
 from gammasweep.sweep.losses import mse
 from gammasweep.sweep.models import build_model
-from gammasweep.sweep.parameterization import MuBatchNorm2d, MuConv2d, centered_output, learning_rate
+from gammasweep.sweep.parameterization import (
+    MuBatchNorm2d,
+    MuConv2d,
+    batch_statistics,
+    centered_output,
+    learning_rate,
+)
 from gammasweep.sweep.train import Members, train
 
 SPEC = {"name": "mlp", "depth": 3}
@@ -32,9 +38,11 @@ EVERY_MODEL = [
 STACKING_ATOL = {"resnet18": 1e-14}
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train-mode", "eval-mode"])
 @pytest.mark.parametrize("spec", EVERY_MODEL, ids=lambda s: s["name"])
-def test_centered_output_is_exactly_zero_at_init(spec):
-    net, frozen = (build_model(spec, (8, 8, 1), 10, seeds=[3, 4]) for _ in range(2))
+def test_centered_output_is_exactly_zero_at_init(spec, training):
+    """In training mode and in eval mode (BatchNorm on its initial running statistics, as the test at step 0)."""
+    net, frozen = (build_model(spec, (8, 8, 1), 10, seeds=[3, 4]).train(training) for _ in range(2))
     x = torch.randn(50, 8, 8, 1)
     f = centered_output(net(x), frozen(x), 1e-5)
     assert f.shape == (2, 50, 10) and torch.equal(f, torch.zeros_like(f))
@@ -184,6 +192,58 @@ def test_batch_norm_normalizes_each_member_on_its_own_batch_statistics():
     assert torch.equal(norm(other)[:, :3], norm(x)[:, :3])
 
 
+def test_batch_norm_is_torchs_batch_norm_2d_per_member_with_its_running_statistics():
+    """Per member, MuBatchNorm2d is torch's nn.BatchNorm2d with its defaults (the authors' ResNet's):
+    after a few training passes its outputs and running statistics (momentum 0.1, variance unbiased)
+    are torch's; in eval mode its output is torch's eval output on those running statistics, far
+    from the output on the batch's own statistics."""
+    norm = MuBatchNorm2d(3, members=2).double()
+    reference = [nn.BatchNorm2d(3).double() for _ in range(2)]
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        norm.weight.normal_(generator=gen), norm.bias.normal_(generator=gen)
+        for k, torch_norm in enumerate(reference):
+            torch_norm.weight.copy_(norm.weight[k]), torch_norm.bias.copy_(norm.bias[k])
+    batches = [2.0 + 3.0 * torch.randn(8, 2 * 3, 5, 5, generator=gen, dtype=torch.float64) for _ in range(4)]
+    for x in batches[:3]:  # training mode, the default
+        y = norm(x)
+        for k, torch_norm in enumerate(reference):
+            torch.testing.assert_close(
+                y[:, 3 * k : 3 * k + 3], torch_norm(x[:, 3 * k : 3 * k + 3]), rtol=1e-12, atol=1e-12
+            )
+    for k, torch_norm in enumerate(reference):
+        torch.testing.assert_close(norm.running_mean[k], torch_norm.running_mean, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(norm.running_var[k], torch_norm.running_var, rtol=1e-14, atol=1e-14)
+    assert (norm.running_mean.abs() > 0.3).all() and (norm.running_var > 2).all()  # far off their init (0, 1)
+    x = batches[3]
+    with batch_statistics(norm):
+        on_batch = norm(x)
+    norm.eval()
+    y = norm(x)
+    for k, torch_norm in enumerate(reference):
+        torch.testing.assert_close(
+            y[:, 3 * k : 3 * k + 3], torch_norm.eval()(x[:, 3 * k : 3 * k + 3]), rtol=1e-12, atol=1e-12
+        )
+    assert (y - on_batch).abs().max() > 0.1
+
+
+def test_batch_statistics_normalizes_on_the_batch_and_leaves_the_running_statistics_untouched():
+    """What the probes use: training mode on the batch in hand, without the running statistics' update,
+    whatever the mode before; on exit each BatchNorm is back in its own mode."""
+    net = build_model({"name": "resnet18", "width": 2}, (8, 8, 1), 10, seeds=[0, 1]).double()
+    x, other = torch.randn(2, 6, 8, 8, 1, dtype=torch.float64)
+    net(other)  # one training pass: the running statistics leave their init
+    before = {k: v.clone() for k, v in net.named_buffers()}
+    for training in (True, False):
+        net.train(training)
+        with batch_statistics(net):
+            y = net(x)
+        assert all(module.training == training for module in net.modules())
+        assert all(torch.equal(v, before[k]) for k, v in net.named_buffers())
+        torch.testing.assert_close(y, net.train()(x), rtol=1e-12, atol=1e-12)  # the batch's statistics (and an update)
+        before = {k: v.clone() for k, v in net.named_buffers()}
+
+
 def test_same_seed_same_init_and_other_seed_other_init():
     a, b, c = (build_model({**SPEC, "width": 16}, (8, 8, 1), 10, seeds=[s]) for s in (0, 0, 1))
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
@@ -242,6 +302,20 @@ def test_output_scales_as_one_over_gamma():
     assert outputs[1e-3].abs().mean() > 1e5 * outputs[1e3].abs().mean()
 
 
+def _hand_sgd_step(setup, stream, test_set, gamma: float, lr: float):
+    """By hand, the network of seed 5 and its frozen copy theta_0 (float64, in training mode), one SGD step
+    of rate ``lr`` on the stream's first batch; returns (net, frozen, the normalized test images)."""
+    net, frozen = (build_model(setup.model, (8, 8, 1), 10, seeds=[5]).double() for _ in range(2))
+    frozen.requires_grad_(False)
+    images, labels = stream.batch(0)
+    x = normalize(images, setup.mean, setup.std, torch.float64)
+    mse(centered_output(net(x), frozen(x), gamma), labels).sum().backward()
+    with torch.no_grad():
+        for p in net.parameters():
+            p -= lr * p.grad
+    return net, frozen, normalize(test_set[0], setup.mean, setup.std, torch.float64)
+
+
 @pytest.mark.parametrize("gamma,eta", [(1.0, 0.05), (1e-2, 1e-3), (30.0, 2.0)])
 def test_one_trainer_step_is_sgd_with_lr_width_times_eta(digits_files, test_set, gamma, eta):
     """The trainer's test loss after one step equals a hand-written SGD step with lr = N * eta."""
@@ -250,17 +324,36 @@ def test_one_trainer_step_is_sgd_with_lr_width_times_eta(digits_files, test_set,
     stream = OnlineStream(pool, batch_size=16, steps=1, data_seed=0)
     curves = train(setup, Members([5], [gamma], [eta]), stream, *test_set, log=lambda m: None)
 
-    net = build_model(setup.model, (8, 8, 1), 10, seeds=[5]).double()
-    frozen = build_model(setup.model, (8, 8, 1), 10, seeds=[5]).double()
-    images, labels = stream.batch(0)
-    x = normalize(images, setup.mean, setup.std, torch.float64)
-    mse(centered_output(net(x), frozen(x), gamma), labels).sum().backward()
+    net, frozen, x_test = _hand_sgd_step(setup, stream, test_set, gamma, width * eta)
     with torch.no_grad():
-        for p in net.parameters():
-            p -= width * eta * p.grad
-        x_test = normalize(test_set[0], setup.mean, setup.std, torch.float64)
         # the test loss sums the squared error over the 10 classes (the authors'), the training loss averages
         expected = 10 * mse(centered_output(net(x_test), frozen(x_test), gamma), test_set[1])[0].item()
     assert curves.eval_step.tolist() == [0, 1]
     assert curves.test_loss[0, 0] == pytest.approx(1.0, rel=1e-12)  # f = 0 at init: one-hot^2 summed over classes
     assert curves.test_loss[0, 1] == pytest.approx(expected, rel=1e-10)
+
+
+def test_the_trainer_tests_resnet18_on_running_statistics_as_the_authors(digits_files, test_set):
+    """One trainer step of ResNet-18 equals the authors' by hand: the network and its frozen copy theta_0
+    in training mode (both normalize on the batch and update their running statistics: their
+    ``CenteredModel`` under ``model.train()``), an SGD step, then the test loss in eval mode on the
+    running statistics (``test_model``'s ``model.eval()``), which the batch-statistics loss is not.
+    At init, in eval mode, f = 0 exactly."""
+    width, gamma, eta = 2, 1.0, 0.05
+    setup = make_setup(steps=1, dtype=torch.float64, model={"name": "resnet18", "width": width})
+    stream = OnlineStream(digits_files[0], batch_size=16, steps=1, data_seed=0)
+    curves = train(setup, Members([5], [gamma], [eta]), stream, *test_set, log=lambda m: None)
+
+    net, frozen, x_test = _hand_sgd_step(setup, stream, test_set, gamma, width * eta)
+    with torch.no_grad():
+
+        def test_loss() -> float:
+            return 10 * mse(centered_output(net(x_test), frozen(x_test), gamma), test_set[1])[0].item()
+
+        with batch_statistics(net), batch_statistics(frozen):
+            on_batch = test_loss()
+        net.eval(), frozen.eval()
+        expected = test_loss()
+    assert curves.test_loss[0, 0] == 1.0  # f = 0 exactly: one-hot^2 summed over classes
+    assert curves.test_loss[0, 1] == pytest.approx(expected, rel=1e-10)
+    assert abs(expected - on_batch) > 1e-3 * expected

@@ -20,12 +20,20 @@ from gammasweep.probes.linalg import (
     start_vectors,
     top_hessian_eigenvalue,
 )
-from gammasweep.probes.recorder import PROBES, FeatureSparsityProbe, Network, ProbeBatch, label_kernel, tangent_kernel
+from gammasweep.probes.recorder import (
+    PROBES,
+    FeatureSparsityProbe,
+    Network,
+    ProbeBatch,
+    ProbeRecorder,
+    label_kernel,
+    tangent_kernel,
+)
 from gammasweep.related.sparsity import feature_sparsity
 from gammasweep.results.kernels import centered_alignment
 from gammasweep.sweep.losses import LOSSES
 from gammasweep.sweep.models import build_model
-from gammasweep.sweep.parameterization import centered_output
+from gammasweep.sweep.parameterization import batch_statistics, centered_output, running_statistics
 from gammasweep.sweep.train import Members, train
 
 QUIET = {"log": lambda message: None}
@@ -82,6 +90,23 @@ def test_lanczos_quadrature_is_exact_for_low_moments_and_finds_the_spectrum():
     for r, spectrum in enumerate(spectra):
         np.testing.assert_allclose(full_nodes[r, :8].numpy(), sorted(spectrum), atol=1e-9)
         assert torch.isnan(full_nodes[r, 8:]).all() and (full_masses[r, 8:] == 0).all()
+
+
+def test_lanczos_quadrature_of_a_blown_up_row_is_nan_and_the_other_rows_are_measured():
+    """Without a loss cap a cell may be probed at a catapult's peak, where its Hessian products overflow:
+    that row's spectrum is NaN (weight 0), not an eigh failure that ends the job, and the others' is exact."""
+    spectra = [[4.0, 2.5, 1.0, 0.5], [1.0, 2.0, 3.0, 4.0]]
+    _, weights, loss_of = _quadratic_rows(spectra)
+    with torch.enable_grad():
+        exact = Hessian(loss_of, weights)
+        start = start_vectors(exact.params, [7, 8])
+
+        def overflowing(vectors: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [torch.cat([torch.full_like(p[:1], math.inf), p[1:]]) for p in exact(vectors)]
+
+        nodes, masses = lanczos_quadrature(overflowing, start, 6)
+    assert torch.isnan(nodes[0]).all() and (masses[0] == 0).all()
+    np.testing.assert_allclose(nodes[1, :4].numpy(), spectra[1], atol=1e-9)
 
 
 def _member_loss(setup, seeds: list[int], gammas: list[float], x: torch.Tensor, y: torch.Tensor):
@@ -399,7 +424,9 @@ def test_every_probe_runs_on_resnet18_and_the_vit_but_the_ntk_refuses_batch_norm
     """Through the trainer on 8 x 8 digits, every probe records finite values for every member of the
     ViT (its LayerNorm is per example) and every probe but the alignment for ResNet-18, whose NTK
     raises: BatchNorm makes an example's output depend on its batch, so per-example Jacobians are not
-    its NTK (docs/models.md). The NTK spectrum, from Jacobian products of the batch function, runs."""
+    its NTK (docs/models.md). The NTK spectrum, from Jacobian products of the batch function, runs.
+    The probes leave BatchNorm's running statistics untouched: the test loss after the step, on those
+    statistics, is the one of the run without probes."""
     members, stream = (
         Members(seeds=[0, 1], gammas=[1.0, 10.0], etas=[0.05, 0.5]),
         OnlineStream(digits_files[0], 16, 1, 0),
@@ -426,6 +453,44 @@ def test_every_probe_runs_on_resnet18_and_the_vit_but_the_ntk_refuses_batch_norm
     assert sorted(curves.probes) == sorted(r for name in probes for r in PROBES[name].records)
     for record, values in curves.probes.items():
         assert np.isfinite(values.values).all(), record
+    plain = train(make_setup(steps=1, model=model), members, stream, *test_set, **QUIET)
+    for field, values in plain.arrays().items():
+        np.testing.assert_array_equal(values, curves.arrays()[field], err_msg=field)
+
+
+def test_probes_see_resnet18_on_batch_statistics_and_never_update_the_running_ones(test_set):
+    """In either mode of the model, a probe sees BatchNorm on its probe batch's statistics (the
+    training objective's function: its outputs are the batch function's) and leaves every running
+    statistic as it was, the rows' and theta_0's; the model's mode is restored."""
+    setup = make_setup(model={"name": "resnet18", "width": 2}, dtype=torch.float64)
+    model = build_model(setup.model, setup.input_shape, setup.num_classes, seeds=[0, 1]).double()
+    init = {k: v.detach() for k, v in model.named_parameters()}
+    x = normalize(test_set[0][:32], setup.mean, setup.std, torch.float64)
+    model(x)  # a training pass: theta_0's running statistics (the model's buffers) leave their init
+    stats = {k: v.clone() for k, v in running_statistics(model).items()}  # the rows', as the trainer's
+    model(x[:16])  # theta_0's and the rows' differ
+
+    def centered(rows: slice, weights: dict, x: torch.Tensor, g0: torch.Tensor) -> torch.Tensor:
+        return centered_output(
+            functional_call(model, {**weights, **{k: v[rows] for k, v in stats.items()}}, (x,)), g0, 1.0
+        )
+
+    net = Network(model, LOSSES["mse"], centered, lambda rows: init, model, lr_unit=2.0)
+    weights = {k: v.requires_grad_() for k, v in _moved(init).items()}
+    running = {"rows": stats, "theta_0": dict(model.named_buffers())}
+    before = {owner: {k: v.clone() for k, v in tensors.items()} for owner, tensors in running.items()}
+    for training in (True, False):
+        model.train(training)
+        probes = {"outputs": {"examples": 16}, "sharpness": {"examples": 16, "iterations": 2}}
+        recorder = ProbeRecorder(probes, net, x, test_set[1][:32], [0, 1], evals=1, num_classes=10)
+        recorder.measure(0, 0, [(slice(0, 2), weights)], torch.arange(2), torch.ones(2, dtype=torch.bool))
+        assert all(module.training == training for module in model.modules())
+        for owner, tensors in running.items():
+            assert all(torch.equal(v, before[owner][k]) for k, v in tensors.items()), owner
+        with torch.no_grad(), batch_statistics(model):
+            expected = centered(slice(0, 2), weights, x[:16], model(x[:16]))
+        torch.testing.assert_close(recorder.records["probe_output"], expected, rtol=1e-12, atol=1e-12)
+        assert torch.isfinite(recorder.records["sharpness"]).all()
 
 
 def test_curvature_probes_read_a_fixed_training_batch_and_the_others_the_test_images(digits_files, test_set):

@@ -74,6 +74,10 @@ def test_gate_passes_on_real_images_with_true_labels(classifier, digits):
     assert report["agreement"] >= 0.95 and report["imbalance"] == 0.0
     assert report["class_counts"] == [33] * K
     check_quality(report)  # does not raise
+    as_float32 = quality_report(
+        model, (images / 255.0).astype(np.float32), labels, K, reference_accuracy=accuracy, **GATE
+    )
+    assert as_float32 == report  # a pool stored as float32 on the [0, 1] scale is judged the same
 
 
 def test_gate_fails_on_an_untrained_generator(classifier, digits, tmp_path):
@@ -172,7 +176,7 @@ def test_empty_and_invalid_inputs(classifier, digits):
     json.dumps(empty, allow_nan=False)
     with pytest.raises(ValueError, match="labels must lie"):
         quality_report(model, images, labels + 1, K, **GATE)
-    with pytest.raises(ValueError, match="uint8"):
-        quality_report(model, images.astype(np.float32), labels, K, **GATE)
+    with pytest.raises(ValueError, match="uint8 or float32"):
+        quality_report(model, images.astype(np.float64), labels, K, **GATE)
     with pytest.raises(ValueError, match="min_agreement"):
         quality_report(model, images, labels, K, min_agreement=1.5, max_imbalance=0.1)

@@ -131,3 +131,17 @@ def test_the_figure_rule_renders_a_grid_from_pool_and_test_files(digits_files, t
     assert outputs["pdf"].read_bytes()[:5] == b"%PDF-" and outputs["png"].stat().st_size > 0
     table = pd.read_csv(outputs["csv"])
     np.testing.assert_array_equal(table["pool_count"], np.bincount(read_images(digits_files[0])[1]))
+
+
+def test_preview_of_a_float32_pool_is_its_uint8_quantization(tmp_path):
+    """A float32 pool (the [0, 1] scale, unclipped) previews as uint8, rounded and clipped."""
+    uint8_path = _pool(tmp_path / "uint8.h5", [5, 5])
+    images, labels = read_images(uint8_path)
+    raw = (images / 255.0).astype(np.float32)
+    raw[0, 0, 0, 0], raw[1, 0, 0, 0] = -0.3, 1.7
+    write_images(tmp_path / "float32.h5", raw, labels)
+    preview, expected = pool_preview(tmp_path / "float32.h5", 5), pool_preview(uint8_path, 5)
+    clipped = images.copy()
+    clipped[0, 0, 0, 0], clipped[1, 0, 0, 0] = 0, 255
+    assert preview["images"].dtype == np.uint8
+    np.testing.assert_array_equal(preview["images"].values, clipped[expected["row"].values])

@@ -70,6 +70,27 @@ def test_divergence_cap_counts_as_divergence(digits_files, test_set):
     assert curves.diverged.tolist() == [True] and curves.diverged_step.tolist() == [0]
 
 
+def test_without_a_cap_a_catapult_is_a_result_and_only_a_non_finite_loss_diverges(digits_files, test_set):
+    """The authors' rule (NaN only). Just above the lazy edge (gamma = 1e-4, float64) the loss catapults
+    to ~1e5 and comes back down: a cap of 1e4 called that divergence, and since the catapult's height
+    goes as 1/gamma^2 a fixed cap moved the small-gamma edge (docs/fidelity.md); far above, it overflows."""
+    members = Members([0, 0], [1e-4, 1e-4], [10**-6.5, 10**-5.5])
+    runs = {
+        cap: train(
+            make_setup(steps=80, dtype=torch.float64, divergence_cap=cap, record_points=80),
+            members,
+            OnlineStream(digits_files[0], 16, 80, 0),
+            *test_set,
+            **QUIET,
+        )
+        for cap in (1e4, None)
+    }
+    assert runs[1e4].diverged.tolist() == [True, True]
+    catapult = runs[None].train_loss[0]
+    assert runs[None].diverged.tolist() == [False, True]
+    assert np.nanmax(catapult) > 1e4 and catapult[-1] < np.nanmax(catapult) / 10
+
+
 def test_members_with_different_seeds_differ_and_all_learn(digits_files, test_set):
     setup = make_setup(steps=60)
     curves = train(
@@ -217,6 +238,23 @@ def test_cells_diverging_at_step_one_leave_the_survivors_of_their_pack_untouched
         alone = _alone(setup, stream, test_set, k, members)
         np.testing.assert_allclose(pack.test_loss[k], alone.test_loss[0], rtol=1e-12)
         np.testing.assert_allclose(pack.train_loss[k], alone.train_loss[0], rtol=1e-12)
+
+
+def test_a_resnet18_pack_in_chunks_of_one_trains_each_cell_as_alone(digits_files, test_set, monkeypatch):
+    """Every row keeps its own BatchNorm running statistics, sliced with its chunk and compacted with
+    its weights; theta_0 keeps one per seed: each survivor of a ResNet-18 pack trained one row per
+    chunk, one row diverged and dropped, has the test losses (on its running statistics) of its cell
+    trained alone."""
+    monkeypatch.setattr(train_module, "CPU_CHUNK_BYTES", 1)
+    members = Members(seeds=[0, 1, 0], gammas=[1.0, 1.0, 3.0], etas=[1e8, 0.05, 0.2])  # the first diverges
+    setup = make_setup(steps=12, dtype=torch.float64, model={"name": "resnet18", "width": 2})
+    stream = OnlineStream(digits_files[0], 16, 12, 0)
+    pack = train(setup, members, stream, *test_set, check_every=4, **QUIET)
+    assert pack.diverged.tolist() == [True, False, False]
+    for k in (1, 2):
+        alone = _alone(setup, stream, test_set, k, members)
+        np.testing.assert_allclose(pack.test_loss[k], alone.test_loss[0], rtol=1e-10)
+        np.testing.assert_allclose(pack.train_loss[k], alone.train_loss[0], rtol=1e-10)
 
 
 def test_a_pool_streamed_in_windows_trains_exactly_as_one_held_whole(digits_files, test_set):

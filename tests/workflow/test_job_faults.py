@@ -1,10 +1,11 @@
 """Training jobs as processes: killed (SIGTERM, kill -9) mid-run and resumed from their checkpoint with
-identical results, and a full disk."""
+identical results, a full disk, and an adaptive column retried after a failure in its second round."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 from conftest import h5_datasets
 
-from gammasweep.jobs.train import train_pack
+from gammasweep.jobs import train as jobs
+from gammasweep.jobs.train import train_column, train_pack
 
 
 # Four members, one of which diverges at step 1 (so the pack is compacted before the stop).
@@ -127,3 +129,53 @@ def test_a_full_disk_fails_the_job_clearly_and_leaves_nothing_half_written(tmp_p
         job.stderr
     )
     assert list((tmp_path / "full").iterdir()) == []  # neither the cell file nor its temporary
+
+
+def test_a_column_retried_after_a_failure_in_its_second_round_does_not_retrain_its_first(
+    tmp_path, digits_files, monkeypatch
+):
+    """Snakemake deletes a failed column job's output directory; its finished rounds wait outside it, so the
+    retry trains from the failed round on, and the column equals an uninterrupted one's. The bracket puts the
+    edge at index 1 and nothing below 1e6 diverges: rounds [0, 1], [2], [3]."""
+    cells = [
+        cell | {"eta": eta} for cell in _cells(tmp_path, "unused", steps=100)[0][:1] for eta in (1e-4, 1e-3, 1e-2, 1e6)
+    ]
+    bracket = tmp_path / "bracket.json"
+    bracket.write_text(json.dumps({"edge": 1}))
+    rounds: list[list[float]] = []
+    run_cells = jobs.run_cells
+
+    def failing_in_round_2(chosen: list[dict], *args, **kwargs):
+        rounds.append([cell["eta"] for cell in chosen])
+        if len(rounds) == 2:
+            raise RuntimeError("the node died in round 2")
+        return run_cells(chosen, *args, **kwargs)
+
+    def column(name: str) -> tuple[str, list[str], str]:
+        """Train the column into tmp_path/name (its output directory, cell files, finished rounds)."""
+        out = tmp_path / name / "gamma_1"
+        files = [str(out / f"eta_{i}.h5") for i in range(len(cells))]
+        args = (cells, files, str(digits_files[0]), str(digits_files[1]), str(bracket), 0, str(out))
+        train_column(*args, str(tmp_path / name / "rounds"), checkpoint=str(tmp_path / name / "round.pt"))
+        return str(out), files, str(tmp_path / name / "rounds")
+
+    monkeypatch.setattr(jobs, "run_cells", failing_in_round_2)
+    with pytest.raises(RuntimeError, match="round 2"):
+        column("retried")
+    shutil.rmtree(tmp_path / "retried" / "gamma_1", ignore_errors=True)  # what Snakemake does to a failed job's output
+    assert rounds == [[1e-4, 1e-3], [1e-2]]
+    retry_from = len(rounds)
+    out, files, kept = column("retried")
+    assert rounds[retry_from:] == [[1e-2], [1e6]], "the retry trained the first round again"
+    assert not os.path.exists(kept)
+    monkeypatch.setattr(jobs, "run_cells", run_cells)
+    reference, reference_files, _ = column("uninterrupted")
+    assert json.loads(open(f"{out}/column.json").read()) == json.loads(open(f"{reference}/column.json").read())
+    assert (
+        sorted(os.listdir(out)) == sorted(os.listdir(reference)) == ["column.json", *(f"eta_{i}.h5" for i in range(4))]
+    )
+    for retried, uninterrupted in zip(files, reference_files, strict=True):
+        a, b = h5_datasets(retried), h5_datasets(uninterrupted)
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)

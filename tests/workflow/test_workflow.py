@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import h5_datasets
 from workflow_helpers import (
@@ -31,6 +32,8 @@ from workflow_helpers import (
     snakemake_env,
 )
 
+from gammasweep.data.diffusion import load_generator_config, train_generator
+from gammasweep.data.pools import read_images
 from gammasweep.figures import PLOTS, RELATED_PLOTS
 from gammasweep.plan.plan import Plan
 from gammasweep.results.cube import open_cube
@@ -192,11 +195,32 @@ def test_default_config_plans_the_quickstart(tmp_path):
     plan = Plan(default, yaml.safe_load((REPO / "config" / "schema.yaml").read_text()))
     assert [len(p.cells) for p in plan.packs("mlp_mse")] == [12, 24, 24, 24]  # 7 x 12 cells, float64 first
     assert [len(p.cells) for p in plan.packs("mlp_mse_adam")] == [12, 48, 24]
-    assert counts["train_pack"] == 4 + 5 * 3 and counts["bracket_eta"] == 2 * 7  # + signsgd, adam, width32, batch64, ce
+    assert counts["train_pack"] == 4 + 5 * 3  # + signsgd, adam, width32, batch64, ce
+    assert counts["bracket_eta"] == 2 * 7 + 15  # mlp_mse_adaptive and cnn_mse, mlp_mse_edge at 2 gammas per decade
     assert counts["figure_adaptive_coverage_mlp_mse"] == 1 and counts["simulate_toy"] == 2
     # The related papers' experiments are in rule all too: each cube once, each figure its rule.
     assert counts["simulate_related"] == len(default["related"]) >= 10
     assert {rule for rule in counts if rule.startswith("figure_")} == {f"figure_{name}" for name in default["figures"]}
+
+
+def test_config_overrides_merge_into_the_default_config_and_a_configfile_replaces_it(tmp_path):
+    """`--config key=value` overrides keys of the config, as Snakemake users expect; `--configfile`
+    replaces the default config (README); a bad override fails naming its key."""
+    root = scratch_workflow(tmp_path, micro_config())
+
+    def figure_rules(*args: str) -> set[str]:
+        result = snakemake(root, "-n", "--quiet", "rules", *args)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return {rule for rule in rule_counts(result.stdout) if rule.startswith("figure_")}
+
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert figure_rules("--config", "checkpoint_minutes=5") == {f"figure_{name}" for name in default["figures"]}
+    micro = {f"figure_{name}" for name in micro_config()["figures"]}
+    assert figure_rules("--configfile", "micro.yaml", "--config", "checkpoint_minutes=5") == micro
+    bad = snakemake(root, "-n", "--config", "checkpoint_minutes=-5")
+    assert (
+        bad.returncode != 0 and "config key 'checkpoint_minutes': -5 is less than or equal" in bad.stdout + bad.stderr
+    )
 
 
 def test_a_second_workflow_on_the_same_directory_is_refused_by_the_lock(tmp_path):
@@ -271,6 +295,54 @@ def test_a_kill_9ed_training_job_resumes_when_the_workflow_is_rerun(micro_run, t
     assert "checkpoint: resuming from step" in text and "resuming from step 0 " not in text, text
     assert not (root / "results" / "checkpoints" / "mlp_mse" / "pack0000.pt").exists()
     assert_cells_equal_an_uninterrupted_run(root, "mlp_mse", tmp_path)
+
+
+def test_a_sigtermed_generator_job_resumes_when_the_workflow_is_rerun(tmp_path):
+    """SLURM's notice (SIGTERM) to the generator's job: it saves its checkpoint outside its output (which
+    Snakemake deletes when the job fails) and exits non-zero; the workflow's rerun resumes from there, to
+    the generator an uninterrupted run makes."""
+    config = micro_config(losses=("mse",)) | {"checkpoint_minutes": 1000}  # no periodic save: only the signal's
+    config["datasets"]["micro"]["generator"]["train_steps"] = 150
+    root = scratch_workflow(tmp_path / "workflow", config)
+    target = root / "results" / "data" / "micro" / "generator.pt"
+    relative = str(target.relative_to(root))
+    checkpoint = root / "results" / "checkpoints" / "data" / "micro" / "generator.pt"
+    log = root / "results" / "logs" / "data" / "micro" / "train_generator.log"
+    command = [sys.executable, "-m", "snakemake", "--configfile", "micro.yaml", "--cores", "1", relative]
+    workflow = subprocess.Popen(
+        command, cwd=root, env=snakemake_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not (log.exists() and "step 40/150" in log.read_text()):
+            assert workflow.poll() is None and time.monotonic() < deadline, "the generator never reached step 40"
+            time.sleep(0.1)
+        jobs = _processes_running(str(root), "train_generator.py")
+        assert jobs, "no generator job process found"
+        for pid in jobs:
+            os.kill(pid, signal.SIGTERM)
+        stderr = workflow.communicate(timeout=300)[1].decode()
+        while _processes_running(str(root), "train_generator.py"):  # the job may outlive its shell
+            assert time.monotonic() < deadline, "the generator job did not stop"
+            time.sleep(0.1)
+    finally:
+        if workflow.poll() is None:
+            workflow.kill()
+    assert workflow.returncode != 0 and "Error in rule train_generator" in stderr, stderr[-3000:]
+    assert "stopped before step" in log.read_text() and not target.exists()
+    stopped = torch.load(checkpoint, weights_only=True)["step"]
+    rerun = snakemake(root, "--configfile", "micro.yaml", "--cores", "1", relative)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"checkpoint: resuming from step {stopped} " in log.read_text() and 40 <= stopped < 150
+    assert not checkpoint.exists()
+    reference = tmp_path / "uninterrupted.pt"
+    images, labels = read_images(root / "results" / "data" / "sources" / "sklearn_digits" / "train.h5")
+    train_generator(images, labels, load_generator_config(target), reference, log=lambda message: None)
+    resumed, uninterrupted = torch.load(target, weights_only=True), torch.load(reference, weights_only=True)
+    assert resumed["losses"] == uninterrupted["losses"] and resumed["config"] == uninterrupted["config"]
+    for key in ("model", "ema"):
+        for name, value in uninterrupted[key].items():
+            assert torch.equal(resumed[key][name], value), (key, name)
 
 
 def test_a_broken_generator_fails_the_quality_gate_and_nothing_trains(micro_run, tmp_path):

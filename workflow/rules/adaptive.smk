@@ -4,7 +4,8 @@
 #     growing the window if a point diverges late; skipped when the grid's first point diverges.
 # The checkpoint eta_brackets joins an experiment's brackets (so they all run in parallel); the DAG
 # is re-evaluated after it, and aggregate_adaptive then asks for the columns with something to train.
-# A killed column job resumes its current round from results/checkpoints/<exp>/gamma_<g>.pt.
+# A killed column job resumes its current round from results/checkpoints/<exp>/gamma_<g>.pt; its finished
+# rounds wait in results/checkpoints/<exp>/gamma_<g>/ (Snakemake deletes a failed job's output directory).
 
 ADAPTIVE = PLAN.experiments(adaptive=True)
 ADAPTIVE_EXPERIMENT = "|".join(ADAPTIVE)  # the {experiment} of these rules
@@ -90,6 +91,10 @@ if ADAPTIVE:
             ENV
         params:
             grid=lambda w: [list(axis.values()) for axis in PLAN.grids[w.experiment]],
+            # per column directory, the params its cell files must hold: a stale one fails the cube
+            cells=lambda w: {
+                c.directory: PLAN.column_cells(w.experiment, c.gamma_key) for c in PLAN.columns(w.experiment)
+            },
             experiment=lambda w: PLAN.config["experiments"][w.experiment],
         script:
             "../scripts/aggregate_adaptive.py"

@@ -14,6 +14,7 @@ rule aggregate:
     conda:
         ENV
     params:
+        # every cell's params, which its file must hold: a stale file of another configuration fails the cube
         expected=lambda w: PLAN.cell_identities(w.experiment),
         experiment=lambda w: PLAN.config["experiments"][w.experiment],
     script:

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from gammasweep.plan import paths
-from gammasweep.plan.config import load_schema
+from gammasweep.plan.config import VALUE_KEY, load_schema
 from gammasweep.plan.plan import Plan
 from gammasweep.data.sources import SOURCES
 
@@ -16,8 +16,8 @@ wildcard_constraints:
     experiment=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     source=r"[a-z0-9_]+",
-    gamma=r"\d\.\d{3}e[+-]\d{2}",
-    eta=r"\d\.\d{3}e[+-]\d{2}",
+    gamma=VALUE_KEY,
+    eta=VALUE_KEY,
     shard=r"\d+",
     part=r"\d+",
 

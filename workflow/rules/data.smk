@@ -1,6 +1,9 @@
 # Data. A generated dataset: real source images -> diffusion generator -> sampled shards -> one
 # pool -> quality gate. A fetched dataset: its published parts, each downloaded and converted.
 # Downloads are kept in results/downloads/ and re-verified (size, sha256) whenever they are used.
+# A generated pool is the longest chain of the default config, so its rules go first (PRIORITY_DATA).
+
+PRIORITY_DATA = 50
 
 
 # Downloads run on the submitting host: cluster compute nodes often have no internet.
@@ -10,6 +13,7 @@ rule fetch_source:
         test=paths.SOURCE.replace("{split}", "test"),
     log:
         paths.LOG["fetch_source"],
+    priority: PRIORITY_DATA
     localrule: True
     conda:
         ENV
@@ -19,6 +23,8 @@ rule fetch_source:
         "../scripts/fetch_source.py"
 
 
+# The generator checkpoints to results/checkpoints/data/ (paths.GENERATOR_CHECKPOINT), outside its output,
+# every `checkpoint_minutes` and on SIGTERM/SIGUSR1; its retry (runtime grows with the attempt) resumes there.
 rule train_generator:
     input:
         lambda w: PLAN.source_file(w.dataset, "train"),
@@ -26,9 +32,14 @@ rule train_generator:
         paths.GENERATOR,
     log:
         paths.LOG["train_generator"],
+    priority: PRIORITY_DATA
     conda:
         ENV
-    threads: 2
+    threads: 1  # so the rest of the DAG runs beside it on a 2-core machine
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=lambda wildcards, attempt: 240 * attempt,
     params:
         # Only what the generator depends on: editing the sampling settings must not retrain it.
         source=lambda w: PLAN.dataset(w.dataset)["source"],
@@ -45,6 +56,7 @@ rule sample_shard:
         paths.SHARD,
     log:
         paths.LOG["sample_shard"],
+    priority: PRIORITY_DATA
     conda:
         ENV
     threads: 1
@@ -66,6 +78,7 @@ rule merge_pool:
         manifest=paths.MANIFEST,
     log:
         paths.LOG["merge_pool"],
+    priority: PRIORITY_DATA
     conda:
         ENV
     script:
@@ -81,9 +94,10 @@ rule quality_gate:
         paths.QUALITY,
     log:
         paths.LOG["quality_gate"],
+    priority: PRIORITY_DATA
     conda:
         ENV
-    threads: 2
+    threads: 1  # a 2-thread job waits for both cores: on 2 cores it would wait for the whole DAG
     params:
         gate=lambda w: PLAN.dataset(w.dataset)["quality_gate"],
         num_classes=lambda w: SOURCES[PLAN.dataset(w.dataset)["source"]].num_classes,

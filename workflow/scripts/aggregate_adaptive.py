@@ -6,7 +6,7 @@ with job_log(snakemake):
         list(snakemake.input.brackets),
         list(snakemake.input.columns),
         tuple(snakemake.params.grid),
-        snakemake.wildcards.experiment,
+        dict(snakemake.params.cells),
         dict(snakemake.params.experiment),
         snakemake.output[0],
     )

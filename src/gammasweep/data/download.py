@@ -3,18 +3,30 @@
 ``fetch(Remote(url, size=..., sha256=...), "data/raw/file.bin")`` leaves a verified file at that
 path or raises :class:`DownloadError`; it never leaves an unverified file there. Next to it live
 
-* ``file.bin.part``: the transfer in progress; a later attempt (or run) resumes it with an HTTP
-  ``Range`` request;
+* ``file.bin.part``: the transfer in progress, and ``file.bin.part.json``, the URL it comes from and
+  the server's validator (a strong ETag, else Last-Modified). A later attempt (or run) resumes it
+  with an HTTP ``Range`` request conditional on that validator (``If-Range``), and only from the same
+  URL: a ``.part`` from another URL or without a validator is discarded, and a file that changed on
+  the server is sent whole (HTTP 200) and fetched again from the start;
 * ``file.bin.json``: the record of the verified file, ``{"url", "size", "sha256", "md5"}`` (size
   in bytes, hex digests). Files published without a checksum (CIFAR-5M's parts) are checked
-  against it on every later call.
+  against it on every later call;
+* ``file.bin.lock``: locked (``flock``) while a process fetches the file, so that a second fetch of
+  the same file waits for the first and then finds the verified file.
 
 Network failures (connection errors, timeouts, HTTP 5xx, 408, 429, a body cut short) are retried
-with exponential back-off, resuming where the transfer stopped; other HTTP errors fail at once.
+with exponential back-off, resuming where the transfer stopped. Other HTTP errors fail at once, and
+so does a file that is not the one wanted: an HTML page (``Content-Type: text/html``), a size the
+server announces other than the pinned one (before any of the body is read), a file that does not
+begin as its format must (:func:`gammasweep.data.formats.format_problem`, by the URL's ending), or a
+complete download that does not match its pins. Only a file assembled from resumed transfers that
+fails these checks is fetched once more, whole.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import http.client
 import json
@@ -22,12 +34,15 @@ import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 from typing import BinaryIO
 
+from gammasweep.data.formats import format_problem
 from gammasweep.results.io import atomic_path
 
 MAX_BACKOFF_S = 60.0  # longest wait between two attempts, seconds
@@ -96,31 +111,51 @@ def fetch(
 
     ``retries`` is the number of attempts in all; the wait before attempt k + 2 is ``backoff_s * 2**k``
     seconds (at most a minute). ``timeout_s`` bounds each network operation (seconds), ``chunk_bytes``
-    the size of each read and write (bytes).
+    the size of each read and write (bytes). Concurrent calls for the same ``dest`` run one at a time.
     """
     dest = Path(dest)
     if not remote.verify and (remote.sha256 or remote.md5):
         log(f"warning: verify is false for {remote.url}: its pinned checksums are not enforced")
-    if dest.exists() and _reuse_existing(remote, dest, chunk_bytes, log):
-        return dest
-    _sibling(dest, ".json").unlink(missing_ok=True)  # a record without its file describes nothing
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(_sibling(dest, ".lock"), log):
+        if dest.exists() and _reuse_existing(remote, dest, chunk_bytes, log):
+            return dest
+        _sibling(dest, ".json").unlink(missing_ok=True)  # a record without its file describes nothing
+        return _download(remote, dest, retries, backoff_s, timeout_s, chunk_bytes, log)
+
+
+def file_digests(path: str | Path, chunk_bytes: int = 1 << 20) -> Values:
+    """Size (bytes), sha256 and md5 (hex) of a file on disk, read in ``chunk_bytes`` pieces."""
+    return _Digests.of_file(Path(path), chunk_bytes).values()
+
+
+def _download(
+    remote: Remote,
+    dest: Path,
+    retries: int,
+    backoff_s: float,
+    timeout_s: float,
+    chunk_bytes: int,
+    log: Callable[[str], None],
+) -> Path:
+    """The attempts of :func:`fetch` (see there), which holds the lock on ``dest``."""
     part = _sibling(dest, ".part")
     log(f"downloading {remote.url} to {dest}")
     for attempt in range(1, retries + 1):
         try:
-            found = _transfer(remote.url, part, timeout_s, chunk_bytes, log)
-            problems = _mismatches(found, [("pinned", _pinned(remote))])
-            if not problems:
+            found, resumed = _transfer(remote, part, timeout_s, chunk_bytes, log)
+            wrong_format = format_problem(part, urllib.parse.urlsplit(remote.url).path)
+            mismatches = _mismatches(found, [("pinned", _pinned(remote))])
+            if wrong_format is None and not mismatches:
                 os.replace(part, dest)
+                _sibling(part, ".json").unlink(missing_ok=True)
                 _record(remote, dest, found, log)
                 return dest
-            part.unlink()
-            last_error = (
-                f"the downloaded file does not match its pins: {'; '.join(problems)}; either the file "
-                "on the server changed or the pin in the config is wrong (`verify: false` for this "
-                "file accepts it anyway)"
-            )
+            _discard(part)
+            if not resumed:
+                raise DownloadError(f"could not download {remote.url} to {dest}: {_refusal(wrong_format, mismatches)}")
+            why = wrong_format or "; ".join(mismatches)
+            last_error = f"the file assembled from resumed transfers is not the one wanted ({why})"
         except _Transient as err:
             last_error = str(err)
         if attempt < retries:
@@ -132,13 +167,39 @@ def fetch(
     )
 
 
-def file_digests(path: str | Path, chunk_bytes: int = 1 << 20) -> Values:
-    """Size (bytes), sha256 and md5 (hex) of a file on disk, read in ``chunk_bytes`` pieces."""
-    return _Digests.of_file(Path(path), chunk_bytes).values()
+def _refusal(wrong_format: str | None, mismatches: list[str]) -> str:
+    """Why a complete download is refused, and what to do about it (it is not retried)."""
+    if wrong_format:
+        return (
+            f"the downloaded file {wrong_format}; the server sent something else (an error or login page?); "
+            "check the URL; not retried"
+        )
+    return (
+        f"the downloaded file does not match its pins: {'; '.join(mismatches)}; either the file on the server "
+        "changed or the pin in the config is wrong (`verify: false` for this file accepts it anyway); not retried"
+    )
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path, log: Callable[[str], None]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if need be), waiting while another holds it."""
+    with lock_path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"{lock_path} is locked: another fetch of this file is under way; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the handle releases the lock
 
 
 def _sibling(dest: Path, suffix: str) -> Path:
     return dest.with_name(dest.name + suffix)
+
+
+def _discard(part: Path) -> None:
+    """Delete a ``.part`` and the record of its source."""
+    part.unlink(missing_ok=True)
+    _sibling(part, ".json").unlink(missing_ok=True)
 
 
 def _pinned(remote: Remote) -> Values:
@@ -162,10 +223,13 @@ def _mismatches(found: Values, expected: list[tuple[str, Values]]) -> list[str]:
 
 
 def _reuse_existing(remote: Remote, dest: Path, chunk_bytes: int, log: Callable[[str], None]) -> bool:
-    """Whether the file at ``dest`` is the wanted one (pins and record agree); if not, say why and delete it."""
+    """Whether the file at ``dest`` is the wanted one (format, pins and record agree); if not, say why and delete it."""
     record_path = _sibling(dest, ".json")
     record, problems = _read_record(record_path, remote.url)
     expected = [("pinned", _pinned(remote))] + ([("recorded", record)] if record is not None else [])
+    if not problems:
+        wrong_format = format_problem(dest, urllib.parse.urlsplit(remote.url).path)
+        problems = [f"it {wrong_format}"] if wrong_format else []
     if not problems:
         problems = _mismatches({"size": dest.stat().st_size}, expected)  # the size first: it costs nothing
     if not problems:
@@ -205,18 +269,53 @@ def _record(remote: Remote, dest: Path, found: Values, log: Callable[[str], None
         )
 
 
-def _transfer(url: str, part: Path, timeout_s: float, chunk_bytes: int, log: Callable[[str], None]) -> Values:
-    """Stream ``url`` into ``part``, resuming what is there; return the size and checksums of the whole ``part``."""
-    offset = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+def _resume_point(url: str, part: Path, log: Callable[[str], None]) -> tuple[int, str | None]:
+    """Where to resume ``part`` (bytes) and the validator to send as ``If-Range``. Only a ``.part`` begun from
+    ``url`` by a server that named a validator is resumed; any other is discarded, and this returns (0, None)."""
+    size = part.stat().st_size if part.exists() else 0
+    state_path = _sibling(part, ".json")
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, ValueError):
+        state = {}
+    if size and state.get("url") == url and state.get("validator"):
+        return size, state["validator"]
+    if size:
+        if "url" not in state:
+            why = f"{state_path} does not say where it comes from"
+        elif state["url"] != url:
+            why = f"it comes from {state['url']}"
+        else:
+            why = "its server named no validator (ETag, Last-Modified) to resume it by"
+        log(f"{url}: not resuming {part} ({why}); starting over")
+    _discard(part)
+    return 0, None
+
+
+def _validator(headers: Message) -> str | None:
+    """What names this version of the file for ``If-Range``: a strong ETag, else Last-Modified (None if neither)."""
+    etag = headers.get("ETag")
+    return etag if etag and not etag.startswith("W/") else headers.get("Last-Modified")
+
+
+def _transfer(
+    remote: Remote, part: Path, timeout_s: float, chunk_bytes: int, log: Callable[[str], None]
+) -> tuple[Values, bool]:
+    """Stream ``remote`` into ``part``, resuming what is there if it may (see :func:`_resume_point`); return the
+    size and checksums of the whole ``part``, and whether it continued an earlier transfer."""
+    url = remote.url
+    offset, validator = _resume_point(url, part, log)
+    request = urllib.request.Request(
+        url, headers={"Range": f"bytes={offset}-", "If-Range": validator} if offset else {}
+    )
     try:
         response = urllib.request.urlopen(request, timeout=timeout_s)
     except urllib.error.HTTPError as err:
         err.close()
         if err.code == 416 and offset:  # the .part is no prefix the server can continue
             log(f"{url}: the server cannot resume at byte {offset:,} (HTTP 416); starting over")
-            part.unlink()
-            return _transfer(url, part, timeout_s, chunk_bytes, log)
+            _discard(part)
+            return _transfer(remote, part, timeout_s, chunk_bytes, log)
         if err.code in RETRYABLE_STATUS or err.code >= 500:
             raise _Transient(f"HTTP {err.code} {err.reason}") from err
         raise DownloadError(f"could not download {url}: HTTP {err.code} {err.reason} (not retried)") from err
@@ -224,21 +323,45 @@ def _transfer(url: str, part: Path, timeout_s: float, chunk_bytes: int, log: Cal
         raise _Transient(f"{type(err).__name__}: {err}") from err
     with response:
         start, total = _extent(response)
-        if response.status == 206:
+        _refuse_announced(remote, response, total)
+        resumed = response.status == 206
+        if resumed:
             if start != offset:
-                part.unlink(missing_ok=True)
+                _discard(part)
                 raise _Transient(f"asked for bytes from {offset:,}, got bytes from {start:,}; starting over")
+            if _validator(response.headers) != validator:
+                _discard(part)
+                raise _Transient(f"the file changed on the server since byte {offset:,} was fetched; starting over")
             log(f"{url}: resuming at byte {offset:,}")
             digests = _Digests.of_file(part, chunk_bytes)
         else:
             if offset:
-                log(f"{url}: the server ignored the request to resume at byte {offset:,}; starting over")
+                log(f"{url}: the server sent the whole file, not bytes from {offset:,} (changed since?); starting over")
+            with atomic_path(_sibling(part, ".json")) as tmp:
+                tmp.write_text(json.dumps({"url": url, "validator": _validator(response.headers)}) + "\n")
             digests = _Digests()
-        with part.open("ab" if response.status == 206 else "wb") as out:
+        with part.open("ab" if resumed else "wb") as out:
             _stream(url, response, out, digests, total, chunk_bytes, log)
     if total is not None and digests.size != total:  # a transfer cut short (or a confused server)
         raise _Transient(f"the transfer ended at byte {digests.size:,} of the {total:,} announced")
-    return digests.values()
+    return digests.values(), resumed
+
+
+def _refuse_announced(remote: Remote, response: http.client.HTTPResponse, total: int | None) -> None:
+    """Raise :class:`DownloadError`, before any of the body is read, if the headers say it is not the file:
+    an HTML page, or a size other than the pinned one."""
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type == "text/html":
+        raise DownloadError(
+            f"could not download {remote.url}: the server answered with an HTML page (Content-Type: text/html), "
+            "not the file (an error or login page?); check the URL; not retried"
+        )
+    if remote.size is not None and total is not None and total != remote.size:
+        raise DownloadError(
+            f"could not download {remote.url}: size (pinned): expected {remote.size} bytes, the server announces "
+            f"{total} bytes; either the file on the server changed or the pin in the config is wrong; nothing "
+            "was downloaded, not retried"
+        )
 
 
 def _extent(response: http.client.HTTPResponse) -> tuple[int, int | None]:

@@ -9,6 +9,7 @@ is nonetheless truncated or malformed raises ``ValueError`` naming the file and 
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import pickle
@@ -23,6 +24,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from gammasweep.data.pools import image_writer
+
+try:
+    from numpy._core.multiarray import _reconstruct  # numpy >= 2
+except ImportError:  # numpy 1.x
+    from numpy.core.multiarray import _reconstruct
 
 # --------------------------------------------------------------------------------------------- IDX
 
@@ -128,15 +134,15 @@ def read_cifar(tar_path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
     ``fine_labels`` (0..99) from ``train`` or ``test``.
 
     Each member is a pickle, a dict with ``b"data"`` (N x 3072 uint8: the R, G and B planes of each
-    32 x 32 image, channel-major) and the labels. Unpickling runs code chosen by the file's author,
-    so it is only ever done on an archive whose download checksum has been verified against the
-    published one; this function assumes that was done.
+    32 x 32 image, channel-major) and the labels. The pickles are read by a restricted unpickler
+    (:class:`_CifarUnpickler`), pinned or not: a member that names any global a CIFAR batch does not
+    need (``os.system``, say) is refused with ``ValueError`` before any of it runs.
     """
     return _read_cifar(tar_path, split, None)
 
 
 def read_cifar10(tar_path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR-10 from ``cifar-10-python.tar.gz``; see :func:`read_cifar` (same caveat on pickles)."""
+    """CIFAR-10 from ``cifar-10-python.tar.gz``; see :func:`read_cifar`."""
     return _read_cifar(tar_path, split, "CIFAR-10")
 
 
@@ -172,9 +178,39 @@ def _read_cifar(tar_path: str | Path, split: str, expect: str | None) -> tuple[n
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+class _ForeignGlobal(pickle.UnpicklingError):
+    """A pickle names a global that a CIFAR batch never holds."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR batch holds and nothing else: dicts, lists, ints and byte strings
+    (opcodes, no globals; Python 3 writes bytes at protocol 2 as ``_codecs.encode(text, "latin1")``)
+    and numpy arrays, which name ``_reconstruct``, ``ndarray`` and ``dtype``. Any other global
+    (``os.system``, ``builtins.exec``, ...) is refused before it is looked up, so nothing runs."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # how CIFAR's own files (numpy 1) name it
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy >= 2
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,  # str -> bytes by a named codec: no code of the file's choosing
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self.ALLOWED[module, name]
+        except KeyError:
+            raise _ForeignGlobal(
+                f"refused to load {module}.{name}: a CIFAR batch holds only numpy arrays, dicts, lists, "
+                "bytes and ints, so this file is not one (a crafted pickle would run code here)"
+            ) from None
+
+
 def _cifar_batch(blob: bytes, layout: _CifarLayout, where: str) -> tuple[np.ndarray, np.ndarray]:
     try:
-        batch = pickle.loads(blob, encoding="bytes")  # only on checksum-verified downloads (see read_cifar)
+        batch = _CifarUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except _ForeignGlobal as err:
+        raise ValueError(f"{where}: {err}") from None
     except Exception as err:
         raise ValueError(f"{where}: not a readable pickle ({type(err).__name__}: {err})") from err
     if not isinstance(batch, dict) or b"data" not in batch or layout.label_key not in batch:
@@ -190,6 +226,32 @@ def _cifar_batch(blob: bytes, layout: _CifarLayout, where: str) -> tuple[np.ndar
     _check_labels(labels, layout.num_classes, where)
     images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # CHW planes -> HWC
     return images, labels.astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------ what a file is
+
+# How a published file begins, by the ending of its name: (format, offset, magic bytes).
+_ZIP_MAGIC = b"PK\x03\x04"
+_MAGIC = {
+    ".gz": ("gzip", 0, _GZIP_MAGIC),  # MNIST's IDX files, the CIFAR archives
+    ".zip": ("zip", 0, _ZIP_MAGIC),  # tiny-imagenet-200.zip
+    ".npz": ("npz (zip)", 0, _ZIP_MAGIC),  # CIFAR-5M's parts
+    ".tar": ("tar", 257, b"ustar"),
+}
+
+
+def format_problem(path: str | Path, name: str) -> str | None:
+    """Why the file at ``path`` cannot be a published file called ``name`` (a file name or a URL's path),
+    judged by its first bytes; None if it can be, or if the ending of ``name`` is not one known here."""
+    kind, offset, magic = _MAGIC.get(PurePosixPath(name).suffix.lower(), (None, 0, b""))
+    if kind is None:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(max(offset + len(magic), 64))
+    if head[offset : offset + len(magic)] == magic:
+        return None
+    html = head.lstrip().lower().startswith((b"<!doctype html", b"<html"))
+    return f"is not a {kind} file: it begins {head[:64]!r}" + (" (an HTML page, not data)" if html else "")
 
 
 # --------------------------------------------------------------------------------------- npz (CIFAR-5M)

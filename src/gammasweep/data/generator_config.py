@@ -8,6 +8,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+# where the pixel values 0 and 1 lie in the space the diffusion runs in
+DATA_RANGES: dict[str, tuple[float, float]] = {"symmetric": (-1.0, 1.0), "unit": (0.0, 1.0)}
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:
@@ -20,14 +23,22 @@ class GeneratorConfig:
         dim: U-Net base width (channels of the first level).
         dim_mults: width multipliers per U-Net level; image_size must be divisible by
             2 ** (len(dim_mults) - 1), e.g. (1, 2) for 8x8 and (1, 2, 4) for 28x28.
-        timesteps: number T of diffusion steps (linear beta schedule, see module docstring;
-            objective 'pred_noise'); must exceed 20.
+        timesteps: number T of diffusion steps (objective 'pred_noise'); must exceed 20 with the
+            package's rescaled schedule (``betas`` None).
         cond_drop_prob: probability of replacing the class by the null class during training.
         train_steps: total number of optimizer steps of a run.
-        batch_size: minibatch size (images drawn uniformly with replacement).
+        batch_size: minibatch size; an epoch is a permutation of the N images in ceil(N / batch_size)
+            batches, the last of the remainder (the authors' shuffled DataLoader).
         learning_rate: Adam learning rate.
         ema_decay: maximal EMA decay per optimizer step (warmed up as (1 + t) / (10 + t)).
         seed: seed of the weight initialisation and of the training random stream.
+        betas: None: the package's 'linear' schedule, rescaled by 1000 / T (1e-4 * 1000 / T ..
+            0.02 * 1000 / T). (start, end): the authors' unrescaled linear schedule
+            beta_t = start + (end - start) t / T at the steps t = 1..T (``gammasweep.data.diffusion``).
+        data_range: the interval the pixels 0..1 are mapped to before diffusion: 'symmetric' [-1, 1]
+            (the package's) or 'unit' [0, 1] (the authors' diffuse MNIST as it is).
+        lr_schedule: 'constant', or 'linear': learning_rate (1 - e / E) in epoch e = 0..E-1, an epoch
+            being ceil(N / batch_size) steps for N training images (the authors').
     """
 
     image_size: int
@@ -42,9 +53,14 @@ class GeneratorConfig:
     learning_rate: float = 2e-4
     ema_decay: float = 0.995
     seed: int = 0
+    betas: tuple[float, float] | None = None
+    data_range: str = "symmetric"
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dim_mults", tuple(int(m) for m in self.dim_mults))
+        if self.betas is not None:
+            object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         problems = []
         if self.image_size < 1 or self.image_size % 2 ** (len(self.dim_mults) - 1):
             problems.append(
@@ -59,8 +75,16 @@ class GeneratorConfig:
             problems.append(f"num_classes={self.num_classes} must be >= 1")
         if self.dim < 4 or self.dim % 2:
             problems.append(f"dim={self.dim} must be an even integer >= 4")
-        if self.timesteps <= 20:
+        if self.betas is None and self.timesteps <= 20:
             problems.append(f"timesteps={self.timesteps} must exceed 20 (last beta is 20 / timesteps)")
+        if self.betas is not None and (len(self.betas) != 2 or not 0.0 < self.betas[0] <= self.betas[1] < 1.0):
+            problems.append(f"betas={self.betas} must be (start, end) with 0 < start <= end < 1")
+        if self.timesteps < 1:
+            problems.append(f"timesteps={self.timesteps} must be >= 1")
+        if self.data_range not in DATA_RANGES:
+            problems.append(f"data_range={self.data_range!r} must be one of {sorted(DATA_RANGES)}")
+        if self.lr_schedule not in ("constant", "linear"):
+            problems.append(f"lr_schedule={self.lr_schedule!r} must be 'constant' or 'linear'")
         if not 0.0 < self.cond_drop_prob < 1.0:
             problems.append(f"cond_drop_prob={self.cond_drop_prob} must lie in (0, 1)")
         if self.train_steps < 1 or self.batch_size < 1:
@@ -73,12 +97,13 @@ class GeneratorConfig:
             raise ValueError("invalid GeneratorConfig: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-Python dict of the fields (dim_mults as a tuple), as stored in checkpoints."""
+        """Plain-Python dict of the fields (dim_mults and betas as tuples), as stored in checkpoints."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GeneratorConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing ones take their defaults (a
+        checkpoint written before an option existed holds the option's default behaviour)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from gammasweep.data.pools import open_pool
+from gammasweep.data.pools import as_uint8, open_pool
 
 
 def preview_rows(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -31,10 +31,11 @@ def pool_preview(path: str | Path, per_class: int, seed: int = 0) -> xr.Dataset:
     """``per_class`` images of each class of the file at ``path`` (``preview_rows``; the same seed
     gives the same images).
 
-    Returns ``images`` uint8 (class, sample, y, x, channel), zero where a class has fewer than
-    ``per_class`` images; ``row`` int64 (class, sample), each image's row in the file, -1 for none;
-    ``count`` int64 (class), the images of each class in the whole file. attrs: ``path``, ``size``
-    (images in the file), ``per_class``, ``seed``. A missing or unreadable file is ``open_pool``'s error.
+    Returns ``images`` uint8 (class, sample, y, x, channel), a float32 pool's rounded and clipped to
+    0..255, zero where a class has fewer than ``per_class`` images; ``row`` int64 (class, sample),
+    each image's row in the file, -1 for none; ``count`` int64 (class), the images of each class in
+    the whole file. attrs: ``path``, ``size`` (images in the file), ``per_class``, ``seed``. A missing
+    or unreadable file is ``open_pool``'s error.
     """
     path = Path(path)
     with open_pool(path) as f:
@@ -42,7 +43,7 @@ def pool_preview(path: str | Path, per_class: int, seed: int = 0) -> xr.Dataset:
         rows = preview_rows(labels, per_class, seed)
         picked = np.sort(rows[rows >= 0])  # h5py reads a list of rows given in increasing order
         shape = f["images"].shape[1:]
-        read = f["images"][picked] if len(picked) else np.empty((0, *shape), np.uint8)
+        read = as_uint8(f["images"][picked]) if len(picked) else np.empty((0, *shape), np.uint8)
     images = np.zeros((*rows.shape, *shape), dtype=np.uint8)
     images[rows >= 0] = read[np.searchsorted(picked, rows[rows >= 0])]
     return xr.Dataset(

@@ -9,7 +9,8 @@ balanced. The gate measures both with a small reference classifier trained on RE
 * ``imbalance``: ``max_k |count_k - N / K| / (N / K)`` over the K classes of the pool's labels.
 
 A broken generator thereby fails a rule (``check_quality`` raises) instead of silently feeding
-training. Images are uint8 arrays (N, H, W, C) with values 0..255, labels int64 arrays (N,).
+training. Images are arrays (N, H, W, C), uint8 with values 0..255 or float32 on the [0, 1] scale (a
+pool stored as float32), labels int64 arrays (N,).
 """
 
 from __future__ import annotations
@@ -64,9 +65,9 @@ class ReferenceCNN(nn.Module):
 
 
 def _check_images(images: np.ndarray, labels: np.ndarray | None = None) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+    if not isinstance(images, np.ndarray) or images.dtype not in (np.uint8, np.float32) or images.ndim != 4:
         raise ValueError(
-            f"images must be a uint8 array (N, H, W, C); got "
+            f"images must be a uint8 or float32 array (N, H, W, C); got "
             f"{getattr(images, 'dtype', type(images))} {getattr(images, 'shape', '')}"
         )
     if labels is not None:
@@ -78,9 +79,10 @@ def _check_images(images: np.ndarray, labels: np.ndarray | None = None) -> None:
 
 
 def _to_input(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, H, W, C) 0..255 -> float32 (B, C, H, W) in [0, 1] on ``device``."""
-    x = torch.as_tensor(images).to(device)
-    return x.permute(0, 3, 1, 2).float() / 255.0
+    """uint8 (B, H, W, C) 0..255 -> float32 (B, C, H, W) in [0, 1] on ``device``; float32 images, already
+    on that scale, as they are."""
+    x = torch.as_tensor(images).to(device).permute(0, 3, 1, 2)
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x
 
 
 def train_reference_classifier(
@@ -138,7 +140,8 @@ def train_reference_classifier(
 
 @torch.no_grad()
 def classify(model: nn.Module, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Predicted labels, int64 (N,), of uint8 images (N, H, W, C) 0..255; the model is left in eval mode."""
+    """Predicted labels, int64 (N,), of images (N, H, W, C), uint8 0..255 or float32 on the [0, 1] scale;
+    the model is left in eval mode."""
     _check_images(images)
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
@@ -166,7 +169,8 @@ def quality_report(
 
     Args:
         model: reference classifier trained on real images (:func:`train_reference_classifier`).
-        images: uint8 (N, H, W, C); labels: int (N,) conditioning classes in 0..num_classes-1.
+        images: uint8 (N, H, W, C) 0..255 or float32 on the [0, 1] scale; labels: int (N,) conditioning
+            classes in 0..num_classes-1.
         num_classes: number of classes K.
         min_agreement: gate on ``agreement`` (fraction in [0, 1]).
         max_imbalance: gate on ``imbalance`` (relative deviation, e.g. 0.1 = +-10 %).

@@ -12,6 +12,7 @@ import contextlib
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,10 +54,11 @@ class OnlineStream:
     seeded permutation per epoch; its first epoch is the one-pass order.
 
     A pool is one HDF5 file or several (the parts of a fetched dataset), indexed one after another.
-    The rows the run reads are loaded once into host memory as uint8 (``images`` (N, H, W, C),
-    ``labels`` (N,) int64; ``slot`` (steps x B,) maps each stream position to its row), block by
-    block, so any subset of a large pool is read at the disk's speed and a multi-epoch run holds the
-    pool only once. ``batch`` serves from the host until ``to_device`` places the stream elsewhere.
+    The rows the run reads are loaded once into host memory as stored (``images`` (N, H, W, C), uint8
+    0..255 or float32 on the [0, 1] scale; ``labels`` (N,) int64; ``slot`` (steps x B,) maps each
+    stream position to its row), block by block, so any subset of a large pool is read at the disk's
+    speed and a multi-epoch run holds the pool only once. ``batch`` serves from the host until
+    ``to_device`` places the stream elsewhere.
     """
 
     def __init__(
@@ -71,6 +73,8 @@ class OnlineStream:
         paths = [Path(pool)] if isinstance(pool, (str, Path)) else [Path(p) for p in pool]
         with contextlib.ExitStack() as stack:
             files = [stack.enter_context(open_pool(path)) for path in paths]
+            stats = [path.stat() for path in paths]  # as opened: ``identity``
+            self.files = tuple((str(path), st.st_size, st.st_mtime_ns) for path, st in zip(paths, stats, strict=True))
             sizes = [len(f["labels"]) for f in files]
             needed, total = batch_size * steps, sum(sizes)
             if needed > total and not epochs:
@@ -81,7 +85,10 @@ class OnlineStream:
             rng = np.random.default_rng(data_seed)
             order = np.concatenate([rng.permutation(total) for _ in range(-(-needed // total))])[:needed]
             rows = np.unique(order)  # the pool rows the run reads, ascending
-            self.images = torch.empty((len(rows), *files[0]["images"].shape[1:]), dtype=torch.uint8)
+            stored = files[0]["images"]
+            if any(f["images"].dtype != stored.dtype for f in files):
+                raise ValueError(f"the parts {', '.join(map(str, paths))} store their images with different dtypes")
+            self.images = torch.from_numpy(np.empty((len(rows), *stored.shape[1:]), dtype=stored.dtype))
             self.labels = torch.empty(len(rows), dtype=torch.int64)
             start = 0
             for f, size in zip(files, sizes, strict=True):
@@ -101,9 +108,20 @@ class OnlineStream:
         self._windows: StepWindows | None = None
         self._placed_for: tuple[torch.device, float | None] | None = None  # to_device's last arguments
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What fixes the batches of every step, for a checkpoint to match (``gammasweep.sweep.checkpoints``):
+        ``data_seed``, ``batch_size`` and ``pool``, each pool file as (path, bytes, modification time in ns)
+        when opened. A rewritten file (a pool sampled again, a part converted again) has a new modification
+        time, Snakemake's own test of a changed file; hashing the files instead would read gigabytes on every
+        run. (A file copied without its times counts as rewritten: its checkpoints are ignored, never misused.)
+        The number of steps and ``epochs`` are left out: a shorter stream's batches are the first of a longer
+        one's, and the first epoch's order is the one-pass order."""
+        return {"data_seed": self.data_seed, "batch_size": self.batch_size, "pool": self.files}
+
     def head(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``count`` samples of the pass in stream order, on the host: uint8 images (n, H, W, C)
-        and labels (n,), n = min(count, steps x B). A fixed batch of the training data, the same for
+        """The first ``count`` samples of the pass in stream order, on the host: images (n, H, W, C), as
+        stored, and labels (n,), n = min(count, steps x B). A fixed batch of the training data, the same for
         every cell of the data seed (the probes of the training objective read it)."""
         rows = self.slot[:count]
         return self.images[rows], self.labels[rows]
@@ -149,7 +167,7 @@ class OnlineStream:
         self.device, self._placed_for = device, (device, budget_bytes)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch of step t on ``device``: uint8 images (B, H, W, C) and int64 labels (B,)."""
+        """Batch of step t on ``device``: images (B, H, W, C) as stored and int64 labels (B,)."""
         if not 0 <= step < self.steps:
             raise IndexError(f"step {step} is outside the stream's {self.steps} steps")
         if self._windows is not None:

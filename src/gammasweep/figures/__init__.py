@@ -43,6 +43,7 @@ from gammasweep.figures.silent_alignment import silent_alignment  # noqa: E402
 from gammasweep.figures.toy_phase_portrait import toy_phase_portrait  # noqa: E402
 from gammasweep.figures.trajectories import trajectories  # noqa: E402
 from gammasweep.figures.weight_movement import weight_movement  # noqa: E402
+from gammasweep.plan.plots import plots_reading  # noqa: E402
 from gammasweep.results.cube import open_cube  # noqa: E402
 from gammasweep.results.io import atomic_path  # noqa: E402
 from gammasweep.results.provenance import versions  # noqa: E402
@@ -72,10 +73,10 @@ PLOTS: dict[str, PlotFunction] = {
     "equilibrium_sweep": equilibrium_sweep,
     "sample_grid": sample_grid,
 }
-TOY_PLOTS = {"toy_phase_portrait", "regime_diagram"}  # read toy-model cubes (``theory.toy_cube``), not experiment cubes
-RELATED_PLOTS = {"trajectories", "neuron_directions", "equilibrium_heatmaps", "equilibrium_sweep"}  # read
-# related experiments' cubes (``related.related_cube``)
-DATASET_PLOTS = {"sample_grid"}  # read previews of pool and test-set files (``open_input``), not cubes
+# What each kind reads is declared in ``plan.plots.PLOT_KINDS`` (with its options), checked before any job runs:
+TOY_PLOTS = plots_reading("toy_models")  # toy-model cubes (``theory.toy_cube``), not experiment cubes
+RELATED_PLOTS = plots_reading("related")  # related experiments' cubes (``related.related_cube``)
+DATASET_PLOTS = plots_reading("datasets")  # previews of pool and test-set files (``open_input``), not cubes
 
 
 def open_input(path: str | Path, options: dict) -> xr.Dataset:

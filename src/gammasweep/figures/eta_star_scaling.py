@@ -8,22 +8,24 @@ import pandas as pd
 import xarray as xr
 
 from gammasweep.figures.style import depth_of, edge_slopes, label_log_axes
-from gammasweep.results.analysis import eta_max, eta_star, fit_power_law
+from gammasweep.results.analysis import eta_max, eta_star, fit_power_law, fit_windows
 
 
 def eta_star_scaling(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:
-    """options: lazy_max (default 0.1), rich_min (default 10), metric for eta* (default test_loss).
+    """options: metric for eta* (default test_loss); lazy_max and rich_min, the fit windows (default:
+    ``results.analysis.regime_windows``'s rule on each cube's eta_max).
 
     One panel per cube (e.g. one per depth L). The table lists every fit with its standard error, its
-    expected slope and the censored points left out of it (gammas where nothing diverged on the grid:
-    their eta_max is a lower bound, drawn as an open triangle).
+    expected slope, its window and the crossover gamma the rule found, and the censored points left
+    out of it (gammas where nothing diverged on the grid: their eta_max is a lower bound, drawn as an
+    open triangle).
     """
-    lazy_max, rich_min = options.get("lazy_max", 0.1), options.get("rich_min", 10.0)
     fig, axes = plt.subplots(1, len(cubes), figsize=(3.8 * len(cubes), 3.2), squeeze=False)
     rows = []
     for ax, cube in zip(axes[0], cubes):
         gammas, depth = cube["gamma"].values, depth_of(cube)
         edge = eta_max(cube)
+        windows = fit_windows(gammas, edge.values, edge["censored"].values, options)
         for name, values, censored, marker in (
             ("eta_max", edge.values, edge["censored"].values, "o"),
             ("eta_star", eta_star(cube, options.get("metric", "test_loss")).values, np.zeros(len(gammas), bool), "*"),
@@ -39,7 +41,7 @@ def eta_star_scaling(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure
                     label=f"{name.replace('_', ' ')} above the grid (bound)",
                 )
             for regime, lo, hi, expected in zip(
-                ("lazy", "rich"), (0.0, rich_min), (lazy_max, np.inf), edge_slopes(cube)
+                ("lazy", "rich"), (0.0, windows.rich_min), (windows.lazy_max, np.inf), edge_slopes(cube)
             ):
                 fit, span = fit_power_law(gammas, values, lo, hi, censored), gammas[(gammas >= lo) & (gammas <= hi)]
                 rows.append(
@@ -55,6 +57,7 @@ def eta_star_scaling(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure
                         "gamma_max": span.max() if span.size else np.nan,
                         "points": fit.points,
                         "censored_left_out": fit.censored,
+                        "gamma_crossover": windows.crossover,
                     }
                 )
                 if np.isfinite(fit.slope):

@@ -25,7 +25,9 @@ def phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, 
     T if a seed diverged before step T; default: one panel, the final step).
 
     One row of panels per cube (several cubes: the same sweep at other widths or batch sizes, the
-    appendix's robustness check), one shared colour scale. The table has an ``experiment`` column.
+    appendix's robustness check), one shared colour scale; for a loss it ends at the loss at init, and
+    larger losses (catapults that have not come down) take its top colour. The table has an
+    ``experiment`` column.
     """
     metric, steps = options.get("metric", "test_loss"), options.get("steps", [None])
     values = [[final_metric(cube, metric, step).transpose("eta", "gamma") for step in steps] for cube in cubes]
@@ -33,8 +35,14 @@ def phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, 
     cmap = plt.get_cmap(SEQUENTIAL if HIGHER_IS_BETTER[metric] else SEQUENTIAL + "_r").with_extremes(bad="0.85")
     finite = np.concatenate([v.values[np.isfinite(v.values)] for row in values for v in row])
     positive = finite[finite > 0]
+    # A loss above the loss at init (a catapult that has not come down, counted as not diverged) gets the
+    # top colour, so that one 1e50 does not flatten the scale; the table keeps every value.
+    initial = np.concatenate(
+        [final_metric(cube, metric, 0).values.ravel() for cube in cubes if 0 in cube["eval_step"].values] + [[np.nan]]
+    )
+    top = min(positive.max(), np.nanmax(initial)) if positive.size and np.isfinite(initial).any() else np.nan
     norm = (
-        LogNorm(positive.min(), positive.max())
+        LogNorm(positive.min(), top if np.isfinite(top) and top > positive.min() else positive.max())
         if not HIGHER_IS_BETTER[metric] and positive.size
         else Normalize(*(np.nanmin(finite), np.nanmax(finite)) if finite.size else (0, 1))
     )
@@ -47,7 +55,13 @@ def phase_portrait(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, 
             if i:
                 ax.set_ylabel("")
     at = f"final {metric.replace('_', ' ')}" if steps == [None] else f"{metric.replace('_', ' ')} at T"
-    fig.colorbar(mesh, ax=axes.ravel().tolist(), label=at)
+    clipped = not HIGHER_IS_BETTER[metric] and positive.size and positive.max() > norm.vmax
+    fig.colorbar(
+        mesh,
+        ax=axes.ravel().tolist(),
+        label=at + (" (top: its value at init)" if clipped else ""),
+        extend="max" if clipped else "neither",
+    )
     return fig, pd.concat(tables, ignore_index=True)
 
 

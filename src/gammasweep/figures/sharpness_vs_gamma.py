@@ -11,33 +11,33 @@ import pandas as pd
 import xarray as xr
 
 from gammasweep.figures.style import depth_of, label_log_axes, stability_edge
-from gammasweep.results.analysis import at_eta, eta_max, eta_star, final_metric, fit_power_law, probed
+from gammasweep.results.analysis import at_eta, eta_max, eta_star, final_metric, fit_power_law, fit_windows, probed
 
 
 def sharpness_vs_gamma(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:
-    """options: metric for eta* (default test_loss), lazy_max (default 0.1), rich_min (default 10).
+    """options: metric for eta* (default test_loss); lazy_max and rich_min, the fit windows (default:
+    ``results.analysis.regime_windows``'s rule on each cube's eta_max).
 
     One panel per cube. Sharpness is the seed mean at the last eval step, in units of 1/eta. The table
-    holds rows of kind "gamma" (per-gamma values) and "fit" (each fit with its expected slope).
+    holds rows of kind "gamma" (per-gamma values) and "fit" (each fit with its standard error, its
+    expected slope and the censored points left out: 2/eta_max where nothing diverged is a bound).
     Raises ValueError for a cube recorded without the sharpness probe.
     """
-    metric, lazy_max, rich_min = (
-        options.get("metric", "test_loss"),
-        options.get("lazy_max", 0.1),
-        options.get("rich_min", 10.0),
-    )
+    metric = options.get("metric", "test_loss")
     for cube in cubes:
         probed(cube, "sharpness")
     fig, axes = plt.subplots(1, len(cubes), figsize=(3.8 * len(cubes), 3.2), squeeze=False)
     rows = []
     for ax, cube in zip(axes[0], cubes):
         gammas, depth, experiment = cube["gamma"].values, depth_of(cube), cube.attrs["experiment"]
-        best = eta_star(cube, metric)
+        best, edge = eta_star(cube, metric), eta_max(cube)
+        windows = fit_windows(gammas, edge.values, edge["censored"].values, options)
         quantities = {
             "sharpness": at_eta(final_metric(cube, "sharpness"), best).values,
             # the edge of stability at eta_max on the last update; NaN for the sign-based optimizers
-            "two_over_eta_max": _final_edge(cube, eta_max(cube).values),
+            "two_over_eta_max": _final_edge(cube, edge.values),
         }
+        bounds = {"sharpness": np.zeros(len(gammas), bool), "two_over_eta_max": edge["censored"].values}
         rows += [
             {
                 "kind": "gamma",
@@ -57,11 +57,12 @@ def sharpness_vs_gamma(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figu
         ):
             line = ax.plot(gammas, values, fmt, ms=3, color="C0" if name == "sharpness" else "k", label=label)[0]
             for regime, lo, hi, expected in (
-                ("lazy", 0.0, lazy_max, -2.0),
-                ("rich", rich_min, np.inf, -2.0 / depth if depth else np.nan),
+                ("lazy", 0.0, windows.lazy_max, -2.0),
+                ("rich", windows.rich_min, np.inf, -2.0 / depth if depth else np.nan),
             ):
-                fit = fit_power_law(gammas, values, lo, hi)
-                span = gammas[(gammas >= lo) & (gammas <= hi) & np.isfinite(values) & (values > 0)]  # the fitted points
+                fit = fit_power_law(gammas, values, lo, hi, bounds[name])
+                fitted = (gammas >= lo) & (gammas <= hi) & np.isfinite(values) & (values > 0) & ~bounds[name]
+                span = gammas[fitted]
                 rows.append(
                     {
                         "kind": "fit",
@@ -70,10 +71,13 @@ def sharpness_vs_gamma(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figu
                         "quantity": name,
                         "regime": regime,
                         "slope": fit.slope,
+                        "slope_stderr": fit.stderr,
                         "expected_slope": expected,
                         "gamma_min": span.min() if span.size else np.nan,
                         "gamma_max": span.max() if span.size else np.nan,
                         "points": fit.points,
+                        "censored_left_out": fit.censored,
+                        "gamma_crossover": windows.crossover,
                     }
                 )
                 if np.isfinite(fit.slope) and np.isfinite(expected):

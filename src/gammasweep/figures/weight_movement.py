@@ -9,25 +9,25 @@ import pandas as pd
 import xarray as xr
 
 from gammasweep.figures.style import label_log_axes
-from gammasweep.results.analysis import at_eta, eta_star, final_metric, fit_power_law, probed
+from gammasweep.results.analysis import at_eta, eta_max, eta_star, final_metric, fit_power_law, fit_windows, probed
 
 
 def weight_movement(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure, pd.DataFrame]:
-    """options: lazy_max (default 0.1) bounds the fitted lazy power law (theory slope 1), metric for
-    eta* (default test_loss).
+    """options: lazy_max bounds the fitted lazy power law, theory slope 1 (default:
+    ``results.analysis.regime_windows``'s rule on the cube's eta_max), metric for eta* (default test_loss).
 
     One panel per cube, one line per layer: the final |theta - theta_0| / |theta_0| at eta*(gamma),
     seed mean. The table has kind "gamma" rows (per gamma and layer) and kind "fit" rows. Raises
     ValueError for a cube recorded without the weight_movement probe.
     """
-    lazy_max = options.get("lazy_max", 0.1)
     fig, axes = plt.subplots(1, len(cubes), figsize=(3.8 * len(cubes), 3.2), squeeze=False)
     rows = []
     for ax, cube in zip(axes[0], cubes):
         probed(cube, "weight_movement")
         best = eta_star(cube, options.get("metric", "test_loss"))
         moved = at_eta(final_metric(cube, "weight_movement"), best)  # (gamma, layer)
-        gammas = cube["gamma"].values
+        gammas, edge = cube["gamma"].values, eta_max(cube)
+        lazy_max = fit_windows(gammas, edge.values, edge["censored"].values, options).lazy_max
         for layer in moved["layer"].values:
             values = moved.sel(layer=layer).values
             line = ax.plot(gammas, values, "o-", ms=3, label=str(layer))[0]
@@ -50,6 +50,7 @@ def weight_movement(cubes: list[xr.Dataset], options: dict) -> tuple[plt.Figure,
                     "layer": layer,
                     "regime": "lazy",
                     "slope": fit.slope,
+                    "slope_stderr": fit.stderr,
                     "expected_slope": 1.0,
                     "points": fit.points,
                 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,9 @@ from gammasweep.sweep.adaptive import statuses
 
 
 def aggregate(cell_files: Sequence[str], expected: Sequence[dict], experiment_config: dict, out: str) -> None:
-    """Validate every cell file against the parameters its path names, then write the experiment's cube."""
+    """Validate every cell file against the params the plan gives its cell (``expected``, per file: its
+    ``Plan.cell_params``; a stale file of another configuration fails, naming itself and the keys), then write
+    the experiment's cube."""
     cube = build_cube(cell_files, experiment_config, expected)
     write_cube(cube, out)
     print(f"cube {out}: {dict(cube.sizes)}; {int(cube['diverged'].any('seed').sum())} diverged cells")
@@ -23,13 +25,15 @@ def aggregate_adaptive(
     brackets: Sequence[str],
     columns: Sequence[str],
     grid: tuple[list[float], list[float]],
-    experiment: str,
+    cells: Mapping[str, Sequence[dict]],
     experiment_config: dict,
     out: str,
 ) -> None:
     """The cube of an adaptive experiment from its bracketing records (one per gamma) and trained
     columns (the directories of the gammas with something to train): the trained cells, every
-    point's ``cell_status``, and the bracketing cost (``bracket_cells`` short runs of ``bracket_steps``)."""
+    point's ``cell_status``, and the bracketing cost (``bracket_cells`` short runs of ``bracket_steps``).
+    ``cells``: per column directory, the params of its cells, eta ascending (``Plan.column_cells``), which
+    each trained cell file must hold (as ``aggregate``)."""
     gammas, etas = grid
     trials, status = {}, {}
     for path in brackets:
@@ -43,7 +47,7 @@ def aggregate_adaptive(
         status[column["gamma"]] = column["status"]
         for i, name in column["files"].items():
             files.append(str(Path(path) / name))
-            expected.append({"experiment": experiment, "gamma": column["gamma"], "eta": etas[int(i)]})
+            expected.append(cells[path][int(i)])
     if missing := sorted(set(gammas) - set(trials)):
         raise ValueError(f"{out}: no bracketing record for gamma {missing}")
     cube = build_cube(files, experiment_config, expected, grid)

@@ -18,6 +18,7 @@ from gammasweep.data.quality import check_quality, classify, quality_report, tra
 from gammasweep.data.sources import read_source
 from gammasweep.results.io import atomic_path
 from gammasweep.results.provenance import resolve_device
+from gammasweep.sweep.checkpoints import DEFAULT_MINUTES, resumable
 
 
 def fetch_downloads(downloads: dict[str, dict]) -> dict[str, Path]:
@@ -84,13 +85,25 @@ def shard_seed(seed: int, shard: int) -> int:
     return int(np.random.SeedSequence([seed, shard]).generate_state(1)[0])
 
 
-def train_generator(train_images: str, source: str, generator: dict, checkpoint: str, device: str) -> None:
-    """Train a generated dataset's diffusion model on its real source (resumes from its checkpoint)."""
+def train_generator(
+    train_images: str,
+    source: str,
+    generator: dict,
+    out: str,
+    device: str,
+    checkpoint: str | None = None,
+    checkpoint_seconds: float = 60.0 * DEFAULT_MINUTES,
+) -> None:
+    """Train a generated dataset's diffusion model on its real source and write it to ``out``. With a
+    ``checkpoint`` path the run resumes from it, saves it every ``checkpoint_seconds`` and on
+    SIGTERM/SIGUSR1 (then exits non-zero), and deletes it once ``out`` is written."""
     from gammasweep.data.diffusion import train_generator as train_ddpm
     from gammasweep.plan.config import generator_config
 
     images, labels = read_images(train_images)
-    train_ddpm(images, labels, generator_config(source, generator), checkpoint, device=str(resolve_device(device)))
+    config = generator_config(source, generator)
+    with resumable(checkpoint, checkpoint_seconds, f"train_generator {out}") as saves:
+        train_ddpm(images, labels, config, out, checkpoint=saves, device=str(resolve_device(device)))
 
 
 def sample_shard(checkpoint: str, sampling: dict, shard: int, out: str, device: str) -> None:
@@ -105,7 +118,11 @@ def sample_shard(checkpoint: str, sampling: dict, shard: int, out: str, device: 
         seed=seed,
         guidance_weight=sampling["guidance_weight"],
         device=str(resolve_device(device)),
-        **{key: sampling[key] for key in ("sampling_steps", "batch_size", "clip_denoised") if key in sampling},
+        **{
+            key: sampling[key]
+            for key in ("sampling_steps", "batch_size", "clip_denoised", "variance", "storage")
+            if key in sampling
+        },
     )
     write_images(out, images, labels, {"shard": shard, "seed": seed})
 
@@ -118,7 +135,9 @@ def merge_pool(shards: Sequence[str], out: str, manifest: str) -> None:
         sizes = [len(f["labels"]) for f in files]
         labels = np.concatenate([f["labels"][()] for f in files])
         counts = np.bincount(labels).tolist()
-        with image_writer(out, sum(sizes), files[0]["images"].shape[1:], {"class_counts": json.dumps(counts)}) as pool:
+        attrs = {"class_counts": json.dumps(counts)}
+        stored = files[0]["images"]
+        with image_writer(out, sum(sizes), stored.shape[1:], attrs, stored.dtype) as pool:
             for f in files:
                 pool.write(f["images"][()], f["labels"][()])
     record = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from gammasweep.results.cells import write_cell
 from gammasweep.results.io import atomic_path
 from gammasweep.results.provenance import device_name, git_revision, resolve_device, versions
 from gammasweep.sweep.adaptive import AdaptiveSettings, find_edge, statuses, train_window
-from gammasweep.sweep.checkpoints import DEFAULT_MINUTES, Checkpoint, Interrupted, stop_on_signals
+from gammasweep.sweep.checkpoints import DEFAULT_MINUTES, fingerprint, resumable
 from gammasweep.sweep.train import Curves, Members, Setup, train
 
 
@@ -38,8 +39,10 @@ def run_cells(
 
     The cells must differ in gamma and eta only (one experiment, one dtype): they share the data
     stream, the seeds' initial networks and every other setting. With a ``checkpoint`` path the
-    run resumes from it, saves it every ``checkpoint_seconds`` and on SIGTERM/SIGUSR1 (then exits
-    non-zero), and deletes it once the cell files are written.
+    run resumes from it (if it was written for these settings and this data: the pool files, the
+    data seed, the batch size and the test set; else the log says why it was ignored), saves it every
+    ``checkpoint_seconds`` and on SIGTERM/SIGUSR1 (then exits non-zero), and deletes it once the cell
+    files are written.
     """
     start = time.time()
     first = cells[0]
@@ -84,10 +87,7 @@ def run_cells(
         etas=[c["eta"] for c in cells for _ in seeds],
     )
     log = lambda msg: print(msg, flush=True)  # noqa: E731
-    saves = Checkpoint(checkpoint, checkpoint_seconds, log) if checkpoint else None
-    if saves:
-        stop_on_signals()
-    try:
+    with resumable(checkpoint, checkpoint_seconds, label, log) as saves:
         curves = train(
             setup,
             members,
@@ -97,8 +97,6 @@ def run_cells(
             log=log,
             checkpoint=saves,
         )
-    except Interrupted as stop:
-        raise SystemExit(f"{label}: {stop}") from None
     if outs:
         write_cells(curves, cells, outs, label, start)
     if saves:
@@ -205,30 +203,47 @@ def train_column(
     bracket: str,
     depth_steps: int | None,
     out_dir: str,
+    rounds: str,
     checkpoint: str | None = None,
     checkpoint_seconds: float = 60.0 * DEFAULT_MINUTES,
 ) -> None:
     """The training stage of an adaptive column: train the window of its bracketed edge at full length
     (``adaptive.train_window``: it grows on late divergence), the cell file of each trained point
     (``files``, one per cell, inside ``out_dir``), and ``out_dir/column.json``: the final edge and
-    every point's status."""
+    every point's status.
+
+    Each round's cell files are written to ``rounds`` (a directory outside the output, which Snakemake
+    deletes when the job fails; ``KeptRounds``) and move into ``out_dir`` at the end: a rerun trains only
+    the rounds not yet finished, the current one from its ``checkpoint`` (see ``run_cells``)."""
     record = json.loads(Path(bracket).read_text())
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    pools = [pool] if isinstance(pool, str) else list(pool)
+    data = [
+        (str(path), os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in (*pools, test)
+    ]  # rewritten: new data
+    kept = KeptRounds(rounds, files, fingerprint(cells, files, data, record["edge"], depth_steps))
 
     def run_full(indices: list[int]) -> dict[int, bool]:
+        if (finished := kept.finished(indices)) is not None:
+            print(f"grid points {indices}: trained before, kept in {rounds}", flush=True)
+            return finished
         chosen = [cells[i] for i in indices]
         curves = run_cells(
             chosen,
             pool,
             test,
             f"column {out_dir}",
-            outs=[files[i] for i in indices],
+            outs=[kept.path(i) for i in indices],
             checkpoint=checkpoint,
             checkpoint_seconds=checkpoint_seconds,
         )
-        return {i: bool(c.diverged.any()) for i, c in zip(indices, per_cell(curves, chosen), strict=True)}
+        diverged = {i: bool(c.diverged.any()) for i, c in zip(indices, per_cell(curves, chosen), strict=True)}
+        kept.add(diverged)
+        return diverged
 
     edge, trained = train_window(len(cells), record["edge"], depth_steps, run_full)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for i in sorted(trained):
+        shutil.move(kept.path(i), files[i])
     column = {
         "gamma": cells[0]["gamma"],
         "edge": edge,
@@ -239,4 +254,39 @@ def train_column(
     }
     with atomic_path(Path(out_dir) / "column.json") as tmp:
         Path(tmp).write_text(json.dumps(column, indent=1))
+    shutil.rmtree(rounds, ignore_errors=True)
     print(f"trained {len(trained)} of {len(cells)} grid points; edge index {edge} (bracket: {record['edge']})")
+
+
+class KeptRounds:
+    """The finished rounds of an adaptive column, kept in their own directory: each trained point's cell
+    file (named as in the output) and diverged flag, in ``rounds.json`` with the column's settings ``key``.
+    Rounds of other settings or other data are reported and discarded."""
+
+    def __init__(self, directory: str | Path, files: Sequence[str], key: str) -> None:
+        self.directory, self.names, self.key = Path(directory), [Path(f).name for f in files], key
+        self.record = self.directory / "rounds.json"
+        self.diverged: dict[int, bool] = {}
+        if self.record.exists():
+            saved = json.loads(self.record.read_text())
+            if saved["key"] == key:
+                self.diverged = {int(i): flag for i, flag in saved["diverged"].items()}
+            else:
+                print(f"finished rounds in {self.directory} belong to other settings or data; discarded", flush=True)
+                shutil.rmtree(self.directory)
+
+    def path(self, i: int) -> Path:
+        """Where grid point ``i``'s cell file is written."""
+        return self.directory / self.names[i]
+
+    def finished(self, indices: list[int]) -> dict[int, bool] | None:
+        """The diverged flags of a round whose every point was trained and kept, else None."""
+        if all(i in self.diverged and self.path(i).exists() for i in indices):
+            return {i: self.diverged[i] for i in indices}
+        return None
+
+    def add(self, diverged: dict[int, bool]) -> None:
+        """Record a round whose cell files are written."""
+        self.diverged |= diverged
+        with atomic_path(self.record) as tmp:
+            Path(tmp).write_text(json.dumps({"key": self.key, "diverged": self.diverged}, indent=1))

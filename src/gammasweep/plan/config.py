@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import yaml
 
 from gammasweep.data.generator_config import GeneratorConfig
 from gammasweep.data.sources import SOURCES
+from gammasweep.plan.plots import INPUT_KEYS, PLOT_KINDS
 from gammasweep.sweep.models import MODELS
 
 
@@ -26,9 +28,17 @@ class ConfigError(ValueError):
     """A config that cannot run; the message names the offending key."""
 
 
+VALUE_KEY = r"\d\.\d{3}e[+-]\d{2}"  # a value_key: the gamma and eta wildcards' constraint (workflow/rules/common.smk)
+
+
 def value_key(value: float) -> str:
     """The canonical text of a grid value in paths and wildcards, e.g. 0.0316 -> '3.162e-02'."""
     return f"{value:.3e}"
+
+
+def rule_safe(name: str) -> str:
+    """A config name as part of a rule name, which must be a Python identifier: '-' becomes '_'."""
+    return name.replace("-", "_")
 
 
 def grid_values(spec: dict | list, key: str) -> list[float]:
@@ -44,6 +54,11 @@ def grid_values(spec: dict | list, key: str) -> list[float]:
             raise ConfigError(f"config key '{key}': max {spec['max']} is below min {spec['min']}")
         values = [10.0 ** (i / k) for i in range(round(lo), round(hi) + 1)]
     keys = [value_key(v) for v in values]
+    if outside := [v for v, text in zip(values, keys) if not re.fullmatch(VALUE_KEY, text)]:
+        raise ConfigError(
+            f"config key '{key}': {outside} outside 1e-99 .. 9.999e+99: a grid value's key in paths and "
+            "wildcards has two exponent digits (e.g. 3.162e-02)"
+        )
     if len(set(keys)) != len(keys):
         raise ConfigError(f"config key '{key}': values closer than 4 significant digits: {values}")
     return values
@@ -98,6 +113,15 @@ def validate(config: dict, schema: dict) -> None:
         lines = [f"config key '{'.'.join(map(str, e.absolute_path)) or '<top>'}': {e.message}" for e in errors[:10]]
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
     fill_defaults(config, schema)
+    rule_names: dict[str, list[str]] = {}
+    for name in config["experiments"]:
+        rule_names.setdefault(rule_safe(name), []).append(name)
+    for safe, names in rule_names.items():
+        if len(names) > 1:
+            raise ConfigError(
+                "config keys " + ", ".join(f"'experiments.{n}'" for n in names) + ": names that differ only in "
+                f"'-' and '_' (in rule names both are '_': train_{safe}_pack<n>); rename all but one"
+            )
     for name, exp in config["experiments"].items():
         where = f"experiments.{name}"
         if exp["dataset"] not in config["datasets"]:
@@ -139,6 +163,13 @@ def validate(config: dict, schema: dict) -> None:
                 generator_config(ds["source"], ds["generator"])
             except ValueError as err:
                 raise ConfigError(f"config key 'datasets.{name}.generator': {err}") from None
+            steps = ds["sampling"].get("sampling_steps")
+            ddim = steps not in (None, ds["generator"]["timesteps"])
+            if ddim and ds["sampling"].get("variance", "posterior") != "posterior":
+                raise ConfigError(
+                    f"config key 'datasets.{name}.sampling.variance': the ancestral step's noise; DDIM "
+                    f"(sampling_steps {steps}) adds none: set sampling_steps null or leave variance out"
+                )
         channels = SOURCES[ds["source"]].shape[-1]
         for stat in ("mean", "std"):
             if len(ds["normalization"][stat]) != channels:
@@ -157,13 +188,23 @@ def validate(config: dict, schema: dict) -> None:
         grid_values(toy["gamma"], f"toy_models.{name}.gamma")
         grid_values(toy["eta"], f"toy_models.{name}.eta")
     for name, fig in config["figures"].items():
-        for key in ("experiments", "toy_models", "related", "datasets"):
+        kind = PLOT_KINDS[fig["plot"]]
+        for key in INPUT_KEYS:
+            if key in fig and key != kind.reads:
+                raise ConfigError(
+                    f"config key 'figures.{name}.{key}': plot {fig['plot']!r} reads {kind.reads}, not {key}"
+                )
             declared = config.get(key, {})
             for unknown in [entry for entry in fig.get(key, []) if entry not in declared]:
                 raise ConfigError(
                     f"config key 'figures.{name}.{key}': unknown {key.removesuffix('s')} {unknown!r}; "
                     f"declared: {sorted(declared)}"
                 )
+        if unknown := sorted(set(fig.get("options", {})) - kind.options):
+            raise ConfigError(
+                f"config key 'figures.{name}.options': {unknown} unknown to plot {fig['plot']!r}; "
+                f"it takes {sorted(kind.options)}"
+            )
 
 
 def pool_size(dataset: dict) -> int | None:
@@ -180,4 +221,6 @@ def generator_config(source: str, generator: dict) -> GeneratorConfig:
     """A generated dataset's diffusion-model settings, checked against its source's image shape."""
     height, _, channels = SOURCES[source].shape
     settings = {**generator, "dim_mults": tuple(generator["dim_mults"])}
+    if "betas" in generator:
+        settings["betas"] = (generator["betas"]["start"], generator["betas"]["end"])
     return GeneratorConfig(image_size=height, channels=channels, **settings)

@@ -8,6 +8,7 @@ from __future__ import annotations
 DOWNLOAD = "results/downloads/{name}"  # a remote file, as fetched and verified
 SOURCE = "results/data/sources/{source}/{split}.h5"  # a real dataset's 'train' or 'test' split
 GENERATOR = "results/data/{dataset}/generator.pt"  # a generated dataset's diffusion model
+GENERATOR_CHECKPOINT = "results/checkpoints/data/{dataset}/generator.pt"  # its unfinished run, kept on failure
 SHARD = "results/data/{dataset}/shards/{shard}.h5"
 POOL = "results/data/{dataset}/pool.h5"  # a generated dataset's training pool
 MANIFEST = "results/data/{dataset}/manifest.json"
@@ -20,7 +21,8 @@ COLUMN = "results/runs/{experiment}/gamma_{gamma}"  # an adaptive column: its tr
 BRACKET = "results/brackets/{experiment}/gamma_{gamma}.json"  # an adaptive column's bracketing record
 BRACKETS = "results/brackets/{experiment}.json"  # an adaptive experiment's edges, joined
 PACK_CHECKPOINT = "results/checkpoints/{experiment}/pack{pack}.pt"  # outside the outputs: kept on failure
-COLUMN_CHECKPOINT = "results/checkpoints/{experiment}/gamma_{gamma}.pt"
+COLUMN_CHECKPOINT = "results/checkpoints/{experiment}/gamma_{gamma}.pt"  # the column's current round
+COLUMN_ROUNDS = "results/checkpoints/{experiment}/gamma_{gamma}"  # its finished rounds, moved to COLUMN at the end
 
 # -- cubes and figures: aggregate.smk, toy.smk, related.smk, figures.smk --------------------------
 CUBE = "results/cubes/{experiment}.nc"

@@ -16,7 +16,7 @@ import yaml
 
 from gammasweep.data.sources import SOURCES
 from gammasweep.plan import paths
-from gammasweep.plan.config import ConfigError, grid_values, load_schema, validate, value_key
+from gammasweep.plan.config import ConfigError, grid_values, load_schema, rule_safe, validate, value_key
 from gammasweep.sweep.adaptive import AdaptiveSettings, eta_guess, nearest_index
 from gammasweep.sweep.models import MODELS, layer_count
 from gammasweep.sweep.settings import OptimizerSettings, precision
@@ -51,9 +51,9 @@ class Plan:
         return [cell_path(experiment, g, e) for g, e in self.cells(experiment)]
 
     def cell_identities(self, experiment: str) -> list[dict[str, Any]]:
-        """Per cell file (in ``cell_files`` order), the experiment, gamma and eta it must hold."""
-        gammas, etas = self.grids[experiment]
-        return [{"experiment": experiment, "gamma": gammas[g], "eta": etas[e]} for g, e in self.cells(experiment)]
+        """Per cell file (in ``cell_files`` order), the params it must hold to be aggregated: its whole
+        ``cell_params``, so that a stale file of another configuration (width, loss, data seed, ...) fails."""
+        return [self.cell_params(experiment, g, e) for g, e in self.cells(experiment)]
 
     def cell_params(self, experiment: str, gamma_key: str, eta_key: str) -> dict[str, Any]:
         """Everything that determines a cell's result, resolved and JSON-serializable."""
@@ -250,7 +250,7 @@ class Pack:
     @property
     def rule(self) -> str:
         """The Snakemake rule that trains this pack."""
-        return f"train_{self.experiment.replace('-', '_')}_pack{self.index:04d}"
+        return f"train_{rule_safe(self.experiment)}_pack{self.index:04d}"
 
     @property
     def cell_files(self) -> list[str]:

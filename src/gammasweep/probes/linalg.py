@@ -138,7 +138,8 @@ def lanczos_quadrature(
     with sum_j tau_j theta_j^k = v^T H^k v exactly for k < 2 x steps (stochastic Lanczos quadrature
     averages this over random v). Nodes are the Ritz values (the largest converge to the top
     eigenvalues first); where the Krylov space is exhausted early (fewer dimensions than steps) the
-    rest are NaN with weight 0. Memory: ``steps`` vectors of the rows' size."""
+    rest are NaN with weight 0; a row whose Hessian products overflow is NaN throughout. Memory:
+    ``steps`` vectors of the rows' size."""
     rows, dtype = len(start[0]), start[0].dtype
     alphas, betas = torch.zeros(rows, steps, dtype=torch.float64), torch.zeros(rows, steps, dtype=torch.float64)
     krylov, size = torch.full((rows,), steps), torch.zeros(rows, dtype=torch.float64)
@@ -165,6 +166,8 @@ def lanczos_quadrature(
     for r in range(rows):  # tiny tridiagonal eigenproblems, one per row, in float64 on the CPU
         k = int(krylov[r])
         tridiagonal = torch.diag(alphas[r, :k]) + torch.diag(betas[r, : k - 1], 1) + torch.diag(betas[r, : k - 1], -1)
+        if not torch.isfinite(tridiagonal).all():  # a blown-up row (e.g. a catapult's peak): no spectrum, NaN
+            continue
         values, eigvecs = torch.linalg.eigh(tridiagonal)
         nodes[r, :k], weights[r, :k] = values, eigvecs[0] ** 2
     return nodes, weights

@@ -9,6 +9,13 @@ of stability is the training objective's; the same for every run of a data seed)
 the first ``examples`` test images. Each records one or more variables per member: at every eval
 step, or (``final_only``) once, after the last step.
 
+BatchNorm: every probe sees the network in training mode on its probe batch's statistics and leaves
+the running statistics untouched (``parameterization.batch_statistics``), so it never moves the
+trajectory. That is the function the training objective differentiates: the Hessian probes' edge of
+stability is that of gradient descent on the probe batch. The probes on test images (outputs,
+representation, feature sparsity) see the same batch function, not the eval-mode network of the
+test loss.
+
 Probes by name, each with the variables it records:
 
 - sharpness (records sharpness): top Hessian eigenvalue of the loss (power iteration), units 1/eta
@@ -60,7 +67,7 @@ from gammasweep.probes.linalg import (
 )
 from gammasweep.related.sparsity import feature_sparsity
 from gammasweep.results.kernels import centered_alignment
-from gammasweep.sweep.parameterization import MuBatchNorm2d
+from gammasweep.sweep.parameterization import MuBatchNorm2d, batch_statistics
 
 
 @dataclass(frozen=True)
@@ -486,7 +493,7 @@ class ProbeRecorder:
                 x, y = training_batch(probe.examples)
             else:
                 x, y = x_test[: probe.examples], y_test[: probe.examples]
-            with torch.no_grad():
+            with torch.no_grad(), batch_statistics(net.model):
                 self.batches[probe.name] = ProbeBatch(x, y, net.initial_output(x)) if len(x) else None
         self.dims = {record: dims for probe in self.probes for record, dims in probe.dims(net, num_classes).items()}
         self.final = {record for probe in self.probes if probe.final_only for record in probe.records}
@@ -508,20 +515,24 @@ class ProbeRecorder:
         self, column: int, step: int, chunks: Sequence[tuple[slice, Weights]], member: torch.Tensor, alive: torch.Tensor
     ) -> None:
         """Measure every probe due at eval ``column`` (after ``step`` updates) on the rows of each chunk;
-        ``member``: which member each row is; ``alive``: (rows,) not diverged."""
-        for probe in self.probes:
-            if probe.final_only and column != self.evals - 1:
-                continue
-            for rows, weights in chunks:  # start vectors seeded by (member's seed, step) only
-                row_seeds = [self.member_seeds[m] * 1_000_003 + step for m in member[rows].tolist()]
-                for record, values in probe.measure(
-                    self.net, self.batches[probe.name], rows, weights, row_seeds
-                ).items():
-                    values = torch.where(per_row(alive[rows], values), values.to(self.records[record].dtype), math.nan)
-                    if record in self.final:
-                        self.records[record][member[rows]] = values
-                    else:
-                        self.records[record][member[rows], column] = values
+        ``member``: which member each row is; ``alive``: (rows,) not diverged. BatchNorm on each
+        probe batch's statistics, the running statistics untouched (``batch_statistics``)."""
+        with batch_statistics(self.net.model):
+            for probe in self.probes:
+                if probe.final_only and column != self.evals - 1:
+                    continue
+                for rows, weights in chunks:  # start vectors seeded by (member's seed, step) only
+                    row_seeds = [self.member_seeds[m] * 1_000_003 + step for m in member[rows].tolist()]
+                    for record, values in probe.measure(
+                        self.net, self.batches[probe.name], rows, weights, row_seeds
+                    ).items():
+                        values = torch.where(
+                            per_row(alive[rows], values), values.to(self.records[record].dtype), math.nan
+                        )
+                        if record in self.final:
+                            self.records[record][member[rows]] = values
+                        else:
+                            self.records[record][member[rows], column] = values
 
     def curves(self, eval_steps: Sequence[int]) -> dict[str, xr.DataArray]:
         """The records as DataArrays over (member, [eval_step,] *dims), float64 on the CPU."""

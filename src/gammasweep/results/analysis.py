@@ -136,6 +136,57 @@ class PowerLaw:
         return 10.0**self.intercept * np.asarray(gamma, np.float64) ** self.slope
 
 
+@dataclass(frozen=True)
+class RegimeWindows:
+    """Where the lazy and rich power laws are fitted: gamma <= ``lazy_max`` and gamma >= ``rich_min``,
+    either side of the ``crossover`` gamma where the two regimes meet."""
+
+    lazy_max: float
+    rich_min: float
+    crossover: float
+
+
+def regime_windows(
+    gammas: np.ndarray,
+    etas: np.ndarray,
+    censored: np.ndarray | None = None,
+    margin_decades: float = 1.0,
+    min_points: int = 3,
+) -> RegimeWindows:
+    """The fit windows by a rule, not by hand: the crossover is the break of the continuous two-segment
+    line in log10-log10 space (``log eta = a + s1 min(x - c, 0) + s2 max(x - c, 0)``, x = log10 gamma)
+    that fits the uncensored points best in least squares, with c searched on a 0.05-decade grid and at
+    least ``min_points`` points each side; the ``margin_decades`` either side of it, where both regimes
+    contribute, are left out of both fits. Too few points for a break: the crossover is gamma = 1, where
+    the theory's regimes meet (``theory.toy``)."""
+    gammas, etas = np.asarray(gammas, np.float64), np.asarray(etas, np.float64)
+    use = np.isfinite(etas) & (etas > 0) & (gammas > 0)
+    if censored is not None:
+        use &= ~np.asarray(censored, bool)
+    x, y = np.log10(gammas[use]), np.log10(etas[use])
+    crossover = 0.0
+    if len(x) >= 2 * min_points:
+        xs = np.sort(x)
+        candidates = np.round(np.arange(xs[min_points - 1], xs[-min_points] + 1e-9, 0.05), 9)  # no drift off the grid
+        errors = []
+        for c in candidates:
+            design = np.stack([np.ones_like(x), np.minimum(x - c, 0.0), np.maximum(x - c, 0.0)], axis=1)
+            residual = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+            errors.append(residual @ residual)
+        crossover = float(candidates[int(np.argmin(errors))])
+    return RegimeWindows(10.0 ** (crossover - margin_decades), 10.0 ** (crossover + margin_decades), 10.0**crossover)
+
+
+def fit_windows(gammas: np.ndarray, etas: np.ndarray, censored: np.ndarray, options: dict) -> RegimeWindows:
+    """A figure's fit windows: options ``lazy_max`` and ``rich_min`` where given (the crossover then
+    their geometric mean), else ``regime_windows``'s rule on the edge ``etas``."""
+    if "lazy_max" in options or "rich_min" in options:
+        rule = regime_windows(gammas, etas, censored)
+        lazy_max, rich_min = options.get("lazy_max", rule.lazy_max), options.get("rich_min", rule.rich_min)
+        return RegimeWindows(lazy_max, rich_min, float(np.sqrt(lazy_max * rich_min)))
+    return regime_windows(gammas, etas, censored)
+
+
 def fit_power_law(
     gammas: np.ndarray, etas: np.ndarray, gamma_min: float, gamma_max: float, censored: np.ndarray | None = None
 ) -> PowerLaw:

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from gammasweep.sweep.adaptive import INFERRED_DIVERGED, SKIPPED, STATUS_MEANINGS, TRAINED
 from gammasweep.results.cells import read_cell
-from gammasweep.results.io import atomic_path
+from gammasweep.results.io import BadResultFile, atomic_path
 from gammasweep.results.records import RECORDS
+from gammasweep.sweep.adaptive import INFERRED_DIVERGED, SKIPPED, STATUS_MEANINGS, TRAINED
 
 _ATTRS = {
     "train_loss": ("training loss, mean over the steps since the previous record", "1"),
@@ -32,9 +32,12 @@ _ATTRS = {
 EVAL_VARIABLES = ("test_loss", "test_accuracy")  # recorded at the eval steps
 
 
-def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None = None,
-               expected: Sequence[dict] | None = None,
-               grid: tuple[Sequence[float], Sequence[float]] | None = None) -> xr.Dataset:
+def build_cube(
+    cell_files: Sequence[str | Path],
+    experiment_config: dict | None = None,
+    expected: Sequence[dict] | None = None,
+    grid: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> xr.Dataset:
     """Read every cell file of one experiment into a Dataset over (gamma, eta, seed, step/eval_step).
 
     ``expected``: per file, the parameters it must hold (see ``cells.read_cell``). ``grid``: the
@@ -45,23 +48,32 @@ def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None 
     cells = [read_cell(p, e) + (p,) for p, e in zip(cell_files, expected)]
     if not cells:
         raise ValueError("no cell files to aggregate")
-    gammas, etas = (sorted(axis) for axis in grid) if grid else (sorted({c[1][k] for c in cells}) for k in ("gamma", "eta"))
+    gammas, etas = (
+        (sorted(axis) for axis in grid) if grid else (sorted({c[1][k] for c in cells}) for k in ("gamma", "eta"))
+    )
     first, params0, prov0, _ = cells[0]
     seeds, steps, evals = np.asarray(params0["seeds"]), first.step, first.eval_step
     shape = (len(gammas), len(etas), len(seeds))
     data = {name: np.full(shape + (len(steps),), np.nan) for name in ("train_loss", "train_loss_at_step")}
     data |= {name: np.full(shape + (len(evals),), np.nan) for name in EVAL_VARIABLES}
-    probes = {name: (record.dims[1:], np.full(shape + record.shape[1:], np.nan), record.coords)
-              for name, record in first.probes.items()}
+    probes = {
+        name: (record.dims[1:], np.full(shape + record.shape[1:], np.nan), record.coords)
+        for name, record in first.probes.items()
+    }
     diverged, diverged_step = np.zeros(shape, bool), np.full(shape, -1, np.int64)
     wall_time, status = np.full(shape[:2], np.nan), np.full(shape[:2], SKIPPED, np.int8)
     for curves, params, prov, path in cells:
-        if not (np.array_equal(curves.step, steps) and np.array_equal(curves.eval_step, evals)
-                and params["seeds"] == params0["seeds"]):
+        if not (
+            np.array_equal(curves.step, steps)
+            and np.array_equal(curves.eval_step, evals)
+            and params["seeds"] == params0["seeds"]
+        ):
             raise ValueError(f"cell file {path} has other steps or seeds than {cells[0][3]}: rebuild it")
         if sorted(curves.probes) != sorted(probes):
-            raise ValueError(f"cell file {path} holds the probe records {sorted(curves.probes)}, {cells[0][3]} "
-                             f"{sorted(probes)}: rebuild it")
+            raise ValueError(
+                f"cell file {path} holds the probe records {sorted(curves.probes)}, {cells[0][3]} "
+                f"{sorted(probes)}: rebuild it"
+            )
         i, j = gammas.index(params["gamma"]), etas.index(params["eta"])
         for name in data:
             data[name][i, j] = getattr(curves, name)
@@ -69,27 +81,41 @@ def build_cube(cell_files: Sequence[str | Path], experiment_config: dict | None 
             values[i, j] = curves.probes[name].values
         diverged[i, j], diverged_step[i, j] = curves.diverged, curves.diverged_step
         wall_time[i, j], status[i, j] = prov.get("wall_time_s", np.nan), TRAINED
-    dims3, coords = ("gamma", "eta", "seed"), {"gamma": gammas, "eta": etas, "seed": seeds, "step": steps, "eval_step": evals}
+    dims3, coords = (
+        ("gamma", "eta", "seed"),
+        {"gamma": gammas, "eta": etas, "seed": seeds, "step": steps, "eval_step": evals},
+    )
     variables = {name: ((*dims3, "step"), values) for name, values in data.items() if name.startswith("train")}
     variables |= {name: ((*dims3, "eval_step"), values) for name, values in data.items() if name in EVAL_VARIABLES}
-    variables |= {"diverged": (dims3, diverged), "diverged_step": (dims3, diverged_step),
-                  "wall_time": (("gamma", "eta"), wall_time), "cell_status": (("gamma", "eta"), status)}
+    variables |= {
+        "diverged": (dims3, diverged),
+        "diverged_step": (dims3, diverged_step),
+        "wall_time": (("gamma", "eta"), wall_time),
+        "cell_status": (("gamma", "eta"), status),
+    }
     variables |= {name: ((*dims3, *dims), values) for name, (dims, values, _) in probes.items()}
     for _, _, labelled in probes.values():
         coords |= {d: labelled[d].values for d in labelled if d not in coords}
     cube = xr.Dataset(variables, coords=coords)
     for name, (long_name, units) in (_ATTRS | {r: RECORDS[r][1:] for r in probes}).items():
         cube[name].attrs.update(long_name=long_name, units=units)
-    cube["cell_status"].attrs.update(long_name="how the cell's result was obtained (adaptive eta)",
-                                     flag_values=np.array([TRAINED, INFERRED_DIVERGED, SKIPPED], np.int8),
-                                     flag_meanings=STATUS_MEANINGS)
+    cube["cell_status"].attrs.update(
+        long_name="how the cell's result was obtained (adaptive eta)",
+        flag_values=np.array([TRAINED, INFERRED_DIVERGED, SKIPPED], np.int8),
+        flag_meanings=STATUS_MEANINGS,
+    )
     cube["gamma"].attrs.update(long_name="feature-learning strength gamma", units="1")
     cube["eta"].attrs.update(long_name="learning rate eta (SGD lr = width x eta)", units="1")
     cube["step"].attrs.update(long_name="SGD step", units="steps")
     cube["eval_step"].attrs.update(long_name="SGD updates before the test evaluation", units="steps")
     shared = {k: v for k, v in params0.items() if k not in ("gamma", "eta", "dtype")}
-    cube.attrs.update(Conventions="CF-1.8", experiment=params0["experiment"], cell_params=json.dumps(shared, sort_keys=True),
-                      provenance=json.dumps(prov0, sort_keys=True), experiment_config=json.dumps(experiment_config or {}, sort_keys=True))
+    cube.attrs.update(
+        Conventions="CF-1.8",
+        experiment=params0["experiment"],
+        cell_params=json.dumps(shared, sort_keys=True),
+        provenance=json.dumps(prov0, sort_keys=True),
+        experiment_config=json.dumps(experiment_config or {}, sort_keys=True),
+    )
     return cube
 
 
@@ -112,7 +138,16 @@ def write_cube(cube: xr.Dataset, path: str | Path) -> None:
         cube.to_netcdf(tmp, engine="h5netcdf")
 
 
+class BadCubeFile(BadResultFile):
+    """A cube that cannot be read."""
+
+    what = "cube"
+
+
 def open_cube(path: str | Path) -> xr.Dataset:
-    """Load a cube fully into memory (the file is closed on return)."""
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        return ds.load()
+    """Load a cube fully into memory (the file is closed on return); BadCubeFile naming an unreadable one."""
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            return ds.load()
+    except (OSError, ValueError) as err:  # missing, truncated, not NetCDF
+        raise BadCubeFile(path, f"cannot be read ({type(err).__name__}: {err})") from None

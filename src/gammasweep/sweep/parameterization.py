@@ -20,13 +20,17 @@ Member k's weights are drawn from its own generator, so they do not depend on K 
 members. Activations are (B, F) when shared by all members (the input), (K, B, F) per member;
 convolutional activations keep members in the channel dimension, (B, K * C, H, W).
 Normalization layers (BatchNorm, LayerNorm) have a per-member affine map, weight 1 and bias 0 at
-init, trained like biases; BatchNorm always normalizes on the batch's statistics.
+init, trained like biases. BatchNorm is torch's ``nn.BatchNorm2d`` with its defaults, as the authors'
+ResNet: batch statistics in training mode, which update per-member running statistics (momentum
+0.1), and the running statistics in eval mode (their test loop's ``model.eval()``);
+``batch_statistics`` gives training mode without the update (the probes).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -132,19 +136,57 @@ class _MemberAffine(nn.Module):
 
 
 class MuBatchNorm2d(_MemberAffine):
-    """BatchNorm per member and channel, always on batch statistics (training mode at train and
-    eval time, no running statistics): y = (x - mean) / sqrt(var + eps) * w + b over (B, H, W).
+    """BatchNorm per member and channel, torch's ``nn.BatchNorm2d`` with its defaults for each member:
+    y = (x - mean) / sqrt(var + eps) * w + b. In training mode mean and var are the batch's over
+    (B, H, W), and the running statistics move towards them, r <- (1 - momentum) r + momentum s (the
+    variance unbiased); in eval mode mean and var are the running statistics.
 
-    Weight (K, C) = 1 and bias (K, C) = 0 at init, trained like biases. Input and output
-    (B, K * C, H, W): each member's channels are normalized on their own statistics.
-
-    So the online setting has no train/eval mismatch, but one example's output depends on the other
-    examples of its batch: the centered f = (g - g_0) / gamma takes g_0 on the same batch (exactly 0
-    at init on any batch), and per-example Jacobians are not the NTK (``docs/models.md``).
+    Weight (K, C) = 1 and bias (K, C) = 0 at init, trained like biases; buffers ``running_mean`` (K, C)
+    = 0 and ``running_var`` (K, C) = 1. Input and output (B, K * C, H, W): each member's channels are
+    normalized on their own statistics. With ``update_running`` False (``batch_statistics``) training
+    mode leaves the running statistics as they are. In training mode one example's output depends on
+    the other examples of its batch, so per-example Jacobians are not the NTK (``docs/models.md``).
     """
 
+    momentum: float = 0.1  # torch's default, the authors' ResNet's
+
+    def __init__(self, features: int, members: int, eps: float = 1e-5) -> None:
+        super().__init__(features, members, eps)
+        self.register_buffer("running_mean", torch.zeros(members, features))
+        self.register_buffer("running_var", torch.ones(members, features))
+        self.update_running = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(x, None, None, self.weight.reshape(-1), self.bias.reshape(-1), training=True, eps=self.eps)
+        tracked = not self.training or self.update_running
+        # view, never a copy: an update in place reaches the buffer (or the tensor functional_call put there)
+        mean, var = (self.running_mean.view(-1), self.running_var.view(-1)) if tracked else (None, None)
+        weight, bias = self.weight.reshape(-1), self.bias.reshape(-1)
+        return F.batch_norm(x, mean, var, weight, bias, training=self.training, momentum=self.momentum, eps=self.eps)
+
+
+def running_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The running statistics of the model's BatchNorms by buffer name, (K, C) each; {} for a model without."""
+    return {
+        f"{prefix}.{name}": getattr(module, name)
+        for prefix, module in model.named_modules()
+        if isinstance(module, MuBatchNorm2d)
+        for name in ("running_mean", "running_var")
+    }
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Within it, every ``MuBatchNorm2d`` of ``model`` is in training mode (normalizes on the batch in
+    hand) and leaves its running statistics untouched; each is restored on exit."""
+    norms = [module for module in model.modules() if isinstance(module, MuBatchNorm2d)]
+    before = [(norm.training, norm.update_running) for norm in norms]
+    for norm in norms:
+        norm.training, norm.update_running = True, False
+    try:
+        yield
+    finally:
+        for norm, (training, update) in zip(norms, before):
+            norm.training, norm.update_running = training, update
 
 
 class MuLayerNorm(_MemberAffine):

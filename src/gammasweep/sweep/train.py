@@ -10,10 +10,17 @@ member whose loss turns non-finite or exceeds the cap is recorded as diverged at
 dropped; the others go on, untouched by its numbers. Diverged at step t means the weights after t
 updates blew up: eval step t already reads them (``results.analysis.cell_diverged``), and a blow-up
 by the last update is read off the final test loss.
+
+BatchNorm keeps the authors' modes (``vision_tasks.py``: ``model.train()`` before training,
+``model.eval()`` in ``test_model``): the training step normalizes on the batch and updates the
+running statistics of every row and of the frozen initial network (the authors' frozen copy is in
+training mode too, so its running statistics follow the training batches); the test evaluation
+normalizes on the running statistics.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -27,11 +34,17 @@ from gammasweep.data.augment import StrongAugment, augment, step_generator
 from gammasweep.data.stream import OnlineStream, normalize
 from gammasweep.probes.recorder import Network, ProbeRecorder
 from gammasweep.results.curves import Curves, eval_steps, record_steps
-from gammasweep.sweep.checkpoints import STOP, Checkpoint, Interrupted, fingerprint
+from gammasweep.sweep.checkpoints import STOP, Checkpoint, Interrupted, fingerprint, tensor_digest
 from gammasweep.sweep.losses import LOSSES, TEST_LOSSES
 from gammasweep.sweep.models import build_model
 from gammasweep.sweep.optimizers import Optimizer
-from gammasweep.sweep.parameterization import centered_output, learning_rate, update_scales
+from gammasweep.sweep.parameterization import (
+    batch_statistics,
+    centered_output,
+    learning_rate,
+    running_statistics,
+    update_scales,
+)
 from gammasweep.sweep.schedules import Schedule
 
 
@@ -57,7 +70,7 @@ class Setup:
     std: tuple[float, ...]
     dtype: torch.dtype
     device: torch.device
-    divergence_cap: float
+    divergence_cap: float | None  # a batch loss above it is divergence; None: only a NaN or inf loss (the authors')
     record_points: int
     test_batch_size: int
     probes: dict = field(default_factory=dict)  # probe name -> its settings (``gammasweep.probes.recorder``)
@@ -83,7 +96,7 @@ def chunk_size(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tenso
         return t
 
     one = {k: v[:1].detach().requires_grad_() for k, v in params.items()}
-    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+    with batch_statistics(model), torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
         functional_call(model, one, (x,))
     weights = sum(v.numel() * v.element_size() for v in one.values())
     return max(1, CPU_CHUNK_BYTES // (saved + 2 * weights))
@@ -96,13 +109,15 @@ class TrainState:
 
     Row tensors (``ROWS``) have one entry per row still training, in ``chunks`` order: ``seed_row``
     (the row's index into the distinct seeds), ``gamma``, ``lr``, ``member`` (which member the row
-    is), ``alive``, ``block_sum`` (its train losses summed since the last record). Member tensors are
+    is), ``alive``, ``block_sum`` (its train losses summed since the last record), and the BatchNorm
+    running statistics ``stats`` (name -> (rows, C); {} without BatchNorm). ``init_stats`` (name -> (S, C)):
+    the frozen initial network's, one per distinct seed, never dropped. Member tensors are
     indexed by member and never dropped: ``diverged_step`` (E,), -1 while alive, and the curves
     ``train_mean``, ``train_at`` (E, records) and ``test_loss``, ``test_acc`` (E, evals).
     """
 
     ROWS: ClassVar[tuple[str, ...]] = ("seed_row", "gamma", "lr", "member", "alive", "block_sum")
-    FORMAT: ClassVar[int] = 2  # of the saved dict; part of the checkpoint's fingerprint
+    FORMAT: ClassVar[int] = 3  # of the saved dict; part of the checkpoint's fingerprint
 
     step: int  # the next step to train
     block_len: int  # steps summed in block_sum
@@ -110,6 +125,8 @@ class TrainState:
     chunks: list[tuple[slice, dict[str, torch.Tensor]]]  # the rows' trainable weights, per chunk
     moments: dict[str, torch.Tensor]  # the optimizer's state of every row (Adam's); chunks update views
     probes: dict[str, torch.Tensor]  # the probes' records so far (``ProbeRecorder.records``)
+    stats: dict[str, torch.Tensor]  # every row's BatchNorm running statistics; a training pass updates views
+    init_stats: dict[str, torch.Tensor]  # theta_0's, per distinct seed
     seed_row: torch.Tensor
     gamma: torch.Tensor
     lr: torch.Tensor
@@ -133,16 +150,18 @@ class TrainState:
         return {k: torch.cat([weights[k].detach() for _, weights in self.chunks]) for k in self.chunks[0][1]}
 
     def compact(self, keep: torch.Tensor) -> None:
-        """Keep only the rows ``keep`` (indices): every row tensor, the weights and the moments."""
+        """Keep only the rows ``keep`` (indices): every row tensor, the weights, the moments, the running statistics."""
         for name in self.ROWS:
             setattr(self, name, getattr(self, name)[keep])
         self.moments = {k: v[keep] for k, v in self.moments.items()}
+        self.stats = {k: v[keep] for k, v in self.stats.items()}
         self.chunks = self.split({k: v[keep] for k, v in self.weights().items()}, self.per_chunk)
 
-    def save(self, checkpoint: Checkpoint, key: str) -> None:
-        """Write the whole state to ``checkpoint`` (the weights stacked, not chunked)."""
+    def save(self, checkpoint: Checkpoint, key: str, data: dict) -> None:
+        """Write the whole state to ``checkpoint`` (the weights stacked, not chunked), for the run of
+        settings ``key`` on ``data`` (``Checkpoint.save``)."""
         state = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "chunks"}
-        checkpoint.save({**state, "weights": self.weights()}, key)
+        checkpoint.save({**state, "weights": self.weights()}, key, data)
 
     @classmethod
     def load(cls, saved: dict, device: torch.device) -> TrainState:
@@ -174,7 +193,9 @@ def train(
     The members' stacked weights are held in chunks (``chunk_size``), each a forward/backward
     pass per step. Every ``check_every`` steps (the only host synchronization besides progress
     output) diverged members are dropped, so they cost nothing afterwards. With a ``checkpoint``
-    the run resumes from it, saves it periodically and on a stop request (then raises Interrupted).
+    the run resumes from it if it was written for these settings and this data (the stream's data seed,
+    batch size and pool files, and the test set: ``gammasweep.sweep.checkpoints``), saves it periodically
+    and on a stop request (then raises Interrupted).
     The stream serves its batches on the device (``OnlineStream.to_device``): held there whole if it
     fits ``pool_budget_bytes`` (bytes of device memory; default ``gammasweep.data.stream.device_budget``),
     else in windows of many steps.
@@ -183,6 +204,7 @@ def train(
     seeds = sorted(set(members.seeds))
     model = build_model(setup.model, setup.input_shape, setup.num_classes, seeds).to(dev, dt)
     init = {k: v.detach() for k, v in model.named_parameters()}  # frozen theta_0, one per distinct seed
+    init_stats = {k: v.clone() for k, v in running_statistics(model).items()}  # its BatchNorms' (S, C), at init
     optimizer = Optimizer(**setup.optimizer)
     scales = update_scales(model, optimizer.name)  # per tensor, the factor on a member's learning rate
     lr_factor = torch.tensor(
@@ -211,6 +233,8 @@ def train(
         chunks=TrainState.split({k: v[seed_row] for k, v in init.items()}, per_chunk),
         moments=optimizer.state({k: v[seed_row] for k, v in init.items()}),
         probes={},
+        stats={k: v[seed_row] for k, v in init_stats.items()},
+        init_stats=init_stats,
         seed_row=seed_row,
         gamma=torch.tensor(members.gammas, dtype=dt, device=dev),
         lr=torch.tensor(
@@ -227,23 +251,28 @@ def train(
     )
 
     def centered(rows: slice, weights: dict, x: torch.Tensor, g0: torch.Tensor) -> torch.Tensor:
-        """Centered outputs (rows, B, C); ``g0`` (S, B, C) is theta_0's output, once per distinct seed."""
+        """Centered outputs (rows, B, C); ``g0`` (S, B, C) is theta_0's output, once per distinct seed.
+        The rows' running statistics are views: a training-mode pass updates them in place."""
+        stats = {k: v[rows] for k, v in s.stats.items()}
         return centered_output(
-            functional_call(model, weights, (x,)), g0[s.seed_row[rows]], s.gamma[rows].view(-1, 1, 1)
+            functional_call(model, {**weights, **stats}, (x,)), g0[s.seed_row[rows]], s.gamma[rows].view(-1, 1, 1)
         )
 
-    with torch.no_grad():  # test batches (x, y, theta_0's output): the frozen network's part is computed once
-        test_batches = [
-            (x, y, functional_call(model, init, (x,)))
-            for x, y in zip(x_test.split(setup.test_batch_size), y_test.split(setup.test_batch_size))
-        ]
+    def initial_output(x: torch.Tensor) -> torch.Tensor:
+        """theta_0's outputs (S, B, C) with its own running statistics (updated in place in training mode)."""
+        return functional_call(model, {**init, **s.init_stats}, (x,))
+
+    test_batches = list(zip(x_test.split(setup.test_batch_size), y_test.split(setup.test_batch_size)))
+    model.eval()
+    with torch.no_grad():  # theta_0's test outputs, computed once unless BatchNorm's running statistics move them
+        fixed_test_g0 = [] if init_stats else [initial_output(x) for x, _ in test_batches]
 
     net = Network(
         model=model,
         loss=loss_fn,
         centered=centered,
         initial=lambda rows: {k: v[s.seed_row[rows]] for k, v in init.items()},
-        initial_output=lambda x: functional_call(model, init, (x,)),
+        initial_output=initial_output,
         lr_unit=learning_rate(model.width, 1.0),
     )
 
@@ -259,13 +288,15 @@ def train(
 
     def evaluate(column: int) -> None:
         """Test loss and accuracy (and the probes) of the current weights into ``column``; NaN for
-        diverged members."""
+        diverged members. BatchNorm in eval mode, on the running statistics (the probes choose their own)."""
         total_loss, correct = (
             torch.zeros(len(s.member), dtype=dt, device=dev),
             torch.zeros(len(s.member), dtype=dt, device=dev),
         )
+        model.eval()
         with torch.no_grad():  # (the Hessian probes switch gradients on for themselves)
-            for x, y, g0 in test_batches:
+            test_g0 = fixed_test_g0 or [initial_output(x) for x, _ in test_batches]
+            for (x, y), g0 in zip(test_batches, test_g0):
                 for rows, weights in s.chunks:
                     out = centered(rows, weights, x, g0)
                     total_loss[rows] += test_loss_fn(out, y) * len(y)
@@ -274,13 +305,17 @@ def train(
         s.test_loss[s.member, column] = torch.where(s.alive, total_loss / len(y_test), torch.nan)
         s.test_acc[s.member, column] = torch.where(s.alive, correct / len(y_test), torch.nan)
 
+    cap = math.inf if setup.divergence_cap is None else setup.divergence_cap
+
     def fine(loss: torch.Tensor) -> torch.Tensor:
-        return torch.isfinite(loss) & (loss <= setup.divergence_cap)
+        return torch.isfinite(loss) & (loss <= cap)
 
     def optimizer_step(x: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
-        """Update ``t`` on batch (x, y) of every row whose loss is fine; returns the losses (rows,) before it."""
+        """Update ``t`` on batch (x, y) of every row whose loss is fine; returns the losses (rows,) before it.
+        BatchNorm in training mode: every row's running statistics and theta_0's take a step towards the batch's."""
+        model.train()
         with torch.no_grad():
-            g0 = functional_call(model, init, (x,))
+            g0 = initial_output(x)
         loss = torch.empty(len(s.member), dtype=dt, device=dev)
         for rows, weights in s.chunks:
             chunk_loss = loss_fn(centered(rows, weights, x, g0), y)
@@ -293,15 +328,18 @@ def train(
 
     rec_index, eval_index = {int(step): i for i, step in enumerate(rec)}, {int(step): i for i, step in enumerate(evals)}
     report_every, start = max(setup.steps // 10, 1), time.perf_counter()
-    run_key = fingerprint(setup, members, check_every, per_chunk, TrainState.FORMAT)  # all that shapes the numbers
-    if checkpoint and (saved := checkpoint.load(run_key)):
+    # What a checkpoint must match to be resumed: the settings (all that shapes the numbers) and the data they are
+    # computed from (the stream's seed, batch size and pool files; the test set, hashed: see ``checkpoints``).
+    run_key = fingerprint(setup, members, check_every, per_chunk, TrainState.FORMAT)
+    run_data = {**stream.identity, "test_set": tensor_digest(test_images, test_labels)}
+    if checkpoint and (saved := checkpoint.load(run_key, run_data)):
         s = TrainState.load(saved, dev)
         probes.records = s.probes
     first = s.step
     for t in range(first, setup.steps):
         if checkpoint and t > first and checkpoint.due():
             s.step = t
-            s.save(checkpoint, run_key)
+            s.save(checkpoint, run_key, run_data)
             if STOP.is_set():
                 raise Interrupted(f"stopped before step {t} of {setup.steps}; rerun to resume from {checkpoint.path}")
         if t in eval_index:

@@ -2,9 +2,10 @@
 BatchNorm, width multiplier N / 64): stem conv(N), then 4 stages of 2 BasicBlocks of widths
 N, 2N, 4N, 8N (strides 1, 2, 2, 2), global average pooling, the muP readout.
 
-Every convolution is followed by a members-aware BatchNorm on batch statistics
-(``gammasweep.sweep.parameterization.MuBatchNorm2d``; what that means here: ``docs/models.md``), so the
-convolutions have no bias. 18 weight layers on the longest path (stem, 16 block convolutions,
+Every convolution is followed by a members-aware BatchNorm, torch's ``nn.BatchNorm2d`` per member as
+the authors' (``gammasweep.sweep.parameterization.MuBatchNorm2d``): batch statistics in training mode,
+running statistics in eval mode, the trainer's test evaluation (what that means here: ``docs/models.md``);
+so the convolutions have no bias. 18 weight layers on the longest path (stem, 16 block convolutions,
 readout); the 1x1 stride-2 shortcuts of stages 2-4 are not counted.
 """
 
