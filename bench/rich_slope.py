@@ -9,8 +9,8 @@ quickstart's.
 
     python bench/rich_slope.py results/data/digits/pool.h5 results/data/sources/sklearn_digits/test.h5
 
-Measured (2 cores, about 20 min; run from the repository root): width 128: slope 0.86 after 200 steps, 0.84 after 50 (the run length
-does not matter); width 512, 200 steps: 0.79. Theory: 2/3.
+Measured (2 cores, about 20 min; run from the repository root): width 128: slope 0.86 after 200
+steps, 0.84 after 50 (the run length does not matter); width 512, 200 steps: 0.79. Theory: 2/3.
 """
 
 from __future__ import annotations
