@@ -2,7 +2,7 @@
 
 For every experiment of the config (as if it set `eta_grid: adaptive`, with its `adaptive:`
 settings or the defaults), each gamma column's edge is assumed to sit where the theory guess puts
-it shifted by ``--offset`` decades; the bracketing search (``adaptive.find_edge``) is run on that
+it shifted by ``--offset`` decades; the bracketing search (``adaptive.find_edges``) is run on that
 synthetic column to count its short runs, and the window gives the full-length cells. Compares
 cells and cell-steps (cells x SGD steps) with the full grid.
 
@@ -21,7 +21,7 @@ import yaml
 
 from gammasweep.plan.config import load_schema
 from gammasweep.plan.plan import Plan
-from gammasweep.sweep.adaptive import find_edge, window_indices
+from gammasweep.sweep.adaptive import find_edges, window_indices
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,15 +34,16 @@ def budget(plan: Plan, experiment: str, offset_decades: float) -> dict[str, int]
     gammas, etas = plan.grids[experiment]
     n = len(etas)
     shift = round(offset_decades / float(np.median(np.diff(np.log10(sorted(etas.values()))))))  # in grid steps
-    trained = trials = 0
-    for gamma_key in gammas:
-        start = plan.bracket_start(experiment, gamma_key)
-        edge = min(max(start + 1 + shift, 0), n)  # the guess is eta_max: the edge is one step above it
-        found, results = find_edge(
-            n, start, settings.window, lambda idx: {i: 3 if i >= edge else -1 for i in idx}, log=lambda msg: None
-        )
-        trials += len(results)
-        trained += len(window_indices(n, found, plan.depth_steps(experiment, gamma_key)))
+    starts = {gamma_key: plan.bracket_start(experiment, gamma_key) for gamma_key in gammas}
+    edges = {key: min(max(start + 1 + shift, 0), n) for key, start in starts.items()}  # one step above the guess
+    found = find_edges(
+        {key: (n, start) for key, start in starts.items()},
+        settings.window,
+        lambda todo: {key: {i: 3 if i >= edges[key] else -1 for i in idx} for key, idx in todo.items()},
+        log=lambda msg: None,
+    )
+    trials = sum(len(results) for _, results in found.values())
+    trained = sum(len(window_indices(n, edge, plan.depth_steps(experiment, key))) for key, (edge, _) in found.items())
     return {
         "full_cells": len(gammas) * n,
         "full_cell_steps": len(gammas) * n * exp["steps"],

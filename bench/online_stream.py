@@ -11,10 +11,13 @@ pack of K members at batch 128. The ratio loader / consumer is what counts: abov
 the bottleneck.
 
     python bench/online_stream.py
+    python bench/online_stream.py --steps 100 --trainer-steps 5 --json stream.json   # shorter; rows as JSON too
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +30,7 @@ from gammasweep.data.stream import OnlineStream, normalize
 from gammasweep.results.provenance import device_name
 from gammasweep.sweep.train import Members, Setup, train
 
-BATCH, CLASSES, STEPS = 128, 10, 400
+BATCH, CLASSES = 128, 10
 WINDOW_STEPS = 64  # the windowed case: a budget of this many steps' batches (400 steps: 6.25 windows)
 
 
@@ -36,19 +39,19 @@ def serve_rate(stream: OnlineStream, device: torch.device, budget_bytes: float |
     there, normalized."""
     start = time.perf_counter()
     stream.to_device(device, budget_bytes, log=lambda m: None)
-    for t in range(STEPS):
+    for t in range(stream.steps):
         images, _ = stream.batch(t)
         normalize(images, (0.5,), (0.25,), torch.float32)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return BATCH * STEPS / (time.perf_counter() - start)
+    return BATCH * stream.steps / (time.perf_counter() - start)
 
 
-def loader_rates(parts: list[Path], device: torch.device) -> tuple[float, float, float]:
-    """Images/s of (building the pass, serving it held on the device, serving it in windows)."""
+def loader_rates(parts: list[Path], steps: int, device: torch.device) -> tuple[float, float, float]:
+    """Images/s of (building a pass of ``steps`` batches, serving it held on the device, serving it in windows)."""
     start = time.perf_counter()
-    stream = OnlineStream(parts, BATCH, STEPS, data_seed=0)
-    build = BATCH * STEPS / (time.perf_counter() - start)
+    stream = OnlineStream(parts, BATCH, steps, data_seed=0)
+    build = BATCH * steps / (time.perf_counter() - start)
     held = serve_rate(stream, device, None)
     window_budget = WINDOW_STEPS * BATCH * (stream.images[0].nbytes + stream.labels.element_size())
     windowed = serve_rate(stream, device, window_budget)
@@ -56,9 +59,10 @@ def loader_rates(parts: list[Path], device: torch.device) -> tuple[float, float,
     return build, held, windowed
 
 
-def training_rate(parts: list[Path], shape: tuple[int, int, int], spec: dict, k: int, device: torch.device) -> float:
-    """Images/s consumed by a pack of k members (each step reads one batch, shared by the members)."""
-    steps = 20
+def training_rate(
+    parts: list[Path], shape: tuple[int, int, int], spec: dict, k: int, steps: int, device: torch.device
+) -> float:
+    """Images/s consumed by a pack of k members over ``steps`` steps (each reads one batch, shared by the members)."""
     stream = OnlineStream(parts, BATCH, steps, data_seed=0)
     test = torch.randint(0, 256, (256, *shape), dtype=torch.uint8), torch.randint(0, CLASSES, (256,))
     setup = Setup(
@@ -83,6 +87,11 @@ def training_rate(parts: list[Path], shape: tuple[int, int, int], spec: dict, k:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=400, help=f"batches in the pass (more than {WINDOW_STEPS})")
+    parser.add_argument("--trainer-steps", type=int, default=20, help="steps of the timed training run")
+    parser.add_argument("--json", type=Path, help="also write the device and the rows here")
+    args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"device: {device_name(device)}; torch threads {torch.get_num_threads()}; batch {BATCH}\n")
     print(
@@ -94,22 +103,28 @@ def main() -> None:
         ((28, 28, 1), {"name": "mlp", "width": 512, "depth": 3}, 16),
         ((32, 32, 3), {"name": "cnn", "width": 16}, 4),
     ]
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for shape, spec, k in cases:
             rng = np.random.default_rng(0)
             parts = []
             for p in range(2):  # a pool in two parts, like CIFAR-5M's
                 parts.append(Path(tmp) / f"{'x'.join(map(str, shape))}_{p}.h5")
-                images = rng.integers(0, 256, (BATCH * STEPS // 2 + 1000, *shape), dtype=np.uint8)
+                images = rng.integers(0, 256, (BATCH * args.steps // 2 + 1000, *shape), dtype=np.uint8)
                 write_images(parts[-1], images, rng.integers(0, CLASSES, len(images)))
-            build, held, windowed = loader_rates(parts, device)
-            consume = training_rate(parts, shape, spec, k, device)
+            build, held, windowed = loader_rates(parts, args.steps, device)
+            consume = training_rate(parts, shape, spec, k, args.trainer_steps, device)
             name = ", ".join(f"{key} {value}" for key, value in spec.items() if key != "name")
             print(
                 f"| {'x'.join(map(str, shape))} | {spec['name']} ({name}), K={k} | {build:,.0f} | {held:,.0f} | "
                 f"{windowed:,.0f} | {consume:,.0f} | {held / consume:.0f} | {windowed / consume:.0f} |",
                 flush=True,
             )
+            rates = {"build": build, "held": held, "windowed": windowed, "trainer": consume}
+            rows.append({"pool": list(shape), "trainer": spec, "k": k, "images_per_s": rates})
+    if args.json:
+        summary = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
+        args.json.write_text(json.dumps(summary | {"batch": BATCH, "steps": args.steps, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from workflow_helpers import (
 from gammasweep.plan.config import load_schema
 from gammasweep.plan.plan import Plan
 
-GPU_RULES = {"train_generator", "sample_shard", "quality_gate", "train_pack", "bracket_eta", "train_column"}
+GPU_RULES = {"train_generator", "sample_shard", "quality_gate", "train_pack", "eta_brackets", "train_column"}
 
 
 def _site_profile(root, partition: str, **settings) -> str:
@@ -50,10 +50,17 @@ def _site_profile(root, partition: str, **settings) -> str:
     return "site"
 
 
+def _on_the_cpu(config: dict) -> dict:
+    """``config`` with its jobs on the CPU: the local cluster's GPUs are fake (/dev/null, /dev/zero), and a
+    job given one fails with device 'auto', where torch cannot use it (tested below)."""
+    config["training"] = config["training"] | {"device": "cpu"}
+    return config
+
+
 def test_every_pack_of_cells_runs_as_its_own_gpu_job_on_slurm(tmp_path):
     if not slurm_available():
         pytest.fail(f"SLURM/munge not installed (missing: {missing_binaries()}); {INSTALL_HINT}")
-    config = micro_config(losses=("mse",))
+    config = _on_the_cpu(micro_config(losses=("mse",)))
     del config["experiments"]["mlp_mse"]["training"]  # no probes: what runs where is the question here
     config["experiments"]["mlp_mse_adaptive"] = config["experiments"]["mlp_mse"] | {"eta_grid": "adaptive"}
     config["figures"] = {
@@ -66,7 +73,7 @@ def test_every_pack_of_cells_runs_as_its_own_gpu_job_on_slurm(tmp_path):
         assert cluster.partition == "debug"
         result = snakemake(root, "--configfile", "micro.yaml", "--profile", profile, timeout=1200)
         assert result.returncode == 0, result.stderr[-6000:] + cluster.logs()
-        edges = json.loads((root / "results" / "brackets" / "mlp_mse_adaptive.json").read_text())["edges"]
+        brackets = json.loads((root / "results" / "brackets" / "mlp_mse_adaptive.json").read_text())["columns"]
         expected = {
             "train_generator": 1,
             "sample_shard": 2,
@@ -74,8 +81,8 @@ def test_every_pack_of_cells_runs_as_its_own_gpu_job_on_slurm(tmp_path):
             "quality_gate": 1,
             "train_pack": 2,
             "aggregate": 1,
-            "bracket_eta": 2,
-            "train_column": sum(e > 0 for e in edges.values()),
+            "eta_brackets": 1,
+            "train_column": sum(record["edge"] > 0 for record in brackets.values()),
             "aggregate_adaptive": 1,
         }
         jobs = wait_for_completed_jobs(cluster, sum(expected.values()))
@@ -83,8 +90,8 @@ def test_every_pack_of_cells_runs_as_its_own_gpu_job_on_slurm(tmp_path):
         job["rule"] = re.sub(
             r"^train_\w+_pack\d{4}$", "train_pack", job["comment"].removeprefix("rule_").split("_wildcards_")[0]
         )
-    # fetch_source, eta_brackets (the checkpoint), the figures and `all` are local rules; everything
-    # else ran as a SLURM job, the columns planned after the checkpoint included.
+    # fetch_source, the figures and `all` are local rules; everything else ran as a SLURM job, the
+    # columns planned after the checkpoint eta_brackets included.
     assert Counter(job["rule"] for job in jobs) == expected
     assert all(job["state"] == "COMPLETED" and job["exit_code"] == "0:0" for job in jobs), jobs
     for job in jobs:
@@ -98,6 +105,21 @@ def test_every_pack_of_cells_runs_as_its_own_gpu_job_on_slurm(tmp_path):
     assert sorted(Counter(written_by).items()) == sorted((job, 2) for job in pack_jobs)
     for name in config["figures"]:
         assert (root / "results" / "figures" / f"{name}.pdf").exists()
+
+
+def test_a_job_given_a_gpu_that_torch_cannot_use_fails_loudly(tmp_path):
+    """device 'auto' (the default config's) in a SLURM job given a fake GPU: the generator's job fails,
+    naming the GPU and torch's reason, instead of training on the node's CPU."""
+    if not slurm_available():
+        pytest.fail(f"SLURM/munge not installed (missing: {missing_binaries()}); {INSTALL_HINT}")
+    root = scratch_workflow(tmp_path / "workflow", micro_config(losses=("mse",)))
+    profile = _site_profile(root, "debug", retries=0)
+    with local_slurm_cluster(tmp_path / "slurm") as cluster:
+        result = snakemake(root, "--configfile", "micro.yaml", "--profile", profile, "results/data/micro/generator.pt")
+        assert result.returncode != 0, result.stderr[-3000:] + cluster.logs()
+    log = (root / "results" / "logs" / "data" / "micro" / "train_generator.log").read_text()
+    assert "(CUDA_VISIBLE_DEVICES) but torch cannot use CUDA" in log and "`device: cpu`" in log, log[-3000:]
+    assert not (root / "results" / "data" / "micro" / "generator.pt").exists()
 
 
 def _job_ids(comment: str) -> list[str]:
@@ -129,7 +151,7 @@ INTERRUPTIONS = {
 }
 
 
-LONG_PACK = long_pack_config(width=512, steps=1000)
+LONG_PACK = _on_the_cpu(long_pack_config(width=512, steps=1000))
 
 
 @pytest.fixture(scope="module")

@@ -13,21 +13,29 @@ from gammasweep.sweep.adaptive import (
     TRAINED,
     AdaptiveSettings,
     eta_guess,
-    find_edge,
+    find_edges,
     statuses,
     train_window,
     window_indices,
 )
 
 
-def short_runs(edge: int, calls: list[list[int]]):
-    """A column whose short runs diverge (at step 3) from index ``edge`` up; records each round's trials."""
+def short_runs(edges: dict[str, int], calls: list[dict[str, list[int]]]):
+    """Columns whose short runs diverge (at step 3) from index ``edges[key]`` up; records each round's trials."""
 
-    def run(indices: list[int]) -> dict[int, int]:
-        calls.append(indices)
-        return {i: 3 if i >= edge else -1 for i in indices}
+    def run(trials: dict[str, list[int]]) -> dict[str, dict[int, int]]:
+        calls.append(trials)
+        return {key: {i: 3 if i >= edges[key] else -1 for i in indices} for key, indices in trials.items()}
 
     return run
+
+
+def find_edge(n: int, start: int, window: int, edge: int, calls: list[list[int]]) -> tuple[int, dict[int, int]]:
+    """``find_edges`` on one column whose edge is ``edge``; ``calls`` gets each round's trials."""
+    rounds: list[dict[str, list[int]]] = []
+    found = find_edges({"c": (n, start)}, window, short_runs({"c": edge}, rounds), log=lambda msg: None)
+    calls += [trials["c"] for trials in rounds]
+    return found["c"]
 
 
 def full_runs(edge: int, calls: list[list[int]]):
@@ -45,7 +53,7 @@ def full_runs(edge: int, calls: list[list[int]]):
 def test_find_edge_finds_every_edge_from_every_start(n, window):
     for edge, start in itertools.product(range(n + 1), range(n)):
         calls: list[list[int]] = []
-        found, results = find_edge(n, start, window, short_runs(edge, calls), log=lambda msg: None)
+        found, results = find_edge(n, start, window, edge, calls)
         assert found == edge, (n, window, edge, start)
         assert all(results[i] == (3 if i >= edge else -1) for i in results)
         trials = [i for call in calls for i in call]
@@ -57,11 +65,29 @@ def test_find_edge_finds_every_edge_from_every_start(n, window):
 def test_a_good_guess_brackets_in_one_round_and_a_bad_one_in_a_few():
     n, edge = 49, 30  # the paper's half-decade grid from 1e-12 to 1e12
     good: list[list[int]] = []
-    find_edge(n, edge, 4, short_runs(edge, good), log=lambda msg: None)
+    find_edge(n, edge, 4, edge, good)
     assert len(good) == 1
     bad: list[list[int]] = []
-    find_edge(n, 0, 4, short_runs(edge, bad), log=lambda msg: None)  # 15 decades off
+    find_edge(n, 0, 4, edge, bad)  # 15 decades off
     assert len(bad) <= 5 and sum(map(len, bad)) <= 20 < n
+
+
+def test_columns_search_in_lockstep_each_as_alone():
+    """Every column of a lockstep search runs the trials it would run alone, round by round; a round holds
+    the columns not yet bracketed, and the search lasts as long as the longest one."""
+    n = 49
+    columns = {"good": (n, 30), "bad": (n, 0), "top": (n, 45), "short": (7, 3)}
+    edges = {"good": 30, "bad": 30, "top": n, "short": 0}
+    rounds: list[dict[str, list[int]]] = []
+    found = find_edges(columns, 4, short_runs(edges, rounds), log=lambda msg: None)
+    lengths = []
+    for key, (size, start) in columns.items():
+        alone: list[list[int]] = []
+        assert found[key] == find_edge(size, start, 4, edges[key], alone)
+        assert [trials[key] for trials in rounds[: len(alone)]] == alone  # from the first round on
+        assert all(key not in trials for trials in rounds[len(alone) :])  # then out of the search
+        lengths.append(len(alone))
+    assert len(rounds) == max(lengths) > min(lengths) >= 1
 
 
 def test_the_window_reaches_depth_steps_below_eta_max():

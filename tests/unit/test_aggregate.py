@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from gammasweep.jobs.aggregate import aggregate, aggregate_adaptive
+from gammasweep.plan import paths
 from gammasweep.plan.plan import Plan
 from gammasweep.results.cells import BadCellFile, write_cell
 from gammasweep.results.cube import open_cube
@@ -51,10 +52,10 @@ def _adaptive_job(plan: Plan, root: Path, out: Path):
     gammas, etas = (list(axis.values()) for axis in plan.grids[experiment])
     columns = plan.columns(experiment)
     cells = {str(root / c.directory): plan.column_cells(experiment, c.gamma_key) for c in columns}
-    brackets = [root / c.bracket for c in columns]
-    for bracket, gamma in zip(brackets, gammas, strict=True):
-        bracket.parent.mkdir(parents=True, exist_ok=True)
-        bracket.write_text(json.dumps({"gamma": gamma, "trials": {}, "edge": 2, "trial_steps": 20}))
+    brackets = root / paths.BRACKETS.format(experiment=experiment)
+    brackets.parent.mkdir(parents=True)
+    records = {c.gamma_key: {"gamma": gamma, "trials": {}, "edge": 2} for c, gamma in zip(columns, gammas, strict=True)}
+    brackets.write_text(json.dumps({"trial_steps": 20, "columns": records}))
     directory = root / columns[0].directory
     files = [directory / Path(f).name for f in plan.column_files(experiment, columns[0].gamma_key)[:2]]
     directory.mkdir(parents=True)
@@ -63,7 +64,7 @@ def _adaptive_job(plan: Plan, root: Path, out: Path):
     return (
         files,
         cells[str(directory)][:2],
-        lambda: aggregate_adaptive([str(b) for b in brackets], [str(directory)], (gammas, etas), cells, {}, str(out)),
+        lambda: aggregate_adaptive(str(brackets), [str(directory)], (gammas, etas), cells, {}, str(out)),
     )
 
 

@@ -280,6 +280,24 @@ def test_nan_and_infinite_numbers_fail_naming_the_key(default_config, schema, ke
             {"metric": "test_loss"},
             r"'figures.regime_diagram.options': \['metric'\] unknown to plot 'regime_diagram'; it takes \['points'\]",
         ),
+        # An option a plot cannot draw without, the fit windows given both or not at all, steps never evaluated.
+        (
+            "figures.phase_portrait_steps_mlp_mse.options.steps",
+            [10, 75],
+            r"'figures.phase_portrait_steps_mlp_mse.options.steps': \[75\] are not test-evaluation steps of "
+            r"experiment 'mlp_mse'; it evaluates at \[0, 1, 2, 5, 10, 20, 50, 100, 200\]",
+        ),
+        (
+            "figures.wrong",
+            {"plot": "trajectories", "related": ["sparse_dln_sgd"]},
+            r"'figures.wrong.options': plot 'trajectories' needs \['variables'\]",
+        ),
+        (
+            "figures.eta_star_mlp_mse.options",
+            {"lazy_max": 0.1},
+            r"'figures.eta_star_mlp_mse.options': \['lazy_max', 'rich_min'\] are given together or not at all; "
+            r"\['rich_min'\] missing",
+        ),
         # A plot kind reads one kind of input: experiments, toy models, related experiments or datasets.
         (
             "figures.toy_phase_portrait.experiments",
@@ -362,12 +380,28 @@ def _options_read(function: Callable) -> set[str]:
     return read
 
 
+def _options_required(function: Callable) -> set[str]:
+    """The option names ``function`` indexes (``options["x"]``) without testing ``"x" in options`` first."""
+    indexed, tested = set(), set()
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(function)))):
+        match node:
+            case ast.Subscript(value=ast.Name(id="options"), slice=ast.Constant(value=name)):
+                indexed.add(name)
+            case ast.Compare(
+                left=ast.Constant(value=name), ops=[ast.In() | ast.NotIn()], comparators=[ast.Name(id="options")]
+            ):
+                tested.add(name)
+    return indexed - tested
+
+
 @pytest.mark.parametrize("plot", sorted(PLOTS))
 def test_a_plot_kinds_declared_options_are_those_its_function_reads(plot):
     """``plan.plots.PLOT_KINDS`` declares each kind's options for the config check; they are exactly those the
-    plotting function reads (a dataset plot's also those its previews are opened with, ``open_input``)."""
+    plotting function reads (a dataset plot's also those its previews are opened with, ``open_input``), and
+    the required ones those it indexes unguarded."""
     read = _options_read(PLOTS[plot]) | (_options_read(open_input) if PLOT_KINDS[plot].reads == "datasets" else set())
     assert PLOT_KINDS[plot].options == read
+    assert PLOT_KINDS[plot].required == _options_required(PLOTS[plot])
 
 
 def test_default_config_is_valid(default_config, schema):
@@ -395,7 +429,6 @@ def test_an_adaptive_experiment_plans_columns_seeded_by_theory(default_config, s
     )
     columns = plan.columns("mlp_mse_adaptive")
     assert [c.gamma_key for c in columns] == list(plan.grids["mlp_mse"][0])
-    assert columns[0].bracket == "results/brackets/mlp_mse_adaptive/gamma_1.000e-03.json"
     assert columns[0].directory == "results/runs/mlp_mse_adaptive/gamma_1.000e-03"
     cells = plan.column_cells("mlp_mse_adaptive", "1.000e-01")
     assert [c["eta"] for c in cells] == sorted(plan.grids["mlp_mse"][1].values())

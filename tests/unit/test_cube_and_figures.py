@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import cf_units
 import h5py
 import numpy as np
 import pandas as pd
@@ -17,10 +18,13 @@ from matplotlib.image import imread
 
 from gammasweep.figures import DATASET_PLOTS, PLOTS, RELATED_PLOTS, TOY_PLOTS, render
 from gammasweep.jobs.train import train_pack
+from gammasweep.related import diagonal_nets, linear_equilibrium, nonlinear_equilibrium, teacher_student, toy_catapult
 from gammasweep.results.analysis import adaptive_cost, eta_max, eta_star, final_metric, fit_power_law
 from gammasweep.results.cells import BadCellFile, read_cell
-from gammasweep.results.cube import BadCubeFile, build_cube, open_cube, set_column_status, write_cube
+from gammasweep.results.cube import CHUNK_BYTES, BadCubeFile, build_cube, open_cube, set_column_status, write_cube
+from gammasweep.results.records import RECORDS, stored_dtype
 from gammasweep.sweep.adaptive import INFERRED_DIVERGED, SKIPPED, TRAINED
+from gammasweep.theory import toy
 from gammasweep.theory.toy import toy_cube
 
 GAMMAS, ETAS = [0.1, 10.0], [1e-3, 1e-1, 1e4]
@@ -107,9 +111,7 @@ def test_cube_layout_units_and_divergence(cube_file):
     assert json.loads(cube.attrs["experiment_config"]) == {"note": "test"}
     assert json.loads(cube.attrs["cell_params"])["model"]["depth"] == 3
     # The probes' records: their own dimensions after (gamma, eta, seed), labelled where they have names.
-    assert (
-        cube["sharpness"].dims == ("gamma", "eta", "seed", "eval_step") and cube["sharpness"].attrs["units"] == "1/eta"
-    )
+    assert cube["sharpness"].dims == ("gamma", "eta", "seed", "eval_step") and cube["sharpness"].attrs["units"] == "1"
     assert cube["weight_movement"].dims == ("gamma", "eta", "seed", "eval_step", "layer")
     assert cube["layer"].values.tolist() == ["hidden.0", "hidden.1", "readout"]
     assert cube["hessian_ritz_value"].dims == ("gamma", "eta", "seed", "eval_step", "start", "ritz")
@@ -120,6 +122,70 @@ def test_cube_layout_units_and_divergence(cube_file):
     assert cube["diverged"].sel(eta=1e4).all() and not cube["diverged"].sel(eta=[1e-3, 1e-1]).any()
     last = cube["test_loss"].isel(eval_step=-1)
     assert last.sel(eta=1e4).isnull().all() and last.sel(eta=1e-1).notnull().all()
+
+
+def test_a_cube_is_stored_compressed_its_probes_in_float32_and_opened_lazily(cube_file, cell_files):
+    """Losses and divergence in float64, probe records in ``stored_dtype`` (float32 but the Noether charge),
+    every numeric variable gzip-compressed: its data take under half the bytes of the same arrays in plain
+    float64; opened lazily, a selection reads only its part; the values are the cell files' to float32's
+    precision."""
+    with open_cube(cube_file) as cube:
+        assert not any(v._in_memory for v in cube.data_vars.values())  # xarray's lazy backend arrays: nothing read
+        cell = cube["feature_kernel"].sel(gamma=GAMMAS[0], eta=ETAS[0]).values
+        assert cell.dtype == np.float32 and not cube["feature_kernel"].variable._in_memory
+        for path in cell_files:
+            curves, params, _ = read_cell(path)
+            at = {"gamma": params["gamma"], "eta": params["eta"]}
+            np.testing.assert_array_equal(cube["train_loss"].sel(at).values, curves.train_loss)
+            for name, record in curves.probes.items():
+                np.testing.assert_allclose(cube[name].sel(at).values, record.values, rtol=1e-6, err_msg=name)
+        names = list(cube.data_vars)
+    with h5py.File(cube_file) as f:
+        for name in names:
+            assert f[name].compression == "gzip" and f[name].shuffle, name
+        for name in ("train_loss", "test_loss", "test_accuracy", "noether_charge", "feature_kernel", "sharpness"):
+            assert f[name].dtype == (stored_dtype(name) if name in RECORDS else np.float64), name
+        assert f["feature_kernel"].chunks[:2] == (1, 1) or f["feature_kernel"].size * 4 <= CHUNK_BYTES
+        stored = sum(f[name].id.get_storage_size() for name in names)  # bytes on disk, compressed
+        plain = sum(f[name].size * 8 for name in names)  # in float64, uncompressed
+    assert stored < 0.5 * plain, (stored, plain)
+
+
+def test_a_cube_replaced_while_open_lazily_is_read_anew_and_the_open_one_keeps_its_own(tmp_path):
+    """write_cube replaces a cube atomically (a new file renamed over the name), so a figure job still reading
+    the old one lazily reads the old values to the end, and the next open reads the new file."""
+    path = tmp_path / "toy.nc"
+    old, new = (toy_cube(np.logspace(-2, 2, 3), np.logspace(-6, 2, 9), depth, 20, "mse") for depth in (2, 3))
+    write_cube(old, path)
+    with open_cube(path) as reading:
+        write_cube(new, path)
+        with open_cube(path) as fresh:
+            np.testing.assert_array_equal(fresh["eta_max_theory"].values, new["eta_max_theory"].values)
+        np.testing.assert_array_equal(reading["eta_max_theory"].values, old["eta_max_theory"].values)
+    assert not (old["eta_max_theory"] == new["eta_max_theory"]).all()
+
+
+UDUNITS = {"1", "s"}  # every unit string a cube uses; each parses in UDUNITS-2 (the test below, with cf-units)
+
+
+def test_every_unit_a_cube_holds_is_a_udunits_unit(cube_file, toy_cube_file):
+    """CF units must be UDUNITS-2 strings: counts and steps are "1", curvatures (on the scale of 1/eta) too."""
+    tables = [RECORDS, toy._TOY_ATTRS, diagonal_nets.ABOUT, teacher_student.ABOUT, toy_catapult.ABOUT]
+    tables += [linear_equilibrium.ABOUT, nonlinear_equilibrium.AUTOENCODER_ABOUT]
+    tables += [nonlinear_equilibrium.SCALE_INVARIANT_ABOUT]
+    units = {about[-1] for table in tables for about in table.values()}
+    for path in (cube_file, toy_cube_file):
+        with open_cube(path) as cube:
+            units |= {v.attrs["units"] for v in cube.variables.values() if "units" in v.attrs}
+    assert units <= UDUNITS, units - UDUNITS
+
+
+def test_the_units_cubes_use_parse_in_udunits():
+    """UDUNITS-2 with the CF extensions (cf-units bundles it) accepts every unit the cubes write."""
+    for unit in UDUNITS:
+        assert cf_units.Unit(unit).is_unknown() is False
+    with pytest.raises(ValueError):
+        cf_units.Unit("1/eta")  # what the curvature records said before: no UDUNITS unit
 
 
 def test_build_cube_rejects_mismatched_cells(cell_files, tmp_path, digits_files):

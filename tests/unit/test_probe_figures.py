@@ -7,6 +7,7 @@ import json
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -18,6 +19,8 @@ from gammasweep.figures.representation_similarity import representation_similari
 from gammasweep.figures.silent_alignment import first_crossing, silent_alignment
 from gammasweep.figures.style import theme
 from gammasweep.figures.weight_movement import weight_movement
+from gammasweep.results.cube import open_cube, write_cube
+from gammasweep.results.records import RECORDS, stored_dtype
 
 GAMMAS, ETAS, SEEDS = np.array([1e-3, 1e-2, 1.0, 100.0]), np.array([1e-2, 1e-1, 1.0]), [0, 1]
 EVALS, STEPS = np.array([0, 1, 2, 5, 10, 20, 50, 100]), np.arange(100)
@@ -179,7 +182,7 @@ def test_representation_similarity_is_linear_cka_of_the_final_features(cube):
 
 
 def test_weight_movement_fits_the_lazy_slope(cube):
-    _, table = _draw(weight_movement, cube, {"lazy_max": 0.1})
+    _, table = _draw(weight_movement, cube, {"lazy_max": 0.1, "rich_min": 10.0})
     fits = table[table["kind"] == "fit"].set_index("layer")
     np.testing.assert_allclose(fits["slope"], 1.0)
     assert (fits["points"] == 2).all() and (fits["expected_slope"] == 1.0).all()
@@ -216,3 +219,33 @@ def test_curvature_measures_draw_each_recorded_measure_at_eta_star(cube):
             cube.drop_vars(["sharpness", "readout_sharpness", "hessian_trace", "ntk_eigenvalue"]),
             {},
         )
+
+
+@pytest.mark.parametrize(
+    "plot,options",
+    [
+        (silent_alignment, {}),
+        (hessian_spectrum, {"top": 3}),
+        (output_agreement, {}),
+        (representation_similarity, {}),
+        (weight_movement, {"lazy_max": 0.1, "rich_min": 10.0}),
+        (catapult, {"etas": 2}),
+        (curvature_measures, {}),
+    ],
+    ids=lambda p: getattr(p, "__name__", ""),
+)
+def test_a_written_cube_read_lazily_draws_the_float64_cubes_numbers(cube, tmp_path, plot, options):
+    """A cube written as stored (probe records in ``stored_dtype``, compressed) and opened lazily gives the
+    numbers of the in-memory float64 cube, to float32's precision."""
+    stored = cube.assign({name: cube[name].astype(stored_dtype(name)) for name in RECORDS if name in cube})
+    write_cube(stored, tmp_path / "cube.nc")
+    expected = _draw(plot, cube, options)[1]
+    with open_cube(tmp_path / "cube.nc") as lazy:
+        assert not lazy["feature_kernel"].variable._in_memory  # nothing read yet (xarray's lazy backend array)
+        got = _draw(plot, lazy, options)[1]
+    assert list(got.columns) == list(expected.columns) and len(got) == len(expected)
+    for column in expected:
+        if pd.api.types.is_numeric_dtype(expected[column]) and not pd.api.types.is_bool_dtype(expected[column]):
+            np.testing.assert_allclose(got[column], expected[column], rtol=1e-5, atol=1e-9, err_msg=column)
+        else:
+            assert got[column].tolist() == expected[column].tolist(), column

@@ -141,6 +141,17 @@ def test_identical_seeds_give_identical_cell_files(tmp_path, digits_files):
         assert a["test_loss"].dtype == np.float64 and a["test_loss"].shape == (2, len(eval_steps(25)))
 
 
+def test_a_cell_file_records_its_jobs_provenance(tmp_path, digits_files, monkeypatch):
+    """The SLURM job, the device, and the versions: torchvision, the executor plugin, the CUDA stack."""
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    pool, test = digits_files
+    train_pack([_params(tmp_path, steps=5)], str(pool), str(test), [str(tmp_path / "cell.h5")])
+    _, _, provenance = read_cell(tmp_path / "cell.h5")
+    assert provenance["slurm_job_id"] == "4242" and provenance["device"].startswith("cpu")
+    recorded = {"torchvision", "snakemake-executor-plugin-slurm", "cuda", "cudnn", "nvidia_driver"}
+    assert recorded <= set(provenance["versions"])
+
+
 def test_a_cells_optimizer_reaches_its_training_job(tmp_path, digits_files, test_set):
     """A cell's `optimizer` (the config's, resolved) is the one its job trains with."""
     pool, test = digits_files

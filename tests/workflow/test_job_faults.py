@@ -140,8 +140,8 @@ def test_a_column_retried_after_a_failure_in_its_second_round_does_not_retrain_i
     cells = [
         cell | {"eta": eta} for cell in _cells(tmp_path, "unused", steps=100)[0][:1] for eta in (1e-4, 1e-3, 1e-2, 1e6)
     ]
-    bracket = tmp_path / "bracket.json"
-    bracket.write_text(json.dumps({"edge": 1}))
+    brackets = tmp_path / "brackets.json"
+    brackets.write_text(json.dumps({"columns": {"1.000e+00": {"edge": 1}}}))
     rounds: list[list[float]] = []
     run_cells = jobs.run_cells
 
@@ -155,7 +155,7 @@ def test_a_column_retried_after_a_failure_in_its_second_round_does_not_retrain_i
         """Train the column into tmp_path/name (its output directory, cell files, finished rounds)."""
         out = tmp_path / name / "gamma_1"
         files = [str(out / f"eta_{i}.h5") for i in range(len(cells))]
-        args = (cells, files, str(digits_files[0]), str(digits_files[1]), str(bracket), 0, str(out))
+        args = (cells, files, str(digits_files[0]), str(digits_files[1]), str(brackets), "1.000e+00", 0, str(out))
         train_column(*args, str(tmp_path / name / "rounds"), checkpoint=str(tmp_path / name / "round.pt"))
         return str(out), files, str(tmp_path / name / "rounds")
 

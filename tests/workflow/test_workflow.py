@@ -157,8 +157,8 @@ def test_paper_config_dry_runs_the_full_dag_without_importing_torch(tmp_path):
     plan = Plan.from_files(REPO / "config" / "paper.yaml", REPO / "config" / "schema.yaml")
     # The authors' protocol, adaptive eta, for every sweep but two full grids whose figures read cells
     # above the final edge (the portraits at several T, A3; the CNN's best eta at shorter T, Fig. 2b):
-    # 11 adaptive experiments x 21 gamma bracketing jobs, their columns planned after the checkpoint.
-    assert len(plan.experiments(adaptive=True)) == 11 and counts["bracket_eta"] == 11 * 21
+    # 11 adaptive experiments, one bracketing job each, their columns planned after the checkpoint.
+    assert len(plan.experiments(adaptive=True)) == 11 and "bracket_eta" not in counts
     assert counts["eta_brackets"] == counts["aggregate_adaptive"] == 11
     # The full grids: the MLP's 6 gamma < 1e-2 in float64 (294 cells, 5 packs of <= 64) and 15 in float32
     # (735 cells, 12 packs); the CNN's 6 x 49 float64 cells in 19 packs of <= 16 and 15 x 49 float32 in 46;
@@ -196,7 +196,7 @@ def test_default_config_plans_the_quickstart(tmp_path):
     assert [len(p.cells) for p in plan.packs("mlp_mse")] == [12, 24, 24, 24]  # 7 x 12 cells, float64 first
     assert [len(p.cells) for p in plan.packs("mlp_mse_adam")] == [12, 48, 24]
     assert counts["train_pack"] == 4 + 5 * 3  # + signsgd, adam, width32, batch64, ce
-    assert counts["bracket_eta"] == 2 * 7 + 15  # mlp_mse_adaptive and cnn_mse, mlp_mse_edge at 2 gammas per decade
+    assert counts["eta_brackets"] == 3  # mlp_mse_adaptive, mlp_mse_edge and cnn_mse: one bracketing job each
     assert counts["figure_adaptive_coverage_mlp_mse"] == 1 and counts["simulate_toy"] == 2
     # The related papers' experiments are in rule all too: each cube once, each figure its rule.
     assert counts["simulate_related"] == len(default["related"]) >= 10

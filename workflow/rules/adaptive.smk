@@ -1,9 +1,10 @@
-# Adaptive eta (experiments with `eta_grid: adaptive`, gammasweep.sweep.adaptive). Per gamma column:
-#   bracket_eta: batched short runs find the divergence edge, seeded by theory;
-#   train_column: full-length runs from the edge down to `depth_decades` below eta_max, in one job,
-#     growing the window if a point diverges late; skipped when the grid's first point diverges.
-# The checkpoint eta_brackets joins an experiment's brackets (so they all run in parallel); the DAG
-# is re-evaluated after it, and aggregate_adaptive then asks for the columns with something to train.
+# Adaptive eta (experiments with `eta_grid: adaptive`, gammasweep.sweep.adaptive):
+#   eta_brackets, one job per experiment: batched short runs find every gamma column's divergence edge,
+#     seeded by theory; a search round's runs of all columns train together, in packs of `pack_size`;
+#   train_column, one job per gamma column: full-length runs from the edge down to `depth_decades` below
+#     eta_max, growing the window if a point diverges late; skipped when the grid's first point diverges.
+# eta_brackets is a checkpoint: the DAG is re-evaluated after it, and aggregate_adaptive then asks for
+# the columns with something to train.
 # A killed column job resumes its current round from results/checkpoints/<exp>/gamma_<g>.pt; its finished
 # rounds wait in results/checkpoints/<exp>/gamma_<g>/ (Snakemake deletes a failed job's output directory).
 
@@ -12,15 +13,17 @@ ADAPTIVE_EXPERIMENT = "|".join(ADAPTIVE)  # the {experiment} of these rules
 
 if ADAPTIVE:
 
-    rule bracket_eta:
+    checkpoint eta_brackets:
         input:
             pool=lambda w: PLAN.pool_files(w.experiment),
             test=lambda w: PLAN.source_file(PLAN.experiment_dataset(w.experiment), "test"),
             quality=lambda w: PLAN.quality_files(w.experiment),
         output:
-            paths.BRACKET,
+            paths.BRACKETS,
         log:
-            paths.LOG["bracket_eta"],
+            paths.LOG["eta_brackets"],
+        benchmark:
+            paths.BENCHMARK["eta_brackets"]
         wildcard_constraints:
             experiment=ADAPTIVE_EXPERIMENT,
         conda:
@@ -31,21 +34,28 @@ if ADAPTIVE:
             mem_mb=8000,
             runtime=lambda wildcards, attempt: 60 * attempt,
         params:
-            cells=lambda w: PLAN.column_cells(w.experiment, w.gamma),
+            columns=lambda w: {
+                c.gamma_key: PLAN.column_cells(w.experiment, c.gamma_key) for c in PLAN.columns(w.experiment)
+            },
+            starts=lambda w: {
+                c.gamma_key: PLAN.bracket_start(w.experiment, c.gamma_key) for c in PLAN.columns(w.experiment)
+            },
             settings=lambda w: vars(PLAN.adaptive_settings(w.experiment)),
-            start=lambda w: PLAN.bracket_start(w.experiment, w.gamma),
+            pack_size=lambda w: PLAN.pack_size(w.experiment),
         script:
-            "../scripts/bracket_eta.py"
+            "../scripts/eta_brackets.py"
 
     rule train_column:
         input:
-            bracket=paths.BRACKET,
+            brackets=paths.BRACKETS,
             pool=lambda w: PLAN.pool_files(w.experiment),
             test=lambda w: PLAN.source_file(PLAN.experiment_dataset(w.experiment), "test"),
         output:
             directory(paths.COLUMN),
         log:
             paths.LOG["train_column"],
+        benchmark:
+            paths.BENCHMARK["train_column"]
         wildcard_constraints:
             experiment=ADAPTIVE_EXPERIMENT,
         conda:
@@ -63,21 +73,6 @@ if ADAPTIVE:
         script:
             "../scripts/train_column.py"
 
-    checkpoint eta_brackets:
-        input:
-            lambda w: [c.bracket for c in PLAN.columns(w.experiment)],
-        output:
-            paths.BRACKETS,
-        log:
-            paths.LOG["eta_brackets"],
-        wildcard_constraints:
-            experiment=ADAPTIVE_EXPERIMENT,
-        localrule: True
-        conda:
-            ENV
-        script:
-            "../scripts/join_brackets.py"
-
     rule aggregate_adaptive:
         input:
             unpack(adaptive_cube_inputs),
@@ -89,6 +84,8 @@ if ADAPTIVE:
             experiment=ADAPTIVE_EXPERIMENT,
         conda:
             ENV
+        resources:
+            mem_mb=8000,
         params:
             grid=lambda w: [list(axis.values()) for axis in PLAN.grids[w.experiment]],
             # per column directory, the params its cell files must hold: a stale one fails the cube

@@ -13,6 +13,8 @@ rule aggregate:
         experiment="|".join(PLAN.experiments(adaptive=False)) or "(?!)",
     conda:
         ENV
+    resources:
+        mem_mb=8000,
     params:
         # every cell's params, which its file must hold: a stale file of another configuration fails the cube
         expected=lambda w: PLAN.cell_identities(w.experiment),

@@ -23,12 +23,12 @@ wildcard_constraints:
 
 
 def adaptive_cube_inputs(wildcards):
-    """An adaptive experiment's brackets (one per gamma) and, once the checkpoint eta_brackets has
-    run, the columns with something to train (adaptive.smk)."""
-    joined = checkpoints.eta_brackets.get(**wildcards).output[0]
-    edges = json.loads(Path(joined).read_text())["edges"]
+    """An adaptive experiment's bracketing records and, once the checkpoint eta_brackets has run, the
+    columns with something to train (adaptive.smk)."""
+    brackets = checkpoints.eta_brackets.get(**wildcards).output[0]
+    records = json.loads(Path(brackets).read_text())["columns"]
     columns = PLAN.columns(wildcards.experiment)
     return {
-        "brackets": [c.bracket for c in columns],
-        "columns": [c.directory for c in columns if edges[c.bracket] > 0],
+        "brackets": brackets,
+        "columns": [c.directory for c in columns if records[c.gamma_key]["edge"] > 0],
     }

@@ -32,6 +32,8 @@ rule train_generator:
         paths.GENERATOR,
     log:
         paths.LOG["train_generator"],
+    benchmark:
+        paths.BENCHMARK["train_generator"]
     priority: PRIORITY_DATA
     conda:
         ENV
@@ -60,6 +62,10 @@ rule sample_shard:
     conda:
         ENV
     threads: 1
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
     params:
         sampling=lambda w: PLAN.dataset(w.dataset)["sampling"],
         device=config["training"]["device"],
@@ -98,6 +104,10 @@ rule quality_gate:
     conda:
         ENV
     threads: 1  # a 2-thread job waits for both cores: on 2 cores it would wait for the whole DAG
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=60,
     params:
         gate=lambda w: PLAN.dataset(w.dataset)["quality_gate"],
         num_classes=lambda w: SOURCES[PLAN.dataset(w.dataset)["source"]].num_classes,

@@ -19,6 +19,8 @@ for experiment in PLAN.config["experiments"]:
                 pack.cell_files,
             log:
                 pack.log,
+            benchmark:
+                pack.benchmark
             conda:
                 ENV
             threads: 1

@@ -3,7 +3,7 @@ from gammasweep.jobs.glue import job_log
 
 with job_log(snakemake):
     aggregate_adaptive(
-        list(snakemake.input.brackets),
+        snakemake.input.brackets,
         list(snakemake.input.columns),
         tuple(snakemake.params.grid),
         dict(snakemake.params.cells),

@@ -1,12 +1,13 @@
 """Figures: one plotting function per figure kind, each reading only cubes.
 
-A plotting function takes ``(cubes, options)`` -- the loaded cubes of the figure's experiments and
+A plotting function takes ``(cubes, options)`` -- the cubes of the figure's experiments, opened lazily, and
 the figure's ``options`` from the config -- and returns ``(figure, table)``: a matplotlib Figure and
 a pandas DataFrame of the numbers it shows (written as CSV beside the PDF and PNG).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -91,9 +92,10 @@ def render(
     plot: str, cube_paths: Sequence[str | Path], options: dict, outputs: dict[str, str | Path], title: str | None = None
 ) -> None:
     """Draw figure kind ``plot`` from its inputs (``open_input``) and atomically write outputs['pdf'],
-    ['png'], ['csv']."""
-    cubes = [open_input(p, options) for p in cube_paths]
-    with style.theme():
+    ['png'], ['csv']. The cubes are read lazily (``open_cube``), only what the figure selects, and closed
+    at the end."""
+    with contextlib.ExitStack() as opened, style.theme():
+        cubes = [opened.enter_context(open_input(p, options)) for p in cube_paths]
         fig, table = PLOTS[plot](cubes, options)
         if title:
             fig.suptitle(title)

@@ -29,10 +29,11 @@ def representation_similarity(cubes: list[xr.Dataset], options: dict) -> tuple[p
     row_seed, column_seed = seeds[0], seeds[1] if len(seeds) > 1 else seeds[0]
 
     def network_kernels(seed: int) -> np.ndarray:
-        """(gammas, P, P): each finite gamma's kernel at its eta*."""
+        """(gammas, P, P): each finite gamma's kernel at its eta*, in float64 (a cube stores it in float32),
+        so that CKA's sums over P^2 entries do not round in float32."""
         return kernels.sel(
             gamma=xr.DataArray(gammas), eta=xr.DataArray(best.sel(gamma=gammas).values), seed=seed
-        ).values
+        ).values.astype(np.float64)
 
     cka = centered_alignment(network_kernels(row_seed)[:, None], network_kernels(column_seed)[None, :])
     fig, (ax_matrix, ax_line) = plt.subplots(1, 2, figsize=(8.0, 3.4), layout="constrained")

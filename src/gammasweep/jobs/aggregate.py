@@ -22,25 +22,24 @@ def aggregate(cell_files: Sequence[str], expected: Sequence[dict], experiment_co
 
 
 def aggregate_adaptive(
-    brackets: Sequence[str],
+    brackets: str,
     columns: Sequence[str],
     grid: tuple[list[float], list[float]],
     cells: Mapping[str, Sequence[dict]],
     experiment_config: dict,
     out: str,
 ) -> None:
-    """The cube of an adaptive experiment from its bracketing records (one per gamma) and trained
+    """The cube of an adaptive experiment from its bracketing records (``brackets``, one per gamma) and trained
     columns (the directories of the gammas with something to train): the trained cells, every
     point's ``cell_status``, and the bracketing cost (``bracket_cells`` short runs of ``bracket_steps``).
     ``cells``: per column directory, the params of its cells, eta ascending (``Plan.column_cells``), which
     each trained cell file must hold (as ``aggregate``)."""
     gammas, etas = grid
     trials, status = {}, {}
-    for path in brackets:
-        record = json.loads(Path(path).read_text())
+    bracketing = json.loads(Path(brackets).read_text())
+    for record in bracketing["columns"].values():
         trials[record["gamma"]] = {int(i): step for i, step in record["trials"].items()}
         status[record["gamma"]] = statuses(len(etas), record["edge"], {})
-        bracket_steps = record["trial_steps"]
     files, expected = [], []
     for path in columns:
         column = json.loads((Path(path) / "column.json").read_text())
@@ -57,7 +56,7 @@ def aggregate_adaptive(
     cube["bracket_cells"].attrs.update(
         long_name="short bracketing runs of the column (cells x bracket_steps)", units="1"
     )
-    cube.attrs["bracket_steps"] = bracket_steps
+    cube.attrs["bracket_steps"] = bracketing["trial_steps"]
     write_cube(cube, out)
     counts = np.bincount(cube["cell_status"].values.ravel(), minlength=3)
     print(f"cube {out}: {dict(cube.sizes)}; trained {counts[0]}, inferred diverged {counts[1]}, skipped {counts[2]}")

@@ -8,17 +8,18 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
 from gammasweep.data.pools import read_images
 from gammasweep.data.stream import OnlineStream
+from gammasweep.plan.plan import pack_groups, shared_params
 from gammasweep.results.cells import write_cell
 from gammasweep.results.io import atomic_path
 from gammasweep.results.provenance import device_name, git_revision, resolve_device, versions
-from gammasweep.sweep.adaptive import AdaptiveSettings, find_edge, statuses, train_window
+from gammasweep.sweep.adaptive import AdaptiveSettings, find_edges, statuses, train_window
 from gammasweep.sweep.checkpoints import DEFAULT_MINUTES, fingerprint, resumable
 from gammasweep.sweep.train import Curves, Members, Setup, train
 
@@ -46,9 +47,8 @@ def run_cells(
     """
     start = time.time()
     first = cells[0]
-    shared = {k: v for k, v in first.items() if k not in ("gamma", "eta")}
     for cell in cells:
-        if {k: v for k, v in cell.items() if k not in ("gamma", "eta")} != shared:
+        if shared_params(cell) != shared_params(first):
             raise ValueError(f"{label}: cells differ in more than gamma and eta: {first} vs {cell}")
     device = resolve_device(first["device"])
     steps = steps or first["steps"]
@@ -144,49 +144,62 @@ def train_pack(
 
 
 def bracket_eta(
-    cells: Sequence[dict], pool: str | Sequence[str], test: str, settings: dict, start: int, out: str
+    columns: Mapping[str, Sequence[dict]],
+    starts: Mapping[str, int],
+    pool: str | Sequence[str],
+    test: str,
+    settings: dict,
+    pack_size: int,
+    out: str,
 ) -> None:
-    """The bracketing stage of an adaptive column: find its divergence edge by short runs
-    (``adaptive.find_edge``) and write what every short run did (JSON). Short runs only look for
-    divergence: the probes are off in them."""
+    """The bracketing stage of an adaptive experiment: find the divergence edge of every gamma column
+    (``columns``: gamma key -> its cells, eta ascending; searched from grid index ``starts[key]``) by short
+    runs (``adaptive.find_edges``), each round's runs of all columns trained together in packs of at most
+    ``pack_size`` cells, and write what every short run did (JSON, one record per gamma key). Short runs
+    only look for divergence: the probes are off in them."""
     began = time.time()
     adaptive = AdaptiveSettings(**settings)
 
-    def run_short(indices: list[int]) -> dict[int, int]:
-        chosen = [{**cells[i], "probes": {}} for i in indices]
-        curves = run_cells(chosen, pool, test, "bracket", steps=adaptive.bracket_steps)
-        return {i: first_diverged_step(c) for i, c in zip(indices, per_cell(curves, chosen), strict=True)}
+    def run_short(trials: dict[str, list[int]]) -> dict[str, dict[int, int]]:
+        chosen = [(key, i) for key, indices in trials.items() for i in indices]
+        cells = [{**columns[key][i], "probes": {}} for key, i in chosen]
+        found: dict[str, dict[int, int]] = {key: {} for key in trials}
+        for group in pack_groups(cells, pack_size):
+            packed = [cells[k] for k in group]
+            curves = run_cells(packed, pool, test, "bracket", steps=adaptive.bracket_steps)
+            for k, cell_curves in zip(group, per_cell(curves, packed), strict=True):
+                key, i = chosen[k]
+                found[key][i] = first_diverged_step(cell_curves)
+        return found
 
-    edge, trials = find_edge(len(cells), start, adaptive.window, run_short)
-    etas = [c["eta"] for c in cells]
+    edges = find_edges({key: (len(cells), starts[key]) for key, cells in columns.items()}, adaptive.window, run_short)
+    records = {}
+    for key, (edge, trials) in edges.items():
+        etas = [c["eta"] for c in columns[key]]
+        records[key] = {
+            "gamma": columns[key][0]["gamma"],
+            "etas": etas,
+            "start": starts[key],
+            "edge": edge,
+            "eta_max_short": etas[edge - 1] if edge > 0 else None,
+            "trials": {str(i): step for i, step in sorted(trials.items())},
+        }
+        print(
+            f"gamma {records[key]['gamma']:.3g}: edge at eta {etas[edge] if edge < len(etas) else 'beyond the grid'}"
+            f" after {len(trials)} short runs",
+            flush=True,
+        )
     record = {
-        "experiment": cells[0]["experiment"],
-        "gamma": cells[0]["gamma"],
-        "etas": etas,
+        "experiment": next(iter(columns.values()))[0]["experiment"],
         "settings": settings,
-        "start": start,
-        "edge": edge,
-        "eta_max_short": etas[edge - 1] if edge > 0 else None,
-        "trials": {str(i): step for i, step in sorted(trials.items())},
         "trial_steps": adaptive.bracket_steps,
+        "columns": records,
         "versions": versions(),
         "wall_time_s": time.time() - began,
     }
     with atomic_path(out) as tmp:
         Path(tmp).write_text(json.dumps(record, indent=1))
-    print(
-        f"gamma {record['gamma']:.3g}: edge at eta {etas[edge] if edge < len(etas) else 'beyond the grid'} "
-        f"after {len(trials)} short runs of {adaptive.bracket_steps} steps",
-        flush=True,
-    )
-
-
-def join_brackets(brackets: Sequence[str], out: str) -> None:
-    """The edge index of every bracketing record of an experiment, by record path (JSON)."""
-    edges = {path: json.loads(Path(path).read_text())["edge"] for path in brackets}
-    with atomic_path(out) as tmp:
-        Path(tmp).write_text(json.dumps({"edges": edges}, indent=1))
-    print(f"{len(edges)} columns bracketed; {sum(e > 0 for e in edges.values())} have points to train")
+    print(f"{len(records)} columns bracketed; {sum(r['edge'] > 0 for r in records.values())} have points to train")
 
 
 def first_diverged_step(curves: Curves) -> int:
@@ -200,22 +213,23 @@ def train_column(
     files: Sequence[str],
     pool: str | Sequence[str],
     test: str,
-    bracket: str,
+    brackets: str,
+    gamma_key: str,
     depth_steps: int | None,
     out_dir: str,
     rounds: str,
     checkpoint: str | None = None,
     checkpoint_seconds: float = 60.0 * DEFAULT_MINUTES,
 ) -> None:
-    """The training stage of an adaptive column: train the window of its bracketed edge at full length
-    (``adaptive.train_window``: it grows on late divergence), the cell file of each trained point
-    (``files``, one per cell, inside ``out_dir``), and ``out_dir/column.json``: the final edge and
-    every point's status.
+    """The training stage of an adaptive column: train the window of its bracketed edge (its record in the
+    experiment's ``brackets`` at ``gamma_key``) at full length (``adaptive.train_window``: it grows on late
+    divergence); write the cell file of each trained point (``files``, one per cell, inside ``out_dir``), and
+    ``out_dir/column.json``: the final edge and every point's status.
 
     Each round's cell files are written to ``rounds`` (a directory outside the output, which Snakemake
     deletes when the job fails; ``KeptRounds``) and move into ``out_dir`` at the end: a rerun trains only
     the rounds not yet finished, the current one from its ``checkpoint`` (see ``run_cells``)."""
-    record = json.loads(Path(bracket).read_text())
+    record = json.loads(Path(brackets).read_text())["columns"][gamma_key]
     pools = [pool] if isinstance(pool, str) else list(pool)
     data = [
         (str(path), os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in (*pools, test)

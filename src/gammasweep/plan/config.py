@@ -21,6 +21,7 @@ import yaml
 from gammasweep.data.generator_config import GeneratorConfig
 from gammasweep.data.sources import SOURCES
 from gammasweep.plan.plots import INPUT_KEYS, PLOT_KINDS
+from gammasweep.results.curves import eval_steps
 from gammasweep.sweep.models import MODELS
 
 
@@ -200,11 +201,28 @@ def validate(config: dict, schema: dict) -> None:
                     f"config key 'figures.{name}.{key}': unknown {key.removesuffix('s')} {unknown!r}; "
                     f"declared: {sorted(declared)}"
                 )
-        if unknown := sorted(set(fig.get("options", {})) - kind.options):
+        given = set(fig.get("options", {}))
+        if unknown := sorted(given - kind.options):
             raise ConfigError(
                 f"config key 'figures.{name}.options': {unknown} unknown to plot {fig['plot']!r}; "
                 f"it takes {sorted(kind.options)}"
             )
+        if missing := sorted(kind.required - given):
+            raise ConfigError(f"config key 'figures.{name}.options': plot {fig['plot']!r} needs {missing}")
+        if "steps" in given and fig["options"].get("metric", "test_loss") != "train_loss":
+            for experiment in fig.get("experiments", []):
+                evaluated = eval_steps(config["experiments"][experiment]["steps"])
+                if missing := sorted(set(fig["options"]["steps"]) - set(evaluated.tolist())):
+                    raise ConfigError(
+                        f"config key 'figures.{name}.options.steps': {missing} are not test-evaluation steps of "
+                        f"experiment {experiment!r}; it evaluates at {evaluated.tolist()}"
+                    )
+        for group in kind.together:
+            if given & group and not group <= given:
+                raise ConfigError(
+                    f"config key 'figures.{name}.options': {sorted(group)} are given together or not at all; "
+                    f"{sorted(group - given)} missing"
+                )
 
 
 def pool_size(dataset: dict) -> int | None:

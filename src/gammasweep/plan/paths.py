@@ -18,8 +18,7 @@ PART = "results/data/{dataset}/parts/{part}.h5"  # a fetched dataset's published
 # -- training: workflow/rules/train.smk, adaptive.smk ---------------------------------------------
 CELL = "results/runs/{experiment}/gamma_{gamma}/eta_{eta}.h5"  # one (gamma, eta) cell, every seed
 COLUMN = "results/runs/{experiment}/gamma_{gamma}"  # an adaptive column: its trained cells and column.json
-BRACKET = "results/brackets/{experiment}/gamma_{gamma}.json"  # an adaptive column's bracketing record
-BRACKETS = "results/brackets/{experiment}.json"  # an adaptive experiment's edges, joined
+BRACKETS = "results/brackets/{experiment}.json"  # an adaptive experiment's bracketing records, one per gamma
 PACK_CHECKPOINT = "results/checkpoints/{experiment}/pack{pack}.pt"  # outside the outputs: kept on failure
 COLUMN_CHECKPOINT = "results/checkpoints/{experiment}/gamma_{gamma}.pt"  # the column's current round
 COLUMN_ROUNDS = "results/checkpoints/{experiment}/gamma_{gamma}"  # its finished rounds, moved to COLUMN at the end
@@ -41,10 +40,17 @@ LOG = {
     "quality_gate": "results/logs/data/{dataset}/quality_gate.log",
     "train_pack": "results/logs/train/{experiment}/pack{pack}.log",
     "train_column": "results/logs/train/{experiment}/gamma_{gamma}.log",
-    "bracket_eta": "results/logs/brackets/{experiment}/gamma_{gamma}.log",
     "eta_brackets": "results/logs/brackets/{experiment}.log",
     "aggregate": "results/logs/aggregate/{experiment}.log",
     "simulate_toy": "results/logs/toy/{toy}.log",
     "simulate_related": "results/logs/related/{related}.log",
     "figure": "results/logs/figures/{figure}.log",
+}
+
+# -- what each training job cost: Snakemake's `benchmark:` (wall and CPU time, peak memory, I/O), one TSV each
+BENCHMARK = {
+    "train_generator": "results/benchmarks/data/{dataset}/train_generator.tsv",
+    "train_pack": "results/benchmarks/train/{experiment}/pack{pack}.tsv",
+    "train_column": "results/benchmarks/train/{experiment}/gamma_{gamma}.tsv",
+    "eta_brackets": "results/benchmarks/brackets/{experiment}.tsv",
 }

@@ -7,7 +7,9 @@ HDF5 file. Imports no torch: the Snakefile builds the plan.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,17 +90,18 @@ class Plan:
 
     def packs(self, experiment: str) -> list[Pack]:
         """The training jobs of a full-grid experiment: its cells in grid order, split where the dtype
-        changes and into chunks of ``pack_size`` (default: the model's, ``gammasweep.sweep.models.MODELS``).
+        changes and into chunks of ``pack_size`` (``pack_groups``).
         An adaptive experiment has none: it trains one column job per gamma (``column_cells``)."""
-        exp = self.config["experiments"][experiment]
         if self.is_adaptive(experiment):
             return []
-        size = exp.get("pack_size", MODELS[exp["model"]["name"]].pack_size)
-        by_dtype: dict[str, list[tuple[str, str]]] = {}
-        for cell in self.cells(experiment):
-            by_dtype.setdefault(self.cell_params(experiment, *cell)["dtype"], []).append(cell)
-        chunks = [cells[i : i + size] for cells in by_dtype.values() for i in range(0, len(cells), size)]
-        return [Pack(experiment, index, tuple(cells)) for index, cells in enumerate(chunks)]
+        cells = self.cells(experiment)
+        groups = pack_groups([self.cell_params(experiment, *cell) for cell in cells], self.pack_size(experiment))
+        return [Pack(experiment, index, tuple(cells[i] for i in group)) for index, group in enumerate(groups)]
+
+    def pack_size(self, experiment: str) -> int:
+        """The most cells trained together in one batched model (default: the model's)."""
+        exp = self.config["experiments"][experiment]
+        return exp.get("pack_size", MODELS[exp["model"]["name"]].pack_size)
 
     # -- adaptive eta (gammasweep.sweep.adaptive) -------------------------------------------------------
     def is_adaptive(self, experiment: str) -> bool:
@@ -261,6 +264,11 @@ class Pack:
         return paths.LOG["train_pack"].format(experiment=self.experiment, pack=f"{self.index:04d}")
 
     @property
+    def benchmark(self) -> str:
+        """What the job cost (Snakemake's ``benchmark:``)."""
+        return paths.BENCHMARK["train_pack"].format(experiment=self.experiment, pack=f"{self.index:04d}")
+
+    @property
     def checkpoint(self) -> str:
         """Where the job saves its resumable state (outside the outputs: Snakemake leaves it alone)."""
         return paths.PACK_CHECKPOINT.format(experiment=self.experiment, pack=f"{self.index:04d}")
@@ -274,14 +282,23 @@ class Column:
     gamma_key: str
 
     @property
-    def bracket(self) -> str:
-        """The bracketing record (JSON), output of the Snakemake checkpoint ``bracket_eta``."""
-        return paths.BRACKET.format(experiment=self.experiment, gamma=self.gamma_key)
-
-    @property
     def directory(self) -> str:
         """The trained cells and ``column.json`` (output of ``train_column``)."""
         return paths.COLUMN.format(experiment=self.experiment, gamma=self.gamma_key)
+
+
+def shared_params(cell: dict[str, Any]) -> dict[str, Any]:
+    """A cell's params but gamma and eta: what the cells trained together in one batched model share."""
+    return {k: v for k, v in cell.items() if k not in ("gamma", "eta")}
+
+
+def pack_groups(cells: Sequence[dict[str, Any]], size: int) -> list[list[int]]:
+    """Indices of ``cells`` (params, ``Plan.cell_params``) in groups trained together: the same
+    ``shared_params``, in order, at most ``size`` each."""
+    groups: dict[str, list[int]] = {}
+    for i, cell in enumerate(cells):
+        groups.setdefault(json.dumps(shared_params(cell), sort_keys=True), []).append(i)
+    return [group[k : k + size] for group in groups.values() for k in range(0, len(group), size)]
 
 
 def cell_path(experiment: str, gamma_key: str, eta_key: str) -> str:

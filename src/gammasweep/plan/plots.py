@@ -12,17 +12,23 @@ INPUT_KEYS = ("experiments", "toy_models", "related", "datasets")  # a figure's 
 @dataclass(frozen=True)
 class PlotKind:
     """A plot kind's input (one of ``INPUT_KEYS``: experiment cubes, toy-model cubes, related experiments'
-    cubes, or previews of datasets' pool and test files) and the names of the options it reads."""
+    cubes, or previews of datasets' pool and test files), the names of the options it reads, those a
+    figure must give, and groups of options given together or not at all."""
 
     reads: str
     options: frozenset[str]
+    required: frozenset[str] = frozenset()
+    together: tuple[frozenset[str], ...] = ()
 
 
-def _kind(reads: str, *options: str) -> PlotKind:
-    return PlotKind(reads, frozenset(options))
+FIT_WINDOWS = ("lazy_max", "rich_min")  # ``results.analysis.fit_windows``: both, or the windows by its rule
 
 
-FIT_WINDOWS = ("lazy_max", "rich_min")  # ``results.analysis.fit_windows``
+def _kind(reads: str, *options: str, required: tuple[str, ...] = ()) -> PlotKind:
+    together = (frozenset(FIT_WINDOWS),) if set(FIT_WINDOWS) <= set(options) else ()
+    return PlotKind(reads, frozenset(options) | frozenset(required), frozenset(required), together)
+
+
 PLOT_KINDS: dict[str, PlotKind] = {
     "phase_portrait": _kind("experiments", "metric", "steps"),
     "loss_curves": _kind("experiments", "gammas", "metric"),
@@ -41,10 +47,10 @@ PLOT_KINDS: dict[str, PlotKind] = {
     "representation_similarity": _kind("experiments", "metric"),
     "weight_movement": _kind("experiments", "metric", *FIT_WINDOWS),
     "feature_sparsity_curves": _kind("experiments", "at_eta_star"),
-    "trajectories": _kind("related", "variables", "log_y", "variants", "select", "stability_edge"),
+    "trajectories": _kind("related", "log_y", "variants", "select", "stability_edge", required=("variables",)),
     "neuron_directions": _kind("related", "variants", "seed", "angle_tolerance", "min_magnitude"),
-    "equilibrium_heatmaps": _kind("related", "matrices", "variants", "seed"),
-    "equilibrium_sweep": _kind("related", "which", "x", "groups", "theory", "x_label", "log_x"),
+    "equilibrium_heatmaps": _kind("related", "variants", "seed", required=("matrices",)),
+    "equilibrium_sweep": _kind("related", "groups", "theory", "x_label", "log_x", required=("which", "x")),
     "sample_grid": _kind("datasets", "per_class", "seed"),  # read where the previews are opened, too
 }
 

@@ -85,19 +85,23 @@ def descend(
                 mask = alive.view(-1, *[1] * (value.dim() - 1))
                 taken.setdefault(name, []).append(torch.where(mask, value.to(torch.float64), torch.nan))
 
+    every_run_alive, no_decay = True, not bool(decay.any())  # the common case takes fewer tensor ops per step
     for t in range(steps):
         if t in at:
             measure()
         loss = batch_loss(weights, t)
         ok = torch.isfinite(loss) & (loss <= divergence_cap)
-        diverged_step = torch.where(alive & ~ok, t, diverged_step)
-        alive = alive & ok
-        grads = torch.autograd.grad(torch.where(alive, loss, 0.0).sum(), list(weights.values()))
+        every_run_alive = every_run_alive and bool(ok.all())
+        if not every_run_alive:
+            diverged_step = torch.where(alive & ~ok, t, diverged_step)
+            alive = alive & ok
+        total = loss.sum() if every_run_alive else torch.where(alive, loss, 0.0).sum()
+        grads = torch.autograd.grad(total, list(weights.values()))
         with torch.no_grad():
             for w, g in zip(weights.values(), grads):
                 shape = (-1, *[1] * (w.dim() - 1))
-                update = lr[:, t].view(shape) * (g + decay.view(shape) * w)
-                w -= torch.where(alive.view(shape), update, 0.0)  # a diverged run's (NaN) gradient never lands
+                update = lr[:, t].view(shape) * (g if no_decay else g + decay.view(shape) * w)
+                w -= update if every_run_alive else torch.where(alive.view(shape), update, 0.0)  # (NaN) never lands
         if (t + 1) % report_every == 0:
             log(
                 f"step {t + 1}/{steps}: alive {int(alive.sum())}/{runs}, batch loss median "

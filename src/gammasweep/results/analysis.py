@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from gammasweep.sweep.adaptive import TRAINED
 from gammasweep.results.records import probe_of
+from gammasweep.sweep.adaptive import TRAINED
 
 HIGHER_IS_BETTER = {"test_accuracy": True, "test_loss": False, "train_loss": False}
 
@@ -76,7 +76,9 @@ def best_over_eta(cube: xr.Dataset, metric: str = "test_accuracy", step: int | N
     seed mean, min and max of ``metric`` there; NaN where no cell of that gamma is usable."""
     best = eta_star(cube, metric, step)
     seeds = at_eta(metric_at(cube, metric, step), best)
-    return xr.Dataset({"eta_best": best, "mean": seeds.mean("seed"), "min": seeds.min("seed"), "max": seeds.max("seed")})
+    return xr.Dataset(
+        {"eta_best": best, "mean": seeds.mean("seed"), "min": seeds.min("seed"), "max": seeds.max("seed")}
+    )
 
 
 def pick_gammas(best: xr.DataArray, requested: list[float] | None = None, count: int = 3) -> list[float]:
@@ -91,18 +93,24 @@ def pick_gammas(best: xr.DataArray, requested: list[float] | None = None, count:
         requested = finite[np.unique(np.round(np.linspace(0, len(finite) - 1, count)).astype(int))]
     chosen = list(dict.fromkeys(float(best.sel(gamma=g, method="nearest")["gamma"]) for g in requested))
     if missing := [g for g in chosen if g not in finite]:
-        raise ValueError(f"figure option gammas: every cell of gamma {missing} diverged, so it has no eta*; "
-                         f"gammas with one: {finite.tolist()}")
+        raise ValueError(
+            f"figure option gammas: every cell of gamma {missing} diverged, so it has no eta*; "
+            f"gammas with one: {finite.tolist()}"
+        )
     return chosen
 
 
 def probed(cube: xr.Dataset, record: str) -> xr.DataArray:
     """A probe's record (``gammasweep.results.records``), e.g. (gamma, eta, seed, eval_step) for the
-    sharpness; ValueError naming the probe to switch on if the experiment has no such measurements."""
-    if record not in cube or not cube[record].notnull().any():
+    sharpness; ValueError naming the probe to switch on if the experiment has no such measurements. The
+    check reads the record one slice of its first dimension at a time, up to the first measured value: a
+    lazily opened cube's record (``cube.open_cube``) is not read whole."""
+    if record not in cube or not any(cube[record][i].notnull().any() for i in range(cube[record].shape[0])):
         probe = probe_of(record)
-        raise ValueError(f"experiment {cube.attrs.get('experiment')!r} has no {record} measurements: switch the "
-                         f"{probe} probe on in its config entry (training: {{probes: {{{probe}: ...}}}}) and retrain")
+        raise ValueError(
+            f"experiment {cube.attrs.get('experiment')!r} has no {record} measurements: switch the "
+            f"{probe} probe on in its config entry (training: {{probes: {{{probe}: ...}}}}) and retrain"
+        )
     return cube[record]
 
 
@@ -114,8 +122,13 @@ def adaptive_cost(cube: xr.Dataset) -> dict[str, int]:
     bracket_cells = int(cube["bracket_cells"].sum()) if "bracket_cells" in cube else 0
     bracket_steps = int(cube.attrs.get("bracket_steps", 0))
     grid = cube.sizes["gamma"] * cube.sizes["eta"]
-    return {"trained_cells": trained, "grid_cells": grid, "bracket_cells": bracket_cells,
-            "cell_steps": trained * steps + bracket_cells * bracket_steps, "full_cell_steps": grid * steps}
+    return {
+        "trained_cells": trained,
+        "grid_cells": grid,
+        "bracket_cells": bracket_cells,
+        "cell_steps": trained * steps + bracket_cells * bracket_steps,
+        "full_cell_steps": grid * steps,
+    }
 
 
 @dataclass(frozen=True)
@@ -178,11 +191,11 @@ def regime_windows(
 
 
 def fit_windows(gammas: np.ndarray, etas: np.ndarray, censored: np.ndarray, options: dict) -> RegimeWindows:
-    """A figure's fit windows: options ``lazy_max`` and ``rich_min`` where given (the crossover then
-    their geometric mean), else ``regime_windows``'s rule on the edge ``etas``."""
-    if "lazy_max" in options or "rich_min" in options:
-        rule = regime_windows(gammas, etas, censored)
-        lazy_max, rich_min = options.get("lazy_max", rule.lazy_max), options.get("rich_min", rule.rich_min)
+    """A figure's fit windows: options ``lazy_max`` and ``rich_min`` where given (both or neither, checked
+    with the config; the crossover then their geometric mean), else ``regime_windows``'s rule on the edge
+    ``etas``."""
+    if "lazy_max" in options:
+        lazy_max, rich_min = options["lazy_max"], options["rich_min"]
         return RegimeWindows(lazy_max, rich_min, float(np.sqrt(lazy_max * rich_min)))
     return regime_windows(gammas, etas, censored)
 

@@ -71,6 +71,16 @@ def read_cell(path: str | Path, expected: dict | None = None) -> tuple[Curves, d
     return curves, params, provenance
 
 
+def read_params(path: str | Path) -> dict:
+    """The resolved parameters a cell file holds (its ``params`` attribute) without its curves: what a cube
+    needs of every file before it reads any one whole (``cube.build_cube``). BadCellFile as ``read_cell``."""
+    try:
+        with h5py.File(path, "r") as f:
+            return _json_attribute(path, f, "params", dict)
+    except OSError as err:
+        raise BadCellFile(path, f"cannot be read ({err})") from None
+
+
 def _json_attribute(path: str | Path, item: h5py.HLObject, name: str, kind: type) -> Any:
     """Attribute ``name`` of a cell file's ``item``, JSON of a ``kind``; BadCellFile naming both when it is
     missing or broken."""

@@ -3,9 +3,10 @@
 On a column's log-spaced eta grid (indices 0..n-1, ascending) the *edge* is the index of the first
 point that diverges when every lower point stays stable: eta_max(gamma) is the point just below it.
 
-1. ``find_edge`` (the bracketing stage): batched short runs, seeded by the theory guess
+1. ``find_edges`` (the bracketing stage): batched short runs, seeded by the theory guess
    eta_max ~ gamma^2 (lazy) ~ gamma^(2/L) (rich), widen the search until the edge is bracketed, then
-   narrow the gap ``window`` points at a time (a ``window``-section search).
+   narrow the gap ``window`` points at a time (a ``window``-section search); every column of an
+   experiment searches in lockstep, so that one round's short runs of all columns train together.
 2. ``train_window`` (the training stage): full-length runs of the points from the edge (one step
    above eta_max) down to ``depth_steps`` below eta_max. A point stable in its short run may diverge
    later (progressive sharpening): the edge then moves down and the window grows to keep its depth.
@@ -16,8 +17,9 @@ below the window as skipped. The run functions are callbacks, so this module hol
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +29,8 @@ from gammasweep.theory import toy as theory
 TRAINED, INFERRED_DIVERGED, SKIPPED = 0, 1, 2
 STATUS_MEANINGS = "trained inferred_diverged skipped"  # CF flag_meanings of the cube's cell_status
 
-RunShort = Callable[[list[int]], dict[int, int]]  # grid indices -> diverged step of the short run (-1: stable)
+# per column, grid indices -> per column, the diverged step of each index's short run (-1: stable)
+RunShort = Callable[[dict[str, list[int]]], dict[str, dict[int, int]]]
 RunFull = Callable[[list[int]], dict[int, bool]]  # grid indices -> diverged in the full-length run
 
 
@@ -95,19 +98,30 @@ def next_trials(results: dict[int, int], n: int, start: int, window: int) -> lis
     return sorted({min(max(i, 0), n - 1) for i in trials} - set(results))
 
 
-def find_edge(
-    n: int, start: int, window: int, run: RunShort, log: Callable[[str], None] = print
-) -> tuple[int, dict[int, int]]:
-    """Bracket the edge of an ``n``-point column by short runs ``run`` (see module doc), starting
-    near index ``start``. Returns (edge index, n if nothing diverges; every short run's diverged step)."""
-    results: dict[int, int] = {}
-    while True:
-        last_stable, first_diverged = bracket(results, n)
-        if last_stable + 1 == first_diverged:
-            return first_diverged, results
-        trials = next_trials(results, n, start, window)
-        results |= run(trials)
-        log(f"bracket: tried {trials}; edge between {bracket(results, n)}")
+def find_edges(
+    columns: Mapping[str, tuple[int, int]], window: int, run: RunShort, log: Callable[[str], None] = print
+) -> dict[str, tuple[int, dict[int, int]]]:
+    """Bracket the edge of every column ``key: (n, start)`` (an ``n``-point grid, searched from index
+    ``start``) by short runs (see module doc); each round ``run`` gets the trials of every column not yet
+    bracketed. Returns per column (its edge index, n if nothing diverges; every short run's diverged step)."""
+    results: dict[str, dict[int, int]] = {key: {} for key in columns}
+    for round_ in itertools.count(1):
+        trials = {
+            key: next_trials(results[key], n, start, window)
+            for key, (n, start) in columns.items()
+            if not _bracketed(results[key], n)
+        }
+        if not trials:
+            break
+        for key, found in run(trials).items():
+            results[key] |= found
+        log(f"bracket round {round_}: {sum(map(len, trials.values()))} short runs in {len(trials)} columns")
+    return {key: (bracket(results[key], n)[1], results[key]) for key, (n, _) in columns.items()}
+
+
+def _bracketed(results: dict[int, int], n: int) -> bool:
+    last_stable, first_diverged = bracket(results, n)
+    return last_stable + 1 == first_diverged
 
 
 def window_indices(n: int, edge: int, depth_steps: int | None) -> range:

@@ -3,10 +3,11 @@ from gammasweep.jobs.train import bracket_eta
 
 with job_log(snakemake):
     bracket_eta(
-        [dict(c) for c in snakemake.params.cells],
+        {key: [dict(c) for c in cells] for key, cells in snakemake.params.columns.items()},
+        dict(snakemake.params.starts),
         snakemake.input.pool,
         snakemake.input.test,
         dict(snakemake.params.settings),
-        snakemake.params.start,
+        snakemake.params.pack_size,
         snakemake.output[0],
     )
