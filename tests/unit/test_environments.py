@@ -1,7 +1,7 @@
 """The install routes agree with pyproject.toml: every requirement has a floor (.ci/test-floors.sh installs
 them), the conda environment of `--sdm conda` lists the same requirements and installs the package from
 the workflow's base directory, and the lock file satisfies every range. That they install from the
-registry: tests/workflow/test_environments.py."""
+registry: tests/workflow/test_environment_installs.py."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_the_conda_environment_lists_pyprojects_requirements():
 def test_the_conda_environment_installs_the_package_from_the_workflows_base_directory():
     """Snakemake runs <env>.post-deploy.sh, found beside the environment file, inside the new environment;
     it reads the base directory from the variable that the Snakefile exports (what it installs there:
-    tests/workflow/test_environments.py)."""
+    tests/workflow/test_environment_installs.py)."""
     script = CONDA_ENV.with_name(CONDA_ENV.stem + ".post-deploy.sh")
     assert os.access(script, os.X_OK)
     (variable,) = re.findall(r"\$\{(\w+):\?", script.read_text())
